@@ -1,0 +1,64 @@
+"""Shared CLI plumbing: one-line errors, exit codes, version."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+from srgan_med.errors import SrganMedError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def fail(message: str, code: int = EXIT_USER_ERROR) -> typer.Exit:
+    """Print ``error: message`` as one line on stderr and return the ``typer.Exit`` to raise."""
+    print(f"error: {_one_line(message)}", file=sys.stderr)
+    return typer.Exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Turn expected errors into one stderr line + exit 2, and anything else into one line + exit 1.
+
+    Set ``SRGAN_MED_DEBUG=1`` to let unexpected exceptions propagate with their traceback.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except SrganMedError as error:
+            raise fail(str(error)) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted; nothing partial was written", 130) from None
+        except Exception as error:  # noqa: BLE001 - the last line of defence against tracebacks
+            if os.environ.get("SRGAN_MED_DEBUG"):
+                raise
+            raise fail(
+                f"internal error ({type(error).__name__}: {error}); please report it "
+                "(SRGAN_MED_DEBUG=1 shows the traceback)",
+                EXIT_INTERNAL_ERROR,
+            ) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        from srgan_med import __version__
+
+        print(f"srgan-med {__version__}")
+        raise typer.Exit()

@@ -1,0 +1,28 @@
+"""Exceptions a user can act on.
+
+Every failure that bad input, a missing file or a wrong option can cause is raised as a
+:class:`SrganMedError` subclass with a message that names the file and the reason. The CLI prints
+such an error as one line on stderr and exits with code 2; anything else is a bug.
+"""
+
+from __future__ import annotations
+
+
+class SrganMedError(Exception):
+    """Base class for expected, user-facing failures (printed as one line, exit code 2)."""
+
+
+class InputError(SrganMedError, ValueError):
+    """An input scan or file cannot be used (unreadable, unsupported, inconsistent geometry)."""
+
+
+class OutputExistsError(SrganMedError, FileExistsError):
+    """The output exists and ``--overwrite`` was not given, or it would overwrite an input."""
+
+
+class ConfigError(SrganMedError, ValueError):
+    """A configuration file or value is invalid; the message names the key's dotted path."""
+
+
+class WeightsNotFoundError(SrganMedError, FileNotFoundError):
+    """Model or VGG weights are not where they were looked for; the message says how to get them."""
