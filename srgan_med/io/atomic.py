@@ -1,0 +1,58 @@
+"""Atomic, non-destructive output: write beside the target, then rename into place."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from srgan_med.errors import OutputExistsError
+
+
+def check_output(path: Path, *, overwrite: bool, inputs: Iterable[Path] = ()) -> None:
+    """Refuse to write over an input, or over an existing output without ``overwrite``.
+
+    Raises:
+        OutputExistsError: with a one-line reason.
+    """
+    target = Path(path).resolve()
+    for source in inputs:
+        source = Path(source).resolve()
+        if target == source or source in target.parents or target in source.parents:
+            raise OutputExistsError(f"{path}: output would overwrite the input {source}; choose another output")
+    if target.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: exists already; pass --overwrite to replace it")
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, *, overwrite: bool = False, inputs: Iterable[Path] = ()) -> Iterator[Path]:
+    """Yield a temporary sibling path to write to; on success it replaces ``path`` in one rename.
+
+    Works for a file or a folder. On any error (or Ctrl-C) the temporary is removed and ``path``
+    is left as it was, so nothing partial is ever visible under the final name.
+    """
+    path = Path(path)
+    check_output(path, overwrite=overwrite, inputs=inputs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Keep the file's suffixes (".nii.gz") on the temporary so writers pick the right format.
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial{''.join(path.suffixes)}")
+    try:
+        yield temporary
+        if not temporary.exists():
+            raise RuntimeError(f"nothing was written to {temporary}")
+        if path.is_dir() and not path.is_symlink():
+            # A folder cannot be replaced by rename in one step: move the old one aside first.
+            retired = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
+            os.replace(path, retired)
+            os.replace(temporary, path)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(temporary, path)
+    finally:
+        if temporary.is_dir():
+            shutil.rmtree(temporary, ignore_errors=True)
+        elif temporary.exists():
+            temporary.unlink()

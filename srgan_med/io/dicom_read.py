@@ -1,0 +1,408 @@
+"""Read DICOM files, multi-frame DICOM and series folders into a volume with exact geometry.
+
+Why not MONAI's ``PydicomReader`` for series: in MONAI 1.6 it orders slices by InstanceNumber
+(which scanners do not guarantee to follow position), derives the slice spacing from the z
+coordinate alone (wrong for sagittal, coronal and oblique stacks), averages uneven spacing away,
+mixes every series found in a folder, and gives enhanced multi-frame files an identity affine. Here
+slices are sorted by ImagePositionPatient projected on the slice normal, uneven spacing and mixed
+orientations are errors, and the array layout is the one dcm2niix writes (the reference converter):
+
+* ``i`` = column index, ``j`` = row index counted from the LAST row (rows flipped, as dcm2niix
+  stores them), ``k`` = slice index in ascending order along the normal ``row x column`` cosine.
+
+Pixel decoding (including JPEG, JPEG-LS, JPEG 2000 and RLE via pylibjpeg) and the modality LUT
+(rescale slope/intercept, so CT comes out in HU) are pydicom's.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from srgan_med.errors import InputError
+from srgan_med.io.geometry import LPS_TO_RAS
+
+logger = logging.getLogger(__name__)
+
+# Objects that carry no scan to enhance, by Modality.
+_NON_IMAGE_MODALITIES = {
+    "RTSTRUCT": "an RT structure set",
+    "RTPLAN": "an RT plan",
+    "RTDOSE": "an RT dose grid",
+    "RTRECORD": "an RT treatment record",
+    "SR": "a structured report",
+    "SEG": "a segmentation",
+    "REG": "a registration",
+    "KO": "a key object selection",
+    "PR": "a presentation state",
+    "ECG": "a waveform",
+}
+_GREY = {"MONOCHROME1", "MONOCHROME2"}
+_ORIENTATION_TOLERANCE = 1e-4  # difference of direction cosines between slices of one series
+_SPACING_TOLERANCE_MM = 0.01
+
+
+@dataclass
+class SeriesInfo:
+    """One DICOM series found in a folder."""
+
+    uid: str
+    description: str
+    modality: str
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def slice_count(self) -> int:
+        return len(self.files)
+
+
+def _read_header(path: Path, *, force_fallback: bool):
+    """``dcmread`` without pixels; files lacking the preamble/meta header are retried with force."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError:
+        if not force_fallback:
+            raise
+        # Files written without the 128-byte preamble and meta header are still legal data sets
+        # in old archives; accept them only if they really describe an image.
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        if "Rows" not in ds or "SOPClassUID" not in ds and "Modality" not in ds:
+            raise InvalidDicomError("not a DICOM file") from None
+        return ds
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] if text else type(exc).__name__
+
+
+def find_series(folder: Path) -> list[SeriesInfo]:
+    """List the DICOM image series under ``folder`` (searched recursively), sorted by UID.
+
+    Files that are not DICOM, DICOMDIR index files and non-image objects are skipped.
+    """
+    series: dict[str, SeriesInfo] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        try:
+            ds = _read_header(path, force_fallback=False)
+        except Exception:  # noqa: BLE001 - an unreadable file in a folder is not part of a series
+            continue
+        if "Rows" not in ds or str(ds.get("Modality", "")) in _NON_IMAGE_MODALITIES:
+            continue
+        uid = str(ds.get("SeriesInstanceUID", "") or "unknown")
+        info = series.setdefault(
+            uid,
+            SeriesInfo(uid, str(ds.get("SeriesDescription", "") or ""), str(ds.get("Modality", "") or "")),
+        )
+        info.files.append(path)
+    return [series[uid] for uid in sorted(series)]
+
+
+def _check_image(ds, path: Path) -> None:
+    modality = str(ds.get("Modality", "") or "")
+    if modality in _NON_IMAGE_MODALITIES:
+        raise InputError(f"{path}: {_NON_IMAGE_MODALITIES[modality]} ({modality}) holds no scan to load")
+    if "Rows" not in ds or "Columns" not in ds:
+        raise InputError(f"{path}: no image in this DICOM object (no Rows/Columns)")
+    photometric = str(ds.get("PhotometricInterpretation", "") or "")
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if photometric not in _GREY or samples != 1:
+        raise InputError(
+            f"{path}: unsupported photometric interpretation {photometric or 'missing'} "
+            f"({samples} samples per pixel); srgan-med works on grey-scale CT/MR images"
+        )
+
+
+def _pixels(ds, path: Path) -> np.ndarray:
+    """Decoded stored values, ``(frames, rows, columns)``, before the modality LUT."""
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise InputError(f"{path}: no pixel data in this DICOM file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            array = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for broken pixel data
+        raise InputError(f"{path}: cannot decode pixel data ({_describe(exc)})") from None
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    array = np.asarray(array)
+    if frames == 1 and array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3:
+        raise InputError(f"{path}: unexpected pixel array shape {array.shape}")
+    return array
+
+
+def _rescale(stored: np.ndarray, rescale_source) -> np.ndarray:
+    from pydicom.pixels import apply_modality_lut
+
+    return np.asarray(apply_modality_lut(stored, rescale_source), dtype=np.float64)
+
+
+def _float_list(value, count: int, what: str, path: Path) -> np.ndarray:
+    try:
+        array = np.asarray([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: malformed {what} {value!r}") from None
+    if array.shape != (count,) or not np.all(np.isfinite(array)):
+        raise InputError(f"{path}: malformed {what} {value!r}")
+    if what == "PixelSpacing" and not np.all(array > 0):
+        raise InputError(f"{path}: PixelSpacing must be positive, got {value!r}")
+    return array
+
+
+@dataclass
+class _Frame:
+    path: Path
+    stored: np.ndarray  # (rows, columns)
+    position: np.ndarray  # LPS mm of the first transmitted pixel's centre
+    orientation: np.ndarray  # (6,) row cosine then column cosine, LPS
+    spacing: np.ndarray  # (row spacing, column spacing) mm
+    thickness: float | None
+    rescale: Any  # a Dataset holding the modality LUT for this frame
+
+
+def _frames_of_multiframe(ds, path: Path, stored: np.ndarray) -> list[_Frame]:
+    from pydicom.dataset import Dataset
+
+    shared = ds.get("SharedFunctionalGroupsSequence", [Dataset()])[0]
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if not per_frame or len(per_frame) != stored.shape[0]:
+        raise InputError(
+            f"{path}: multi-frame image without per-frame functional groups (no position of each "
+            "frame); cannot build a volume from it"
+        )
+
+    def item(group, sequence: str):
+        for source in (group, shared):
+            if sequence in source and len(source[sequence].value):
+                return source[sequence].value[0]
+        return None
+
+    frames = []
+    for index, group in enumerate(per_frame):
+        plane = item(group, "PlanePositionSequence")
+        orientation = item(group, "PlaneOrientationSequence")
+        measures = item(group, "PixelMeasuresSequence")
+        if plane is None or orientation is None or measures is None or "PixelSpacing" not in measures:
+            raise InputError(f"{path}: frame {index + 1} lacks position, orientation or pixel spacing")
+        transform = item(group, "PixelValueTransformationSequence")
+        rescale = Dataset()
+        source = transform if transform is not None else ds
+        for keyword in ("RescaleSlope", "RescaleIntercept"):
+            if keyword in source:
+                setattr(rescale, keyword, source[keyword].value)
+        thickness = measures.get("SliceThickness")
+        frames.append(
+            _Frame(
+                path,
+                stored[index],
+                _float_list(plane.ImagePositionPatient, 3, "ImagePositionPatient", path),
+                _float_list(orientation.ImageOrientationPatient, 6, "ImageOrientationPatient", path),
+                _float_list(measures.PixelSpacing, 2, "PixelSpacing", path),
+                float(thickness) if thickness not in (None, "") else None,
+                rescale,
+            )
+        )
+    return frames
+
+
+def _frame_of_single(ds, path: Path, stored: np.ndarray) -> tuple[_Frame, bool]:
+    """One frame; the bool says whether geometry had to be assumed (no position/orientation tags)."""
+    spacing_value = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    spacing = _float_list(spacing_value, 2, "PixelSpacing", path) if spacing_value else np.ones(2)
+    thickness = ds.get("SliceThickness")
+    thickness = float(thickness) if thickness not in (None, "") else None
+    has_geometry = "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds
+    if has_geometry:
+        position = _float_list(ds.ImagePositionPatient, 3, "ImagePositionPatient", path)
+        orientation = _float_list(ds.ImageOrientationPatient, 6, "ImageOrientationPatient", path)
+    else:
+        position, orientation = np.zeros(3), np.array([1.0, 0, 0, 0, 1.0, 0])
+    return _Frame(path, stored[0], position, orientation, spacing, thickness, ds), not has_geometry
+
+
+def _assemble(frames: list[_Frame], label: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Stack frames of one volume; returns ``(volume (I, J, K) float64, affine RAS, notes)``."""
+    first = frames[0]
+    notes: dict[str, Any] = {}
+    for frame in frames[1:]:
+        if frame.stored.shape != first.stored.shape:
+            raise InputError(f"{label}: slices differ in size ({first.stored.shape} vs {frame.stored.shape})")
+        if np.max(np.abs(frame.orientation - first.orientation)) > _ORIENTATION_TOLERANCE:
+            raise InputError(f"{label}: slices differ in orientation (a localizer or mixed series?)")
+        if np.max(np.abs(frame.spacing - first.spacing)) > 1e-4:
+            raise InputError(f"{label}: slices differ in pixel spacing")
+    row_cosine, column_cosine = first.orientation[:3], first.orientation[3:]
+    if abs(np.linalg.norm(row_cosine) - 1) > 1e-3 or abs(np.linalg.norm(column_cosine) - 1) > 1e-3:
+        raise InputError(f"{label}: ImageOrientationPatient is not made of unit vectors")
+    normal = np.cross(row_cosine, column_cosine)
+    heights = np.array([frame.position @ normal for frame in frames])
+    order = np.argsort(heights, kind="stable")
+    frames = [frames[i] for i in order]
+    heights = heights[order]
+    row_spacing, column_spacing = first.spacing
+    if len(frames) > 1:
+        steps = np.diff(heights)
+        if np.min(steps) < _SPACING_TOLERANCE_MM:
+            raise InputError(
+                f"{label}: {len(frames)} slices but several share a position "
+                "(multi-echo, dynamic or duplicated images?); not a single volume"
+            )
+        median = float(np.median(steps))
+        if np.max(np.abs(steps - median)) > max(_SPACING_TOLERANCE_MM, 0.01 * median):
+            raise InputError(
+                f"{label}: uneven slice spacing ({steps.min():.3f} to {steps.max():.3f} mm; missing "
+                "slices?); resample it to even spacing first"
+            )
+        # The true step between slice origins: equal to normal * spacing for ordinary stacks, and
+        # carrying the shear exactly for gantry-tilted CT (no resampling needed to stay correct).
+        slice_step = (frames[-1].position - frames[0].position) / (len(frames) - 1)
+        tilt = np.degrees(np.arccos(np.clip(slice_step @ normal / np.linalg.norm(slice_step), -1, 1)))
+        if tilt > 0.01:
+            notes["gantry_tilt_deg"] = float(tilt)
+            logger.info("%s: gantry tilt of %.2f deg kept exactly in the affine (sheared grid)", label, tilt)
+    else:
+        thickness = first.thickness if first.thickness and first.thickness > 0 else 1.0
+        slice_step = normal * thickness
+    rows = first.stored.shape[0]
+    affine_lps = np.eye(4)
+    affine_lps[:3, 0] = row_cosine * column_spacing
+    affine_lps[:3, 1] = -column_cosine * row_spacing  # rows are stored flipped (dcm2niix layout)
+    affine_lps[:3, 2] = slice_step
+    affine_lps[:3, 3] = frames[0].position + column_cosine * row_spacing * (rows - 1)
+    volume = np.empty((first.stored.shape[1], rows, len(frames)), dtype=np.float64)
+    for k, frame in enumerate(frames):
+        volume[:, :, k] = _rescale(frame.stored, frame.rescale)[::-1, :].T
+    return volume, LPS_TO_RAS @ affine_lps, notes
+
+
+def _reference_header(ds) -> dict[str, Any]:
+    """JSON form of the source header (no pixel data or per-frame groups) for writing back."""
+    import copy
+
+    header = copy.copy(ds)
+    for keyword in ("PixelData", "PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+        if keyword in header:
+            delattr(header, keyword)
+    try:
+        return header.to_json_dict(suppress_invalid_tags=True)
+    except Exception:  # noqa: BLE001 - an unencodable private tag must not stop loading the image
+        return {}
+
+
+def read_dicom(path: Path, series: str | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Read a DICOM file (single or multi-frame) or a series folder.
+
+    Args:
+        path: a DICOM file, or a folder holding one series (or several, with ``series``).
+        series: SeriesInstanceUID to pick when the folder holds several series.
+
+    Returns:
+        ``(volume, affine, meta)``: volume ``(I, J, K)`` float64 in physical units (modality LUT
+        applied: HU for CT), ``affine`` the ``(4, 4)`` voxel-centre affine to RAS+ mm, and ``meta``
+        with ``modality``, ``dicom_reference`` (header as DICOM JSON), ``series_uid``,
+        ``source_files`` and ``original_dtype``.
+
+    Raises:
+        InputError: unreadable, non-image, colour, inconsistent or ambiguous input.
+    """
+    with warnings.catch_warnings():
+        # pydicom warns about every oddity it tolerates; what matters is raised as InputError.
+        warnings.simplefilter("ignore")
+        return _read_dicom(Path(path), series)
+
+
+def _read_dicom(path: Path, series: str | None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    from pydicom.errors import InvalidDicomError
+
+    if path.is_dir():
+        found = find_series(path)
+        if not found:
+            raise InputError(f"{path}: no DICOM image files in this folder")
+        if series is not None:
+            matches = [s for s in found if s.uid == series]
+            if not matches:
+                raise InputError(f"{path}: no series with UID {series}; found {', '.join(s.uid for s in found)}")
+            chosen = matches[0]
+        elif len(found) > 1:
+            listing = "; ".join(f"{s.uid} ({s.modality}, {s.description or 'no description'}, "
+                                f"{s.slice_count} files)" for s in found)
+            raise InputError(f"{path}: {len(found)} series found, choose one with --series UID: {listing}")
+        else:
+            chosen = found[0]
+        files = chosen.files
+        label = f"{path} (series {chosen.uid})"
+    else:
+        files = [path]
+        label = str(path)
+
+    headers = []
+    for file in files:
+        try:
+            headers.append(_read_header(file, force_fallback=True))
+        except InvalidDicomError:
+            raise InputError(f"{file}: not a DICOM file") from None
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"{file}: unreadable DICOM header ({_describe(exc)})") from None
+
+    import pydicom
+
+    frames: list[_Frame] = []
+    assumed = False
+    first_full = None
+    for file in files:
+        try:
+            ds = pydicom.dcmread(file, force=True)
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"{file}: unreadable DICOM file ({_describe(exc)})") from None
+        _check_image(ds, file)
+        stored = _pixels(ds, file)
+        if first_full is None:
+            first_full = ds
+        if stored.shape[0] > 1:
+            if len(files) > 1:
+                raise InputError(f"{label}: mixes multi-frame and other files in one series")
+            frames.extend(_frames_of_multiframe(ds, file, stored))
+        else:
+            frame, no_geometry = _frame_of_single(ds, file, stored)
+            if no_geometry and len(files) > 1:
+                raise InputError(f"{file}: no ImagePositionPatient/ImageOrientationPatient; cannot order the series")
+            assumed |= no_geometry
+            frames.append(frame)
+    if assumed:
+        logger.warning("%s: no patient position/orientation tags; assuming an axial LPS grid", label)
+    volume, affine, notes = _assemble(frames, label)
+    assert first_full is not None
+    meta: dict[str, Any] = {
+        "modality": str(first_full.get("Modality", "") or "OT"),
+        "series_uid": str(first_full.get("SeriesInstanceUID", "") or ""),
+        "series_description": str(first_full.get("SeriesDescription", "") or ""),
+        "dicom_reference": _reference_header(headers[0]),
+        "source_files": [str(f) for f in files],
+        "original_dtype": integer_dtype_for(volume),
+        "geometry_assumed": assumed,
+        **notes,
+    }
+    return volume, affine, meta
+
+
+def integer_dtype_for(volume: np.ndarray) -> str:
+    """Smallest of int16 / uint16 / int32 that holds ``volume`` exactly, else ``"float32"``.
+
+    Used as the "original dtype" of a DICOM volume: CT in HU comes back as int16.
+    """
+    if volume.size and np.array_equal(volume, np.rint(volume)):
+        low, high = float(volume.min()), float(volume.max())
+        for name in ("int16", "uint16", "int32"):
+            info = np.iinfo(name)
+            if info.min <= low and high <= info.max:
+                return name
+    return "float32"

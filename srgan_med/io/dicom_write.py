@@ -1,0 +1,179 @@
+"""Write a volume as a DICOM series (one single-frame file per slice).
+
+pydicom writes datasets but has no notion of "a volume with an affine", and MONAI's writers do not
+write DICOM at all, so the geometry tags are derived here by hand from the affine: the inverse of
+:func:`srgan_med.io.dicom_read.volume_geometry`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from srgan_med.io.geometry import LPS_TO_RAS, as_numpy_affine
+
+# SOP classes of classic single-frame images we write; an enhanced (multi-frame) source is written
+# back as the classic class of its modality, which every viewer and dcm2niix reads.
+_SOP_CLASS_BY_MODALITY = {
+    "CT": "1.2.840.10008.5.1.4.1.1.2",
+    "MR": "1.2.840.10008.5.1.4.1.1.4",
+}
+_SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+# Tags copied from the source so the derived series stays in the same patient and study.
+_KEEP_TAGS = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "PatientWeight",
+    "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "StudyDescription", "AccessionNumber",
+    "ReferringPhysicianName", "FrameOfReferenceUID", "PositionReferenceIndicator", "Manufacturer",
+    "ManufacturerModelName", "InstitutionName", "BodyPartExamined", "PatientPosition", "KVP",
+    "ConvolutionKernel", "MagneticFieldStrength", "RepetitionTime", "EchoTime", "FlipAngle",
+    "ScanningSequence", "SequenceVariant", "ScanOptions", "MRAcquisitionType", "WindowCenter",
+    "WindowWidth", "SeriesNumber", "SeriesDescription", "ProtocolName", "AcquisitionNumber",
+)
+
+
+def slice_geometry(affine_ras) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """Split a voxel-centre RAS affine into DICOM terms.
+
+    The array layout is the reader's (dcm2niix's): i = column, j = row counted from the last row,
+    k = slice. So the DICOM column cosine (direction of increasing row number) is minus the
+    direction of increasing j.
+
+    Returns:
+        ``(row_cosine, column_cosine, slice_step_lps, column_spacing_mm, row_spacing_mm)`` where
+        ``row_cosine`` is the LPS direction of increasing column index (IOP[0:3]),
+        ``column_cosine`` that of increasing row index (IOP[3:6]) and ``slice_step_lps`` the LPS
+        vector from one slice position to the next.
+    """
+    affine_lps = LPS_TO_RAS @ as_numpy_affine(affine_ras)
+    column_step, j_step, slice_step = affine_lps[:3, 0], affine_lps[:3, 1], affine_lps[:3, 2]
+    column_spacing, row_spacing = float(np.linalg.norm(column_step)), float(np.linalg.norm(j_step))
+    row_cosine, column_cosine = column_step / column_spacing, -j_step / row_spacing
+    if abs(float(row_cosine @ column_cosine)) > 1e-4:
+        raise ValueError("cannot write DICOM: the in-plane axes of the affine are not orthogonal")
+    return row_cosine, column_cosine, slice_step, column_spacing, row_spacing
+
+
+def _stored_values(volume: np.ndarray) -> tuple[np.ndarray, float, float, int]:
+    """Choose integer storage (values, slope, intercept, pixel representation) for ``volume``.
+
+    Integer-valued data that fits int16/uint16 is stored as is (slope 1, intercept 0), so HU stay
+    exact; anything else is linearly scaled onto the int16 range.
+    """
+    finite_min, finite_max = float(volume.min()), float(volume.max())
+    rounded = np.rint(volume)
+    if np.allclose(rounded, volume, atol=1e-3):
+        if finite_min >= -32768 and finite_max <= 32767:
+            return rounded.astype(np.int16), 1.0, 0.0, 1
+        if finite_min >= 0 and finite_max <= 65535:
+            return rounded.astype(np.uint16), 1.0, 0.0, 0
+    span = max(finite_max - finite_min, 1e-12)
+    slope = span / 65534.0
+    intercept = finite_min + 32767.0 * slope
+    stored = np.clip(np.rint((volume - intercept) / slope), -32767, 32767).astype(np.int16)
+    return stored, slope, intercept, 1
+
+
+def write_dicom_series(
+    volume: np.ndarray,
+    affine_ras,
+    folder: Path,
+    *,
+    reference: dict[str, Any] | None = None,
+    modality: str = "OT",
+    description: str = "srgan-med",
+    derivation: str | None = None,
+) -> list[Path]:
+    """Write ``volume`` as one DICOM file per slice into the (new, empty) ``folder``.
+
+    Args:
+        volume: ``(I, J, K)`` values in physical units (HU for CT); i = column, j = row, k = slice.
+        affine_ras: ``(4, 4)`` voxel-centre affine to RAS+ mm.
+        folder: destination folder, created here (the caller makes the write atomic).
+        reference: DICOM JSON dict (``Dataset.to_json_dict()``) of a source slice: patient, study
+            and acquisition tags are copied from it; the written series is marked DERIVED.
+        modality: used when there is no reference.
+        description: SeriesDescription of the new series.
+        derivation: DerivationDescription; set (and ImageType DERIVED\\SECONDARY) when given.
+
+    Returns:
+        The written file paths, in slice order.
+    """
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    volume = np.asarray(volume)
+    if volume.ndim != 3:
+        raise ValueError(f"volume must be (I, J, K), got shape {volume.shape}")
+    row_cosine, column_cosine, slice_step, column_spacing, row_spacing = slice_geometry(affine_ras)
+    affine_lps = LPS_TO_RAS @ as_numpy_affine(affine_ras)
+    stored, slope, intercept, pixel_representation = _stored_values(volume.astype(np.float64))
+    source = pydicom.Dataset.from_json(reference) if reference else Dataset()
+    modality = str(source.get("Modality", modality) or modality)
+    sop_class = _SOP_CLASS_BY_MODALITY.get(modality, _SECONDARY_CAPTURE)
+    series_uid = generate_uid()
+    frame_of_reference = str(source.get("FrameOfReferenceUID", "") or generate_uid())
+    study_uid = str(source.get("StudyInstanceUID", "") or generate_uid())
+    now = _dt.datetime.now()
+    slice_thickness = float(np.linalg.norm(slice_step))
+    folder.mkdir(parents=True)
+    paths = []
+    for k in range(volume.shape[2]):
+        ds = Dataset()
+        for keyword in _KEEP_TAGS:
+            if keyword in source:
+                setattr(ds, keyword, source[keyword].value)
+        ds.FrameOfReferenceUID = frame_of_reference
+        ds.StudyInstanceUID = study_uid
+        ds.SOPClassUID = sop_class
+        ds.SOPInstanceUID = generate_uid()
+        ds.SeriesInstanceUID = series_uid
+        ds.Modality = modality
+        ds.SeriesDescription = description
+        ds.SeriesNumber = int(source.get("SeriesNumber", 0) or 0) + 1000 if reference else 1
+        ds.InstanceNumber = k + 1
+        ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+        ds.SeriesDate, ds.SeriesTime = ds.ContentDate, ds.ContentTime
+        if derivation:
+            ds.ImageType = ["DERIVED", "SECONDARY"]
+            ds.DerivationDescription = derivation[:1024]
+        else:
+            ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        for keyword in ("PatientName", "PatientID", "StudyDate", "StudyTime", "StudyID",
+                        "AccessionNumber", "ReferringPhysicianName", "PatientBirthDate", "PatientSex"):
+            if keyword not in ds:
+                setattr(ds, keyword, "")
+        # The first transmitted row is the last j (rows are stored flipped in the array).
+        position = affine_lps @ np.array([0.0, float(volume.shape[1] - 1), float(k), 1.0])
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in position[:3]]
+        ds.ImageOrientationPatient = [f"{v:.8f}" for v in (*row_cosine, *column_cosine)]
+        ds.PixelSpacing = [f"{row_spacing:.8f}", f"{column_spacing:.8f}"]
+        ds.SliceThickness = f"{slice_thickness:.6f}"
+        ds.SpacingBetweenSlices = f"{slice_thickness:.6f}"
+        ds.SliceLocation = f"{float(position[:3] @ np.cross(row_cosine, column_cosine)):.6f}"
+        pixels = np.ascontiguousarray(stored[:, ::-1, k].T)  # (rows, columns)
+        ds.Rows, ds.Columns = pixels.shape
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated = ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = pixel_representation
+        ds.RescaleSlope = f"{slope:.10g}"
+        ds.RescaleIntercept = f"{intercept:.10g}"
+        if modality == "CT":
+            ds.RescaleType = "HU"
+        ds.PixelData = pixels.tobytes()
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
+        ds.file_meta = meta
+        path = folder / f"IM{k + 1:05d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths

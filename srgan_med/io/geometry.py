@@ -1,0 +1,59 @@
+"""Affine helpers: one convention everywhere.
+
+Convention: an image is ``(C, I, J, K)`` and its ``affine`` (4x4, float64) maps the voxel index
+``(i, j, k, 1)`` of a voxel CENTRE to RAS+ world coordinates in millimetres, exactly as nibabel
+reports ``img.affine``. DICOM works in LPS+; :data:`LPS_TO_RAS` converts between the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def as_numpy_affine(affine) -> np.ndarray:
+    """Return ``affine`` (torch tensor, array or nested list) as a float64 ``(4, 4)`` array."""
+    array = np.asarray(affine.detach().cpu().numpy() if hasattr(affine, "detach") else affine, dtype=np.float64)
+    if array.shape != (4, 4):
+        raise ValueError(f"affine must be 4x4, got shape {array.shape}")
+    return array
+
+
+def spacing_from_affine(affine) -> tuple[float, float, float]:
+    """Voxel size in mm along i, j, k: the norms of the affine's first three columns."""
+    matrix = as_numpy_affine(affine)[:3, :3]
+    return tuple(float(v) for v in np.linalg.norm(matrix, axis=0))  # type: ignore[return-value]
+
+
+def orientation_code(affine) -> str:
+    """Three-letter axis code (e.g. ``"RAS"``, ``"LPS"``) of the closest orthogonal orientation."""
+    import nibabel as nib
+
+    return "".join(code or "?" for code in nib.orientations.aff2axcodes(as_numpy_affine(affine)))
+
+
+def rescaled_affine(affine, factors: Sequence[float]) -> np.ndarray:
+    """Affine of a grid resampled by ``factors`` over the same field of view.
+
+    A factor ``f > 1`` upsamples (voxels ``f`` times smaller), ``f < 1`` downsamples. The voxel
+    edges of both grids coincide, so the centre of new voxel 0 sits at old index
+    ``(1 / f - 1) / 2``: ``-0.375`` for ``f = 4`` and ``+1.5`` for ``f = 1/4``. This keeps an
+    upscaled volume exactly over its input in a viewer.
+
+    Args:
+        affine: ``(4, 4)`` voxel-centre affine of the input grid.
+        factors: one positive factor per spatial axis ``(fi, fj, fk)``.
+
+    Returns:
+        The ``(4, 4)`` float64 affine of the new grid.
+    """
+    factors = np.asarray(factors, dtype=np.float64)
+    if factors.shape != (3,) or not np.all(factors > 0):
+        raise ValueError(f"factors must be three positive numbers, got {factors.tolist()}")
+    zoom = np.eye(4)
+    zoom[:3, :3] = np.diag(1.0 / factors)
+    zoom[:3, 3] = (1.0 / factors - 1.0) / 2.0
+    return as_numpy_affine(affine) @ zoom

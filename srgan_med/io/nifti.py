@@ -1,0 +1,96 @@
+"""NIfTI reading (MONAI's ``NibabelReader``) and writing (nibabel) with checks a user can act on."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from srgan_med.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_MM_PER_UNIT = {"mm": 1.0, "meter": 1000.0, "micron": 0.001, "unknown": 1.0}
+
+
+def is_nifti_path(path: Path) -> bool:
+    name = Path(path).name.lower()
+    return name.endswith(NIFTI_SUFFIXES)
+
+
+def read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Read a 3-D NIfTI file (a 2-D image becomes one slice; a 4-D file with one volume is squeezed).
+
+    MONAI's ``NibabelReader`` is used as is: it keeps the stored orientation and applies the
+    header's ``scl_slope``/``scl_inter``. What it does not do, and is done here: refusing
+    ambiguous 4-D data, converting spatial units other than mm, and naming the file and reason
+    when the file is not NIfTI or its data are truncated.
+
+    Returns:
+        ``(volume (I, J, K), affine (4, 4) RAS+ mm, meta)``; meta holds ``original_dtype`` and the
+        ``nifti_header`` fields written back on save.
+    """
+    from monai.data import NibabelReader
+
+    reader = NibabelReader()
+    try:
+        image = reader.read(str(path))
+    except Exception as exc:  # noqa: BLE001 - nibabel raises several types for non-NIfTI input
+        raise InputError(f"{path}: not a readable NIfTI file ({' '.join(str(exc).split())[:160]})") from None
+    shape = tuple(int(v) for v in image.shape)
+    extra = shape[3:]
+    if any(size > 1 for size in extra):
+        raise InputError(
+            f"{path}: {len(shape)}-D NIfTI of shape {shape} holds {int(np.prod(extra))} volumes; "
+            "extract the one to use first (e.g. nibabel: img.slicer[..., 0])"
+        )
+    try:
+        array, meta = reader.get_data(image)
+    except Exception as exc:  # noqa: BLE001 - truncated gzip/raw data surface as EOFError, OSError, zlib.error, ValueError
+        raise InputError(f"{path}: truncated or corrupt image data ({' '.join(str(exc).split())[:160]})") from None
+    array = np.asarray(array)
+    array = array.reshape(shape[:3] if len(shape) >= 3 else (*shape, 1) if len(shape) == 2 else shape)
+    if array.ndim != 3:
+        raise InputError(f"{path}: expected a 3-D image, got shape {shape}")
+    affine = np.asarray(meta["affine"], dtype=np.float64)
+    header = image.header
+    spatial_unit = header.get_xyzt_units()[0]
+    if _MM_PER_UNIT.get(spatial_unit, 1.0) != 1.0:
+        logger.warning("%s: spatial unit is %s; converted to mm", path, spatial_unit)
+        affine[:3, :] *= _MM_PER_UNIT[spatial_unit]
+    slope, intercept = header.get_slope_inter()
+    scaled = slope not in (None, 1.0) or intercept not in (None, 0.0)
+    original_dtype = "float32" if scaled else str(header.get_data_dtype())
+    if original_dtype not in {"uint8", "int8", "int16", "uint16", "int32", "uint32", "float32", "float64"}:
+        original_dtype = "float32"
+    sform_code = int(header["sform_code"])
+    qform_code = int(header["qform_code"])
+    return array, affine, {
+        "original_dtype": original_dtype,
+        "nifti_header": {
+            "descrip": header["descrip"].item().decode("latin-1", "replace").strip("\x00 "),
+            "sform_code": sform_code if sform_code > 0 else 1,
+            "qform_code": qform_code if qform_code > 0 else 1,
+        },
+    }
+
+
+def write_nifti(volume: np.ndarray, affine: np.ndarray, path: Path, *, dtype: str, header: dict[str, Any],
+                description: str) -> None:
+    """Write ``volume`` (I, J, K) with ``affine`` as NIfTI-1, in ``dtype`` (values rounded for ints)."""
+    import nibabel as nib
+
+    data = np.asarray(volume)
+    if np.dtype(dtype).kind in "iu":
+        data = np.rint(data).astype(dtype)
+    else:
+        data = data.astype(dtype)
+    image = nib.Nifti1Image(data, affine)
+    image.set_sform(affine, code=int(header.get("sform_code", 1)))
+    image.set_qform(affine, code=int(header.get("qform_code", 1)))
+    image.header.set_xyzt_units(xyz="mm", t="sec")
+    image.header["descrip"] = description[:79].encode("ascii", "replace")
+    nib.save(image, str(path))

@@ -1,0 +1,167 @@
+"""``load_scan`` / ``save_scan``: the one entry point every command uses for scans.
+
+A loaded scan is a MONAI ``MetaTensor`` of shape ``(1, I, J, K)`` (channel first), float32, in
+physical units (CT in HU), whose ``affine`` maps voxel centres to RAS+ mm (nibabel's convention).
+Its ``meta`` keeps what is needed to write a result back in the input's format:
+
+* ``modality`` (``"CT"``, ``"MR"``, ...), ``modality_guessed`` (True for NIfTI, which has no tag),
+* ``units`` (``"HU"`` for CT, ``""`` otherwise), ``original_dtype``,
+* ``source_format`` (``"nifti"`` or ``"dicom"``), ``filename_or_obj`` (MONAI's key for the source),
+* ``dicom_reference`` (DICOM JSON header of the source) or ``nifti_header``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from srgan_med.errors import InputError
+from srgan_med.io.atomic import atomic_output
+from srgan_med.io.nifti import NIFTI_SUFFIXES, is_nifti_path, read_nifti, write_nifti
+
+logger = logging.getLogger(__name__)
+
+# Below this value a NIfTI volume is taken to be CT in HU (air is -1000 HU; MR magnitudes are >= 0).
+_CT_AIR_THRESHOLD_HU = -500.0
+
+
+def _guess_modality(volume: np.ndarray) -> str:
+    return "CT" if float(np.percentile(volume, 1)) <= _CT_AIR_THRESHOLD_HU else "MR"
+
+
+def load_scan(path: str | Path, series: str | None = None, modality: str | None = None):
+    """Load a NIfTI file, a DICOM file (single or multi-frame) or a DICOM series folder.
+
+    Args:
+        path: ``.nii``/``.nii.gz`` file, DICOM file, or folder holding a DICOM series.
+        series: SeriesInstanceUID when a folder holds several series.
+        modality: override the modality (NIfTI has no modality tag: it is guessed from the values).
+
+    Returns:
+        ``MetaTensor`` of shape ``(1, I, J, K)``, float32, affine ``(4, 4)`` float64 to RAS+ mm.
+
+    Raises:
+        InputError: the input is missing, unreadable, not a grey-scale 3-D scan, or holds NaN/Inf.
+
+    Example:
+        >>> scan = load_scan("ct.nii.gz")  # doctest: +SKIP
+        >>> scan.shape, scan.meta["modality"], scan.pixdim  # doctest: +SKIP
+    """
+    import torch
+    from monai.data import MetaTensor
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file")
+    if path.is_file() and is_nifti_path(path):
+        volume, affine, meta = read_nifti(path)
+        meta.update(source_format="nifti", modality=modality or _guess_modality(volume),
+                    modality_guessed=modality is None)
+    else:
+        from srgan_med.io.dicom_read import read_dicom
+
+        volume, affine, meta = read_dicom(path, series=series)
+        meta.update(source_format="dicom", modality_guessed=False)
+        if modality:
+            meta["modality"] = modality
+    finite = np.isfinite(volume)
+    if not finite.all():
+        raise InputError(
+            f"{path}: {int(volume.size - finite.sum())} voxels are NaN or infinite; "
+            "replace them (e.g. with the background value) first"
+        )
+    if volume.size == 0:
+        raise InputError(f"{path}: the image has no voxels (shape {volume.shape})")
+    meta["units"] = "HU" if meta["modality"] == "CT" else ""
+    meta["filename_or_obj"] = str(path)
+    tensor = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32)[None])
+    return MetaTensor(tensor, affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
+
+
+def output_dtype(volume: np.ndarray, original: str) -> str:
+    """``original`` if it holds ``volume`` after rounding (integer types), else ``float32``."""
+    kind = np.dtype(original).kind
+    if kind in "iu":
+        info = np.iinfo(original)
+        low, high = float(np.min(volume)), float(np.max(volume))
+        if info.min - 0.5 <= low and high < info.max + 0.5:
+            return original
+        logger.warning("values %.1f..%.1f do not fit %s; writing float32", low, high, original)
+        return "float32"
+    return original if original in ("float32", "float64") else "float32"
+
+
+def output_format(path: Path, fmt: str | None = None) -> str:
+    """``"nifti"`` for ``.nii``/``.nii.gz`` paths, ``"dicom"`` for a suffix-less folder path."""
+    if fmt:
+        if fmt not in ("nifti", "dicom"):
+            raise InputError(f"unknown output format {fmt!r}; use nifti or dicom")
+        return fmt
+    if is_nifti_path(path):
+        return "nifti"
+    if not Path(path).suffix:
+        return "dicom"
+    raise InputError(f"{path}: cannot tell the output format; use a {' or '.join(NIFTI_SUFFIXES)} name "
+                     "or a folder name (DICOM series)")
+
+
+def save_scan(
+    image,
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+    reference=None,
+    inputs: Iterable[str | Path] = (),
+    fmt: str | None = None,
+    description: str = "srgan-med",
+    derivation: str | None = None,
+) -> Path:
+    """Write ``image`` atomically as NIfTI (``.nii``/``.nii.gz``) or as a DICOM series folder.
+
+    Args:
+        image: ``MetaTensor`` ``(1, I, J, K)`` (or ``(I, J, K)``) with its own, final affine.
+        path: output file (NIfTI) or folder (DICOM series).
+        overwrite: replace an existing output.
+        reference: the loaded source scan; its header (DICOM tags, NIfTI codes) and original dtype
+            are carried over. Defaults to ``image`` itself.
+        inputs: paths that must never be overwritten (the sources of this output).
+        fmt: ``"nifti"`` or ``"dicom"``; default from the path.
+        description: NIfTI ``descrip`` / DICOM SeriesDescription.
+        derivation: DICOM DerivationDescription; marks the series DERIVED\\SECONDARY.
+
+    Returns:
+        The written path.
+    """
+    from srgan_med.io.dicom_write import write_dicom_series
+    from srgan_med.io.geometry import as_numpy_affine
+
+    path = Path(path)
+    reference = image if reference is None else reference
+    ref_meta: dict[str, Any] = dict(getattr(reference, "meta", {}) or {})
+    array = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    volume = array[0] if array.ndim == 4 else array
+    if volume.ndim != 3:
+        raise InputError(f"cannot write an image of shape {tuple(array.shape)}; expected (1, I, J, K)")
+    affine = as_numpy_affine(image.affine)
+    if not np.isfinite(volume).all():
+        raise InputError(f"{path}: refusing to write NaN/Inf values")
+    fmt = output_format(path, fmt)
+    sources = [Path(p) for p in inputs]
+    if ref_meta.get("filename_or_obj"):
+        sources.append(Path(str(ref_meta["filename_or_obj"])))
+    with atomic_output(path, overwrite=overwrite, inputs=sources) as temporary:
+        if fmt == "nifti":
+            dtype = output_dtype(volume, str(ref_meta.get("original_dtype", "float32")))
+            write_nifti(volume, affine, temporary, dtype=dtype, header=ref_meta.get("nifti_header", {}),
+                        description=description)
+        else:
+            write_dicom_series(volume, affine, temporary, reference=ref_meta.get("dicom_reference") or None,
+                               modality=str(ref_meta.get("modality", "OT")), description=description,
+                               derivation=derivation)
+    return path

@@ -1,0 +1,70 @@
+"""Shared fixtures: real data locations (skipped with a reason when absent) and tiny scans."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_SCANS = Path(os.environ.get("SRGAN_MED_SHARED", REPO.parent / "shared" / "data" / "scans"))
+
+
+def shared_scan(name: str) -> Path:
+    """Path of a public scan in ../shared/data/scans, or skip the test saying why."""
+    path = SHARED_SCANS / name
+    if not path.is_file():
+        pytest.skip(f"shared scan {name} not available at {SHARED_SCANS} (only present in the team's workspace)")
+    return path
+
+
+def pydicom_test_files() -> Path:
+    import pydicom.data
+
+    return Path(pydicom.data.__file__).parent / "test_files"
+
+
+def pydicom_data_files() -> Path:
+    data_store = pytest.importorskip("data_store", reason="pydicom-data (test extra) not installed")
+    return Path(data_store.__file__).parent / "data"
+
+
+def dcm2niix(source: Path, out_dir: Path, single_file: bool = False):
+    """Run the reference converter; returns the nibabel image it wrote (one volume expected)."""
+    import nibabel as nib
+
+    exe = shutil.which("dcm2niix")
+    if exe is None:
+        pytest.skip("dcm2niix (test extra) not installed")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [exe, "-z", "n", "-f", "ref", "-o", str(out_dir)] + (["-s", "y"] if single_file else []) + [str(source)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    written = sorted(out_dir.glob("*.nii"))
+    assert len(written) == 1, f"dcm2niix wrote {written}"
+    return nib.load(written[0])
+
+
+def write_nifti(path: Path, volume: np.ndarray, affine: np.ndarray) -> Path:
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(volume, affine), str(path))
+    return path
+
+
+@pytest.fixture
+def small_ct_volume() -> tuple[np.ndarray, np.ndarray]:
+    """A real CT crop (int16 HU) when the shared scans are present, else a synthetic phantom."""
+    path = SHARED_SCANS / "ct_chest_abdomen_aorta_1p5mm.nii.gz"
+    if path.is_file():
+        import nibabel as nib
+
+        image = nib.load(path)
+        return np.asarray(image.dataobj)[30:70, 40:72, 60:72].astype(np.int16), image.affine
+    rng = np.random.default_rng(0)
+    volume = np.full((40, 32, 12), -1000, np.int16)
+    volume[5:35, 4:28, :] = rng.integers(-100, 300, size=(30, 24, 12))
+    return volume, np.diag([1.5, 1.5, 1.5, 1.0])
