@@ -1,0 +1,73 @@
+"""The console script as a user meets it: fast help, module entry point, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from typer.testing import CliRunner
+
+from srgan_med import __version__
+from srgan_med.cli import app
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "srgan_med", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_help_is_fast_and_imports_nothing_heavy():
+    code = (
+        "import sys, time; t = time.perf_counter(); from srgan_med.cli import app; "
+        "print(time.perf_counter() - t, 'torch' in sys.modules, 'monai' in sys.modules)"
+    )
+    seconds, torch_loaded, monai_loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert torch_loaded == "False" and monai_loaded == "False"
+    start = time.perf_counter()
+    result = _run("--help")
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0 and "info" in result.stdout
+    assert elapsed < 2.0, f"--help took {elapsed:.2f} s (import {seconds} s)"
+
+
+def test_version():
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.stdout
+
+
+def test_info_json_on_the_example_scan():
+    result = _run("info", "example:ct-small", "--json")
+    assert result.returncode == 0, result.stderr
+    facts = json.loads(result.stdout)
+    assert set(facts) >= {"shape", "spacing", "affine", "modality", "dtype", "min", "max"}
+    assert facts["modality"] == "CT" and facts["shape"] == [128, 128, 1] and facts["dtype"] == "int16"
+    assert facts["spacing"][:2] == [0.661468, 0.661468]
+    assert -1100 < facts["min"] < facts["max"] < 3000  # HU, rescale applied
+
+
+def test_info_table_mentions_units_and_orientation():
+    result = CliRunner().invoke(app, ["info", "example:ct-small"])
+    assert result.exit_code == 0
+    assert "HU" in result.stdout and "LAS" in result.stdout and "spacing (mm)" in result.stdout
+
+
+def test_bad_input_through_the_real_console_script(tmp_path):
+    bogus = tmp_path / "scan.nii.gz"
+    bogus.write_text("not an image")
+    result = _run("info", str(bogus))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    assert str(bogus) in result.stderr
+
+
+def test_unknown_example_is_a_clear_error():
+    result = CliRunner().invoke(app, ["info", "example:nope"])
+    assert result.exit_code == 2 and "unknown example 'nope'" in result.stderr
+
+
+def test_examples_lists_installed_files():
+    result = CliRunner().invoke(app, ["examples"])
+    assert result.exit_code == 0 and "example:ct-small" in result.stdout and "CT_small.dcm" in result.stdout

@@ -1,0 +1,147 @@
+"""Bad input gets one line on stderr naming the file and the reason, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import pydicom_data_files, pydicom_test_files, write_nifti
+from typer.testing import CliRunner
+
+from srgan_med.cli import app
+
+runner = CliRunner()
+
+
+def _info(*args: str):
+    return runner.invoke(app, ["info", *args, "--json"])
+
+
+def _assert_one_line_error(result, *needles: str) -> str:
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr, result.exception)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    assert result.stdout == ""
+    return lines[0]
+
+
+def _corpus() -> list[Path]:
+    roots = [pydicom_test_files()]
+    try:
+        roots.append(pydicom_data_files())
+    except pytest.skip.Exception:
+        pass
+    return [p for root in roots for p in sorted(root.rglob("*")) if p.is_file()]
+
+
+def test_every_shipped_dicom_file_loads_or_fails_cleanly():
+    outcomes = {"loaded": 0, "refused": 0}
+    for path in _corpus():
+        result = _info(str(path))
+        if result.exit_code == 0:
+            facts = json.loads(result.stdout)
+            assert len(facts["shape"]) == 3 and all(s > 0 for s in facts["spacing"]), path
+            assert np.isfinite([facts["min"], facts["max"]]).all()
+            outcomes["loaded"] += 1
+        else:
+            _assert_one_line_error(result, str(path))
+            outcomes["refused"] += 1
+    # both kinds are really exercised: real scans load, RT/SR/colour/truncated files are refused
+    assert outcomes["loaded"] >= 20 and outcomes["refused"] >= 50, outcomes
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("MR_truncated.dcm", "cannot decode pixel data"),
+        ("rtstruct.dcm", "not a DICOM file"),
+        ("rtplan.dcm", "RT plan"),
+        ("rtdose.dcm", "RT dose"),
+        ("test-SR.dcm", "structured report"),
+        ("SC_rgb_rle.dcm", "photometric interpretation RGB"),
+        ("examples_palette.dcm", "PALETTE COLOR"),
+        ("meta_missing_tsyntax.dcm", "no image"),
+        ("README.txt", "not a DICOM file"),
+    ],
+)
+def test_named_bad_files_give_the_reason(name, reason):
+    path = pydicom_test_files() / name
+    _assert_one_line_error(_info(str(path)), str(path), reason)
+
+
+def test_folder_of_localizers_with_mixed_orientation_is_refused():
+    folder = pydicom_test_files() / "dicomdirtests" / "98892003" / "MR700"
+    _assert_one_line_error(_info(str(folder)), "differ in orientation")
+
+
+def test_folder_with_several_series_lists_them_and_series_option_picks_one():
+    folder = pydicom_test_files() / "dicomdirtests" / "98892001"
+    line = _assert_one_line_error(_info(str(folder)), "series found, choose one with --series")
+    uid = next(part.split(" ")[0] for part in line.split(": ", 2)[2].split("; ") if "CT" in part)
+    chosen = _info(str(folder), "--series", uid)
+    if chosen.exit_code == 0:
+        assert json.loads(chosen.stdout)["modality"] == "CT"
+    else:  # a series that itself is inconsistent must still fail cleanly
+        _assert_one_line_error(chosen, str(folder))
+    _assert_one_line_error(_info(str(folder), "--series", "1.2.3.4"), "no series with UID 1.2.3.4")
+
+
+def test_empty_folder(tmp_path):
+    _assert_one_line_error(_info(str(tmp_path)), str(tmp_path), "no DICOM image files")
+
+
+def test_missing_path(tmp_path):
+    _assert_one_line_error(_info(str(tmp_path / "nope.nii.gz")), "no such file")
+
+
+def test_text_file_named_nifti(tmp_path):
+    path = tmp_path / "notes.nii.gz"
+    path.write_text("this is not an image\n")
+    _assert_one_line_error(_info(str(path)), str(path), "not a readable NIfTI file")
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.nii"
+    path.write_bytes(b"")
+    _assert_one_line_error(_info(str(path)), "empty file")
+
+
+def test_truncated_nifti(tmp_path, small_ct_volume):
+    whole = write_nifti(tmp_path / "whole.nii.gz", *small_ct_volume).read_bytes()
+    raw = gzip.decompress(whole)
+    path = tmp_path / "truncated.nii.gz"
+    path.write_bytes(gzip.compress(raw[: len(raw) // 2]))
+    _assert_one_line_error(_info(str(path)), str(path), "truncated or corrupt")
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(whole[: len(whole) // 2])  # a broken gzip stream
+    _assert_one_line_error(_info(str(cut)), str(cut))
+
+
+def test_four_d_nifti_is_refused_but_a_single_volume_4d_loads(tmp_path):
+    four_d = write_nifti(tmp_path / "fmri.nii.gz", np.zeros((8, 8, 4, 3), np.int16), np.eye(4))
+    _assert_one_line_error(_info(str(four_d)), "holds 3 volumes")
+    one = write_nifti(tmp_path / "one.nii.gz", np.zeros((8, 8, 4, 1), np.int16), np.eye(4))
+    assert json.loads(_info(str(one)).stdout)["shape"] == [8, 8, 4]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_and_inf_voxels_are_refused(tmp_path, bad):
+    volume = np.zeros((8, 8, 4), np.float32)
+    volume[2, 3, 1] = bad
+    path = write_nifti(tmp_path / "bad.nii.gz", volume, np.eye(4))
+    _assert_one_line_error(_info(str(path)), str(path), "1 voxels are NaN or infinite")
+
+
+def test_one_voxel_thick_and_2d_images_load_as_one_slice(tmp_path):
+    affine = np.diag([0.5, 0.5, 3.0, 1.0])
+    thin = write_nifti(tmp_path / "thin.nii.gz", np.ones((10, 12, 1), np.int16), affine)
+    facts = json.loads(_info(str(thin)).stdout)
+    assert facts["shape"] == [10, 12, 1] and facts["spacing"] == [0.5, 0.5, 3.0]
+    flat = write_nifti(tmp_path / "flat.nii.gz", np.ones((10, 12), np.int16), affine)
+    assert json.loads(_info(str(flat)).stdout)["shape"] == [10, 12, 1]

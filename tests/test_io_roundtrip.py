@@ -1,0 +1,129 @@
+"""Round trips (NIfTI -> NIfTI, DICOM series -> DICOM series), upscaled-grid geometry, safe writes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from conftest import dcm2niix, shared_scan, write_nifti
+
+from srgan_med.errors import OutputExistsError
+from srgan_med.io import load_scan, rescaled_affine, save_scan
+from srgan_med.io.dicom_write import write_dicom_series
+
+
+def _world(affine: np.ndarray, index) -> np.ndarray:
+    return (np.asarray(affine) @ np.array([*index, 1.0]))[:3]
+
+
+def test_nifti_roundtrip_keeps_values_dtype_and_affine(tmp_path):
+    import nibabel as nib
+
+    source = shared_scan("ct_chest_pulmonary_1p5mm.nii.gz")
+    scan = load_scan(source)
+    assert scan.meta["modality"] == "CT" and scan.meta["original_dtype"] == "int16"
+    out = save_scan(scan, tmp_path / "copy.nii.gz")
+    original, copy = nib.load(source), nib.load(out)
+    assert copy.get_data_dtype() == np.int16
+    np.testing.assert_array_equal(np.asarray(copy.dataobj), np.asarray(original.dataobj))
+    np.testing.assert_allclose(copy.affine, original.affine, atol=1e-5)
+    assert copy.header.get_xyzt_units()[0] == "mm"
+
+
+def test_uint8_mr_roundtrip(tmp_path):
+    scan = load_scan(shared_scan("mr_head_t1_1p6mm.nii.gz"))
+    assert scan.meta["modality"] == "MR" and scan.meta["original_dtype"] == "uint8"
+    back = load_scan(save_scan(scan, tmp_path / "t1.nii"))
+    np.testing.assert_array_equal(back.numpy(), scan.numpy())
+    np.testing.assert_allclose(back.affine.numpy(), scan.affine.numpy(), atol=1e-5)
+
+
+def test_float_values_that_do_not_fit_the_dtype_are_written_as_float(tmp_path, small_ct_volume):
+    volume, affine = small_ct_volume
+    scan = load_scan(write_nifti(tmp_path / "ct.nii.gz", volume, affine))
+    scan = scan * 0 + 40000.5  # beyond int16: must not wrap around
+    back = load_scan(save_scan(scan, tmp_path / "big.nii.gz", reference=load_scan(tmp_path / "ct.nii.gz")))
+    assert back.meta["original_dtype"] == "float32"
+    assert float(back.max()) == 40000.5
+
+
+def test_dicom_series_roundtrip_makes_a_derived_series(tmp_path, small_ct_volume):
+    volume, _ = small_ct_volume
+    affine = np.array([[-0.7, 0, 0, 10], [0, 0.7, 0, -20], [0, 0, 2.5, 30], [0, 0, 0, 1.0]])
+    write_dicom_series(volume, affine, tmp_path / "src", modality="CT")
+    source_header = pydicom.dcmread(next((tmp_path / "src").iterdir()))
+    scan = load_scan(tmp_path / "src")
+    out = save_scan(scan, tmp_path / "derived", derivation="srgan-med test copy", description="copy")
+    back = load_scan(out)
+    np.testing.assert_array_equal(back.numpy(), scan.numpy())
+    np.testing.assert_allclose(back.affine.numpy(), scan.affine.numpy(), atol=1e-4)
+    written = [pydicom.dcmread(p) for p in sorted(out.iterdir())]
+    assert len({ds.SOPInstanceUID for ds in written}) == len(written) == volume.shape[2]
+    for ds in written:
+        assert ds.SeriesInstanceUID != source_header.SeriesInstanceUID
+        assert ds.StudyInstanceUID == source_header.StudyInstanceUID
+        assert ds.PatientID == source_header.PatientID
+        assert list(ds.ImageType) == ["DERIVED", "SECONDARY"]
+        assert ds.DerivationDescription == "srgan-med test copy"
+        assert ds.Modality == "CT"
+
+
+@pytest.mark.parametrize("factors", [(2, 2, 1), (3, 4, 2), (4, 4, 1)])
+@pytest.mark.parametrize("fmt", ["nifti", "dicom"])
+def test_upscaled_grid_puts_a_landmark_where_it_was(tmp_path, small_ct_volume, factors, fmt):
+    """A bright voxel upscaled by repetition must have the same world centre in the output."""
+    volume, _ = small_ct_volume
+    affine = np.array([[-0.8, 0, 0, 10], [0, 0.9, 0, -20], [0, 0, 2.0, 30], [0, 0, 0, 1.0]])
+    volume = np.full_like(volume, -1000)
+    landmark = (7, 11, 5)
+    volume[landmark] = 2000
+    source = write_nifti(tmp_path / "lr.nii.gz", volume, affine)
+    low_res = load_scan(source)
+    high = np.kron(volume, np.ones(factors, dtype=volume.dtype))  # each voxel -> a block
+    from monai.data import MetaTensor
+
+    high_res = MetaTensor(torch.from_numpy(high[None].astype(np.float32)),
+                          affine=torch.as_tensor(rescaled_affine(low_res.affine, factors)))
+    out = tmp_path / ("sr.nii.gz" if fmt == "nifti" else "sr_dicom")
+    back = load_scan(save_scan(high_res, out, reference=low_res, derivation="upscaled"))
+    bright = np.argwhere(back[0].numpy() > 1000)
+    assert len(bright) == int(np.prod(factors))
+    centre = np.mean([_world(back.affine.numpy(), b) for b in bright], axis=0)
+    np.testing.assert_allclose(centre, _world(affine, landmark), atol=1e-3)
+    if fmt == "dicom":  # the reference converter reads the same geometry
+        reference = dcm2niix(out, tmp_path / "ref")
+        np.testing.assert_allclose(reference.affine, back.affine.numpy(), atol=1e-3)
+
+
+def test_existing_output_needs_overwrite_and_inputs_are_never_overwritten(tmp_path, small_ct_volume):
+    source = write_nifti(tmp_path / "in.nii.gz", *small_ct_volume)
+    scan = load_scan(source)
+    before = source.read_bytes()
+    with pytest.raises(OutputExistsError, match="input"):
+        save_scan(scan, source, overwrite=True)
+    assert source.read_bytes() == before
+    out = save_scan(scan, tmp_path / "out.nii.gz")
+    stamp = out.stat().st_mtime_ns
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        save_scan(scan, out)
+    assert out.stat().st_mtime_ns == stamp
+    save_scan(scan * 2, out, overwrite=True, reference=scan)
+    assert float(load_scan(out).min()) == 2 * float(scan.min())
+    # a DICOM folder is replaced whole, too
+    folder = save_scan(scan, tmp_path / "dcm")
+    save_scan(scan, folder, overwrite=True)
+    assert len(list(folder.iterdir())) == scan.shape[3]
+
+
+def test_failed_write_leaves_nothing_behind(tmp_path, small_ct_volume, monkeypatch):
+    scan = load_scan(write_nifti(tmp_path / "in.nii.gz", *small_ct_volume))
+    import srgan_med.io.dicom_write as dicom_write
+
+    def broken(*args, **kwargs):
+        raise KeyboardInterrupt  # as if the user pressed Ctrl-C halfway through
+
+    monkeypatch.setattr(dicom_write, "_stored_values", broken)
+    with pytest.raises(KeyboardInterrupt):
+        save_scan(scan, tmp_path / "out_dicom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nii.gz"]
