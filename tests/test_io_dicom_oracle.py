@@ -133,3 +133,31 @@ def test_duplicate_positions_are_an_error(tmp_path, small_ct_volume):
         ds.save_as(folder / f"echo2_{n}.dcm")
     with pytest.raises(InputError, match="share a position"):
         load_scan(folder)
+
+
+def test_every_shipped_series_loads_like_dcm2niix_or_is_refused(tmp_path):
+    """Walk every series in pydicom's DICOMDIR test tree: a series we accept must match dcm2niix."""
+    import shutil
+
+    from srgan_med.io.dicom_read import find_series
+
+    compared = refused = 0
+    for n, series in enumerate(find_series(pydicom_test_files() / "dicomdirtests")):
+        folder = tmp_path / f"s{n}"
+        folder.mkdir()
+        for file in series.files:
+            shutil.copy(file, folder / f"{file.parent.name}_{file.name}")
+        try:
+            ours = load_scan(folder)
+        except InputError as error:
+            assert str(folder) in str(error)
+            refused += 1
+            continue
+        if ours.meta["geometry_assumed"]:  # radiographs: no patient geometry to compare
+            assert ours.shape[3] == 1
+            continue
+        reference = dcm2niix(folder, tmp_path / f"ref{n}")
+        np.testing.assert_allclose(ours.affine.numpy(), reference.affine, atol=1e-3, rtol=0)
+        np.testing.assert_array_equal(ours[0].numpy(), np.asarray(reference.dataobj).reshape(ours.shape[1:]))
+        compared += 1
+    assert compared >= 5 and refused >= 2, (compared, refused)
