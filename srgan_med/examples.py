@@ -32,4 +32,4 @@ def example_path(name: str) -> Path:
 def resolve_input(text: str | Path) -> Path:
     """Turn ``example:NAME`` into the example's path; other values are plain paths."""
     text = str(text)
-    return example_path(text[len(PREFIX):]) if text.startswith(PREFIX) else Path(text)
+    return example_path(text[len(PREFIX) :]) if text.startswith(PREFIX) else Path(text)

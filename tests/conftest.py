@@ -18,7 +18,9 @@ def shared_scan(name: str) -> Path:
     """Path of a public scan in ../shared/data/scans, or skip the test saying why."""
     path = SHARED_SCANS / name
     if not path.is_file():
-        pytest.skip(f"shared scan {name} not available at {SHARED_SCANS} (only present in the team's workspace)")
+        pytest.skip(
+            f"shared scan {name} not available at {SHARED_SCANS} (only present in the team's workspace)"
+        )
     return path
 
 
@@ -41,7 +43,11 @@ def dcm2niix(source: Path, out_dir: Path, single_file: bool = False):
     if exe is None:
         pytest.skip("dcm2niix (test extra) not installed")
     out_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [exe, "-z", "n", "-f", "ref", "-o", str(out_dir)] + (["-s", "y"] if single_file else []) + [str(source)]
+    cmd = (
+        [exe, "-z", "n", "-f", "ref", "-o", str(out_dir)]
+        + (["-s", "y"] if single_file else [])
+        + [str(source)]
+    )
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     written = sorted(out_dir.glob("*.nii"))
     assert len(written) == 1, f"dcm2niix wrote {written}"

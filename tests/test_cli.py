@@ -14,7 +14,9 @@ from srgan_med.cli import app
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "srgan_med", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "srgan_med", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_help_is_fast_and_imports_nothing_heavy():

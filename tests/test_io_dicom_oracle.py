@@ -50,7 +50,7 @@ def _shuffle_names(folder: Path, seed: int) -> None:
     files = sorted(folder.iterdir())
     names = [f"{random.Random(seed + n).getrandbits(40):x}" for n in range(len(files))]
     random.Random(seed).shuffle(names)
-    for file, name in zip(files, names):
+    for file, name in zip(files, names, strict=True):
         os.replace(file, folder / name)
 
 

@@ -83,8 +83,10 @@ def test_upscaled_grid_puts_a_landmark_where_it_was(tmp_path, small_ct_volume, f
     high = np.kron(volume, np.ones(factors, dtype=volume.dtype))  # each voxel -> a block
     from monai.data import MetaTensor
 
-    high_res = MetaTensor(torch.from_numpy(high[None].astype(np.float32)),
-                          affine=torch.as_tensor(rescaled_affine(low_res.affine, factors)))
+    high_res = MetaTensor(
+        torch.from_numpy(high[None].astype(np.float32)),
+        affine=torch.as_tensor(rescaled_affine(low_res.affine, factors)),
+    )
     out = tmp_path / ("sr.nii.gz" if fmt == "nifti" else "sr_dicom")
     back = load_scan(save_scan(high_res, out, reference=low_res, derivation="upscaled"))
     bright = np.argwhere(back[0].numpy() > 1000)
@@ -127,3 +129,16 @@ def test_failed_write_leaves_nothing_behind(tmp_path, small_ct_volume, monkeypat
     with pytest.raises(KeyboardInterrupt):
         save_scan(scan, tmp_path / "out_dicom")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nii.gz"]
+
+
+def test_load_scand_in_a_monai_pipeline(tmp_path, small_ct_volume):
+    from monai.transforms import Compose
+
+    from srgan_med.io.transforms import LoadScand
+
+    path = write_nifti(tmp_path / "ct.nii.gz", *small_ct_volume)
+    item = Compose([LoadScand(keys="high_res")])({"high_res": str(path), "label": 3})
+    assert item["label"] == 3
+    assert tuple(item["high_res"].shape) == (1, *small_ct_volume[0].shape)
+    np.testing.assert_allclose(item["high_res"].affine.numpy(), small_ct_volume[1], atol=1e-5)
+    np.testing.assert_array_equal(item["high_res"][0].numpy(), small_ct_volume[0])

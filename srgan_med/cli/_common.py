@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -36,6 +37,7 @@ def handle_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        configure_logging()
         try:
             return func(*args, **kwargs)
         except typer.Exit:
@@ -54,6 +56,22 @@ def handle_errors(func: F) -> F:
             ) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to the *current* ``sys.stderr`` (which test runners swap per invocation)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"{record.levelname.lower()}: {_one_line(record.getMessage())}", file=sys.stderr)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Send srgan-med's log records to stderr as ``warning: ...`` / ``info: ...`` lines (once)."""
+    logger = logging.getLogger("srgan_med")
+    if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
+        logger.addHandler(_StderrHandler())
+        logger.propagate = False
+    logger.setLevel(level)
 
 
 def version_callback(value: bool) -> None:

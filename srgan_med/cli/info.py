@@ -34,9 +34,15 @@ def describe_scan(scan) -> dict[str, Any]:
 
 @handle_errors
 def info(
-    path: Annotated[str, typer.Argument(help="NIfTI file, DICOM file, DICOM series folder, or example:NAME.")],
-    series: Annotated[str | None, typer.Option("--series", help="SeriesInstanceUID, when a folder holds several.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    path: Annotated[
+        str, typer.Argument(help="NIfTI file, DICOM file, DICOM series folder, or example:NAME.")
+    ],
+    series: Annotated[
+        str | None, typer.Option("--series", help="SeriesInstanceUID, when a folder holds several.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of a table.")
+    ] = False,
 ) -> None:
     """Show modality, shape, voxel spacing (mm), orientation, value range and affine of a scan."""
     from srgan_med.examples import resolve_input

@@ -22,7 +22,9 @@ def check_output(path: Path, *, overwrite: bool, inputs: Iterable[Path] = ()) ->
     for source in inputs:
         source = Path(source).resolve()
         if target == source or source in target.parents or target in source.parents:
-            raise OutputExistsError(f"{path}: output would overwrite the input {source}; choose another output")
+            raise OutputExistsError(
+                f"{path}: output would overwrite the input {source}; choose another output"
+            )
     if target.exists() and not overwrite:
         raise OutputExistsError(f"{path}: exists already; pass --overwrite to replace it")
 

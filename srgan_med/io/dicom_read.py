@@ -330,11 +330,15 @@ def _read_dicom(path: Path, series: str | None) -> tuple[np.ndarray, np.ndarray,
         if series is not None:
             matches = [s for s in found if s.uid == series]
             if not matches:
-                raise InputError(f"{path}: no series with UID {series}; found {', '.join(s.uid for s in found)}")
+                raise InputError(
+                    f"{path}: no series with UID {series}; found {', '.join(s.uid for s in found)}"
+                )
             chosen = matches[0]
         elif len(found) > 1:
-            listing = "; ".join(f"{s.uid} ({s.modality}, {s.description or 'no description'}, "
-                                f"{s.slice_count} files)" for s in found)
+            listing = "; ".join(
+                f"{s.uid} ({s.modality}, {s.description or 'no description'}, {s.slice_count} files)"
+                for s in found
+            )
             raise InputError(f"{path}: {len(found)} series found, choose one with --series UID: {listing}")
         else:
             chosen = found[0]
@@ -374,7 +378,9 @@ def _read_dicom(path: Path, series: str | None) -> tuple[np.ndarray, np.ndarray,
         else:
             frame, no_geometry = _frame_of_single(ds, file, stored)
             if no_geometry and len(files) > 1:
-                raise InputError(f"{file}: no ImagePositionPatient/ImageOrientationPatient; cannot order the series")
+                raise InputError(
+                    f"{file}: no ImagePositionPatient/ImageOrientationPatient; cannot order the series"
+                )
             assumed |= no_geometry
             frames.append(frame)
     if assumed:

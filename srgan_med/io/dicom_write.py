@@ -25,13 +25,42 @@ _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
 # Tags copied from the source so the derived series stays in the same patient and study.
 _KEEP_TAGS = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "PatientWeight",
-    "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "StudyDescription", "AccessionNumber",
-    "ReferringPhysicianName", "FrameOfReferenceUID", "PositionReferenceIndicator", "Manufacturer",
-    "ManufacturerModelName", "InstitutionName", "BodyPartExamined", "PatientPosition", "KVP",
-    "ConvolutionKernel", "MagneticFieldStrength", "RepetitionTime", "EchoTime", "FlipAngle",
-    "ScanningSequence", "SequenceVariant", "ScanOptions", "MRAcquisitionType", "WindowCenter",
-    "WindowWidth", "SeriesNumber", "SeriesDescription", "ProtocolName", "AcquisitionNumber",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "PatientWeight",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "StudyDescription",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "FrameOfReferenceUID",
+    "PositionReferenceIndicator",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "InstitutionName",
+    "BodyPartExamined",
+    "PatientPosition",
+    "KVP",
+    "ConvolutionKernel",
+    "MagneticFieldStrength",
+    "RepetitionTime",
+    "EchoTime",
+    "FlipAngle",
+    "ScanningSequence",
+    "SequenceVariant",
+    "ScanOptions",
+    "MRAcquisitionType",
+    "WindowCenter",
+    "WindowWidth",
+    "SeriesNumber",
+    "SeriesDescription",
+    "ProtocolName",
+    "AcquisitionNumber",
 )
 
 
@@ -143,8 +172,17 @@ def write_dicom_series(
             ds.DerivationDescription = derivation[:1024]
         else:
             ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        for keyword in ("PatientName", "PatientID", "StudyDate", "StudyTime", "StudyID",
-                        "AccessionNumber", "ReferringPhysicianName", "PatientBirthDate", "PatientSex"):
+        for keyword in (
+            "PatientName",
+            "PatientID",
+            "StudyDate",
+            "StudyTime",
+            "StudyID",
+            "AccessionNumber",
+            "ReferringPhysicianName",
+            "PatientBirthDate",
+            "PatientSex",
+        ):
             if keyword not in ds:
                 setattr(ds, keyword, "")
         # The first transmitted row is the last j (rows are stored flipped in the array).

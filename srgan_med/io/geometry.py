@@ -16,7 +16,9 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 def as_numpy_affine(affine) -> np.ndarray:
     """Return ``affine`` (torch tensor, array or nested list) as a float64 ``(4, 4)`` array."""
-    array = np.asarray(affine.detach().cpu().numpy() if hasattr(affine, "detach") else affine, dtype=np.float64)
+    array = np.asarray(
+        affine.detach().cpu().numpy() if hasattr(affine, "detach") else affine, dtype=np.float64
+    )
     if array.shape != (4, 4):
         raise ValueError(f"affine must be 4x4, got shape {array.shape}")
     return array

@@ -50,7 +50,9 @@ def read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     try:
         array, meta = reader.get_data(image)
     except Exception as exc:  # noqa: BLE001 - truncated gzip/raw data surface as EOFError, OSError, zlib.error, ValueError
-        raise InputError(f"{path}: truncated or corrupt image data ({' '.join(str(exc).split())[:160]})") from None
+        raise InputError(
+            f"{path}: truncated or corrupt image data ({' '.join(str(exc).split())[:160]})"
+        ) from None
     array = np.asarray(array)
     array = array.reshape(shape[:3] if len(shape) >= 3 else (*shape, 1) if len(shape) == 2 else shape)
     if array.ndim != 3:
@@ -68,18 +70,29 @@ def read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         original_dtype = "float32"
     sform_code = int(header["sform_code"])
     qform_code = int(header["qform_code"])
-    return array, affine, {
-        "original_dtype": original_dtype,
-        "nifti_header": {
-            "descrip": header["descrip"].item().decode("latin-1", "replace").strip("\x00 "),
-            "sform_code": sform_code if sform_code > 0 else 1,
-            "qform_code": qform_code if qform_code > 0 else 1,
+    return (
+        array,
+        affine,
+        {
+            "original_dtype": original_dtype,
+            "nifti_header": {
+                "descrip": header["descrip"].item().decode("latin-1", "replace").strip("\x00 "),
+                "sform_code": sform_code if sform_code > 0 else 1,
+                "qform_code": qform_code if qform_code > 0 else 1,
+            },
         },
-    }
+    )
 
 
-def write_nifti(volume: np.ndarray, affine: np.ndarray, path: Path, *, dtype: str, header: dict[str, Any],
-                description: str) -> None:
+def write_nifti(
+    volume: np.ndarray,
+    affine: np.ndarray,
+    path: Path,
+    *,
+    dtype: str,
+    header: dict[str, Any],
+    description: str,
+) -> None:
     """Write ``volume`` (I, J, K) with ``affine`` as NIfTI-1, in ``dtype`` (values rounded for ints)."""
     import nibabel as nib
 

@@ -61,8 +61,11 @@ def load_scan(path: str | Path, series: str | None = None, modality: str | None 
         raise InputError(f"{path}: empty file")
     if path.is_file() and is_nifti_path(path):
         volume, affine, meta = read_nifti(path)
-        meta.update(source_format="nifti", modality=modality or _guess_modality(volume),
-                    modality_guessed=modality is None)
+        meta.update(
+            source_format="nifti",
+            modality=modality or _guess_modality(volume),
+            modality_guessed=modality is None,
+        )
     else:
         from srgan_med.io.dicom_read import read_dicom
 
@@ -107,8 +110,10 @@ def output_format(path: Path, fmt: str | None = None) -> str:
         return "nifti"
     if not Path(path).suffix:
         return "dicom"
-    raise InputError(f"{path}: cannot tell the output format; use a {' or '.join(NIFTI_SUFFIXES)} name "
-                     "or a folder name (DICOM series)")
+    raise InputError(
+        f"{path}: cannot tell the output format; use a {' or '.join(NIFTI_SUFFIXES)} name "
+        "or a folder name (DICOM series)"
+    )
 
 
 def save_scan(
@@ -158,10 +163,22 @@ def save_scan(
     with atomic_output(path, overwrite=overwrite, inputs=sources) as temporary:
         if fmt == "nifti":
             dtype = output_dtype(volume, str(ref_meta.get("original_dtype", "float32")))
-            write_nifti(volume, affine, temporary, dtype=dtype, header=ref_meta.get("nifti_header", {}),
-                        description=description)
+            write_nifti(
+                volume,
+                affine,
+                temporary,
+                dtype=dtype,
+                header=ref_meta.get("nifti_header", {}),
+                description=description,
+            )
         else:
-            write_dicom_series(volume, affine, temporary, reference=ref_meta.get("dicom_reference") or None,
-                               modality=str(ref_meta.get("modality", "OT")), description=description,
-                               derivation=derivation)
+            write_dicom_series(
+                volume,
+                affine,
+                temporary,
+                reference=ref_meta.get("dicom_reference") or None,
+                modality=str(ref_meta.get("modality", "OT")),
+                description=description,
+                derivation=derivation,
+            )
     return path
