@@ -1,0 +1,1 @@
+"""Research comparison of super-resolution methods against interpolation baselines."""

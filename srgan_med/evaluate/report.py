@@ -1,0 +1,167 @@
+"""Tables of an evaluation: metrics.csv, slices.csv, summary.json and report.md."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import platform
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from srgan_med.evaluate.core import HIGHER_IS_BETTER, METRIC_NAMES, CaseResult
+from srgan_med.stats import compare_paired
+
+BASELINE = "bicubic"
+
+
+def _finite_or_none(value: float) -> float | str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value
+
+
+def _gain(values: list[float], baseline: list[float]) -> dict[str, Any]:
+    """Paired gain over the baseline; an infinite score (perfect reconstruction) is reported as such."""
+    if any(math.isinf(v) for v in values) or any(math.isinf(v) for v in baseline):
+        return {
+            "n": len(values),
+            "mean_gain": "inf",
+            "ci_low": None,
+            "ci_high": None,
+            "wilcoxon_p": None,
+            "note": "a perfect reconstruction (infinite PSNR) has no finite mean gain",
+        }
+    pairs = [(v, b) for v, b in zip(values, baseline, strict=True) if not (math.isnan(v) or math.isnan(b))]
+    if not pairs:
+        return {"n": 0, "mean_gain": None, "ci_low": None, "ci_high": None, "wilcoxon_p": None}
+    comparison = compare_paired([p[0] for p in pairs], [p[1] for p in pairs])
+    return {key: _finite_or_none(value) for key, value in comparison.__dict__.items()}
+
+
+def summarise(results: list[CaseResult], methods: list[str]) -> dict[str, Any]:
+    """Per method: mean of each metric (mask region if present) and PSNR/SSIM gains over bicubic."""
+    region = "mask" if any(r["region"] == "mask" for res in results for r in res.rows) else "whole"
+    by_method: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for result in results:
+        for row in result.rows:
+            if row["region"] == region:
+                for name in METRIC_NAMES:
+                    by_method[row["method"]][name].append(float(row[name]))
+    slices: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for result in results:
+        for row in result.slice_rows:
+            for name in ("psnr", "ssim"):
+                slices[row["method"]][name].append(float(row[name]))
+    summary: dict[str, Any] = {"region": region, "volumes": [r.name for r in results], "methods": {}}
+    for method in methods:
+        entry: dict[str, Any] = {"mean": {}}
+        for name in METRIC_NAMES:
+            values = np.asarray(by_method[method][name], dtype=np.float64)
+            entry["mean"][name] = _finite_or_none(float(np.mean(values))) if values.size else None
+        if BASELINE in by_method and method != BASELINE:
+            entry["gain_over_bicubic"] = {
+                f"{name}_{level}": _gain(source[method][name], source[BASELINE][name])
+                for name in ("psnr", "ssim")
+                for level, source in (("volumes", by_method), ("slices", slices))
+            }
+        elif method == BASELINE:
+            entry["gain_over_bicubic"] = {
+                f"{name}_{level}": {
+                    "n": len(source[method][name]),
+                    "mean_gain": 0.0,
+                    "ci_low": 0.0,
+                    "ci_high": 0.0,
+                    "wilcoxon_p": None,
+                }
+                for name in ("psnr", "ssim")
+                for level, source in (("volumes", by_method), ("slices", slices))
+            }
+        summary["methods"][method] = entry
+    return summary
+
+
+def write_tables(results: list[CaseResult], summary: dict[str, Any], out: Path, command: str) -> list[Path]:
+    """Write metrics.csv, slices.csv, summary.json and report.md into ``out``."""
+    columns = ["volume", "method", "region", "data_range", *METRIC_NAMES]
+    with open(out / "metrics.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for result in results:
+            writer.writerows({key: row[key] for key in columns} for row in result.rows)
+    with open(out / "slices.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["volume", "method", "slice", "psnr", "ssim"])
+        writer.writeheader()
+        for result in results:
+            writer.writerows(result.slice_rows)
+    versions = _versions()
+    summary = {**summary, "command": command, "versions": versions}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "report.md").write_text(_markdown(summary, command, versions))
+    return [out / name for name in ("metrics.csv", "slices.csv", "summary.json", "report.md")]
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for package in ("srgan-med", "torch", "monai", "scikit-image", "numpy", "scipy"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, str):
+        return value
+    return f"{value:.{digits}f}"
+
+
+def _markdown(summary: dict[str, Any], command: str, versions: dict[str, str]) -> str:
+    arrows = {name: "↑" if HIGHER_IS_BETTER[name] else "↓" for name in METRIC_NAMES}
+    lines = [
+        "# srgan-med evaluation",
+        "",
+        f"Volumes: {', '.join(summary['volumes'])}. Metrics over the {summary['region']} region "
+        "(means over volumes).",
+        "",
+        "| method | " + " | ".join(f"{name.upper()} {arrows[name]}" for name in METRIC_NAMES) + " |",
+        "|---|" + "---|" * len(METRIC_NAMES),
+    ]
+    for method, entry in summary["methods"].items():
+        lines.append(f"| {method} | " + " | ".join(_fmt(entry["mean"][n], 4) for n in METRIC_NAMES) + " |")
+    lines += [
+        "",
+        "## Gain over bicubic (mean, bootstrap 95% CI, Wilcoxon signed-rank p)",
+        "",
+        "| method | measure | n | mean gain | 95% CI | p |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method, entry in summary["methods"].items():
+        for measure, gain in entry.get("gain_over_bicubic", {}).items():
+            interval = f"[{_fmt(gain['ci_low'])}, {_fmt(gain['ci_high'])}]"
+            lines.append(
+                f"| {method} | {measure} | {gain['n']} | {_fmt(gain['mean_gain'])} | {interval} | "
+                f"{_fmt(gain['wilcoxon_p'], 4)} |"
+            )
+    lines += [
+        "",
+        "## Reproduce",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""``evaluate`` on tiny volumes: every output written, rows as expected, baselines honest."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from PIL import Image
+from typer.testing import CliRunner
+
+from srgan_med.cli import app
+from srgan_med.evaluate.core import Case, evaluate_case, interpolation_method
+from srgan_med.evaluate.figures import BOX_PLOT_INCHES, DPI, montage_size, plot_gain_boxplot, plot_montage
+from srgan_med.evaluate.report import summarise, write_tables
+from srgan_med.io import load_scan, rescaled_affine, save_scan
+
+METHODS = ["nearest", "linear", "bicubic", "bspline", "lanczos"]
+
+
+def _pair(tmp_path, index: int, small_ct_volume):
+    volume, affine = small_ct_volume
+    rng = np.random.default_rng(index)
+    high = (volume[:, :, :6] + rng.normal(0, 5, volume[:, :, :6].shape)).astype(np.float32)
+    low = high.reshape(high.shape[0] // 2, 2, high.shape[1] // 2, 2, high.shape[2]).mean(axis=(1, 3))
+    high_res = MetaTensor(
+        torch.from_numpy(high[None]),
+        affine=torch.as_tensor(affine),
+        meta={"modality": "CT", "original_dtype": "float32"},
+    )
+    low_res = MetaTensor(
+        torch.from_numpy(low[None]),
+        affine=torch.as_tensor(rescaled_affine(affine, (0.5, 0.5, 1))),
+        meta={"modality": "CT", "original_dtype": "float32"},
+    )
+    high_path = save_scan(high_res, tmp_path / f"hr{index}.nii.gz")
+    low_path = save_scan(low_res, tmp_path / f"lr{index}.nii.gz")
+    return high_path, low_path
+
+
+def test_evaluate_command_writes_every_output(tmp_path, small_ct_volume):
+    pairs = [_pair(tmp_path, i, small_ct_volume) for i in range(2)]
+    out = tmp_path / "report"
+    args = ["evaluate", *[str(h) for h, _ in pairs], "--out", str(out), "--quiet"]
+    for _, low in pairs:
+        args += ["--low-res", str(low)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(
+        [
+            "metrics.csv",
+            "slices.csv",
+            "summary.json",
+            "report.md",
+            "psnr_gain_boxplot.png",
+            "montage_00_hr0.png",
+            "montage_01_hr1.png",
+        ]
+    )
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert len(rows) == 2 * len(METHODS) * 2  # volumes x methods x (whole, mask)
+    assert {r["method"] for r in rows} == set(METHODS)
+    summary = json.loads((out / "summary.json").read_text())
+    bicubic = summary["methods"]["bicubic"]["gain_over_bicubic"]["psnr_volumes"]
+    assert bicubic["mean_gain"] == 0.0 and bicubic["ci_low"] == 0.0 and bicubic["ci_high"] == 0.0
+    nearest = summary["methods"]["nearest"]
+    assert nearest["mean"]["psnr"] < summary["methods"]["bicubic"]["mean"]["psnr"]
+    assert nearest["gain_over_bicubic"]["psnr_slices"]["n"] > 0
+    report = (out / "report.md").read_text()
+    assert "| bicubic |" in report and "srgan-med evaluate" in report
+    with Image.open(out / "montage_00_hr0.png") as image:
+        assert image.size == montage_size(len(METHODS))
+    with Image.open(out / "psnr_gain_boxplot.png") as image:
+        assert image.size == (int(BOX_PLOT_INCHES[0] * DPI), int(BOX_PLOT_INCHES[1] * DPI))
+    # the same output again needs --overwrite, and the first result stays as it was
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "--overwrite" in again.stderr
+
+
+def test_a_perfect_method_is_reported_without_crashing(tmp_path, small_ct_volume):
+    high_path, low_path = _pair(tmp_path, 0, small_ct_volume)
+    high_res, low_res = load_scan(high_path), load_scan(low_path)
+    methods = {"bicubic": interpolation_method("bicubic"), "oracle": lambda *_: high_res[0].numpy()}
+    result = evaluate_case(Case("v", high_res, low_res, 2, (2, 2)), methods, "auto")
+    oracle_rows = [r for r in result.rows if r["method"] == "oracle"]
+    assert all(r["psnr"] == float("inf") and r["ssim"] == pytest.approx(1.0) for r in oracle_rows)
+    summary = summarise([result], list(methods))
+    assert summary["methods"]["oracle"]["mean"]["psnr"] == "inf"
+    assert summary["methods"]["oracle"]["gain_over_bicubic"]["psnr_volumes"]["mean_gain"] == "inf"
+    write_tables([result], summary, tmp_path, "test")
+    json.loads((tmp_path / "summary.json").read_text())  # valid JSON despite the infinity
+    high = high_res[0].numpy().astype(np.float64)
+    plot_montage(result, high, tmp_path / "m.png")
+    plot_gain_boxplot([result], list(methods), tmp_path / "b.png")
+    assert (tmp_path / "m.png").stat().st_size > 1000
+
+
+def test_misaligned_pair_is_a_clear_error(tmp_path, small_ct_volume):
+    high_path, low_path = _pair(tmp_path, 0, small_ct_volume)
+    low = load_scan(low_path)
+    shifted = low.clone()
+    shifted.affine[0, 3] += 0.5
+    moved = save_scan(shifted, tmp_path / "moved.nii.gz", reference=low)
+    result = CliRunner().invoke(
+        app, ["evaluate", str(high_path), "--low-res", str(moved), "-o", str(tmp_path / "x"), "-q"]
+    )
+    assert result.exit_code == 2 and "do not overlay" in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_unknown_method_and_missing_low_res(tmp_path, small_ct_volume):
+    high_path, low_path = _pair(tmp_path, 0, small_ct_volume)
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            str(high_path),
+            "--low-res",
+            str(low_path),
+            "--methods",
+            "bicubic,magic",
+            "-o",
+            str(tmp_path / "x"),
+        ],
+    )
+    assert result.exit_code == 2 and "unknown method(s) magic" in result.stderr
+    result = CliRunner().invoke(app, ["evaluate", str(high_path), "-o", str(tmp_path / "y")])
+    assert result.exit_code == 2 and "--low-res" in result.stderr
