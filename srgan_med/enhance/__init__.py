@@ -1,0 +1,1 @@
+"""Volume-wise super-resolution with a 2-D generator: tiling, batching, devices, geometry."""
