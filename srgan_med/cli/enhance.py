@@ -1,0 +1,69 @@
+"""``srgan-med enhance`` and ``srgan-med models``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from srgan_med.cli._common import handle_errors
+
+
+@handle_errors
+def enhance(
+    inputs: Annotated[
+        list[str], typer.Argument(help="NIfTI files, DICOM files, DICOM series folders, example:NAME.")
+    ],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Output file/folder (a folder for several inputs).")
+    ] = None,
+    model: Annotated[
+        str, typer.Option("--model", help="Shipped model name or path to a .safetensors model.")
+    ] = "ct-x2",
+    scale: Annotated[
+        int | None, typer.Option("--scale", help="Expected upscaling factor (checked against the model).")
+    ] = None,
+    plane: Annotated[str, typer.Option("--plane", help="auto, axial, coronal or sagittal.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Slices per forward pass.")] = 8,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="nifti or dicom (default: the input's).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary lines.")] = False,
+) -> None:
+    """Upscale scans slice by slice with a super-resolution model; writes the input's format with
+    the right affine, spacing and units, and a JSON report beside each output."""
+    from srgan_med.enhance.run import enhance_files
+
+    enhance_files(
+        inputs,
+        output=output,
+        model=model,
+        scale=scale,
+        plane=plane,
+        device=device,
+        batch_size=batch_size,
+        fmt=fmt,
+        overwrite=overwrite,
+        quiet=quiet,
+    )
+
+
+@handle_errors
+def models() -> None:
+    """List the models shipped in the package with their scale, modality and card summary."""
+    from srgan_med.models.bundle import read_metadata, shipped_models
+
+    shipped = shipped_models()
+    if not shipped:
+        print(
+            "no pretrained models are shipped in this version; "
+            "pass --model PATH to a trained .safetensors file"
+        )
+        return
+    for name, path in shipped.items():
+        metadata = read_metadata(path)
+        summary = metadata.get("card", {}).get("summary", "")
+        print(f"{name}\tx{metadata['scale']}\t{metadata['modality']}\t{summary}")

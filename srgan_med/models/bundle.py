@@ -1,0 +1,167 @@
+"""A generator and everything needed to apply it, in one safetensors file (no pickle).
+
+The file's tensors are the generator's ``state_dict``; its string metadata ``srgan_med`` holds JSON:
+architecture (name and keyword arguments), scale, modality, intensity preset, and the model card
+(training data, degradation, losses, VGG weight source, steps, measured metrics, known limits).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from srgan_med.errors import InputError, WeightsNotFoundError
+
+METADATA_KEY = "srgan_med"
+FORMAT_VERSION = 1
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+@dataclass(frozen=True)
+class IntensityPreset:
+    """How physical values map to the generator's units, exactly invertibly (no clipping).
+
+    ``kind="window"``: ``(value - low) / (high - low)`` with ``low``/``high`` fixed (CT: HU window).
+    ``kind="percentile"``: ``low``/``high`` are percentiles of each input volume (MR: robust range).
+    """
+
+    kind: str
+    low: float
+    high: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("window", "percentile"):
+            raise InputError(f"intensity kind must be window or percentile, got {self.kind!r}")
+        if not self.high > self.low:
+            raise InputError(f"intensity preset needs low < high, got {self.low}, {self.high}")
+
+    def fit(self, volume: np.ndarray) -> tuple[float, float]:
+        """``(offset, width)`` of the linear map for ``volume``."""
+        if self.kind == "window":
+            return float(self.low), float(self.high - self.low)
+        low, high = np.percentile(np.asarray(volume, dtype=np.float64), (self.low, self.high))
+        return float(low), float(max(high - low, 1e-6))
+
+
+@dataclass
+class ModelBundle:
+    """A loaded model: generator (eval mode) plus its scale, modality, intensity preset and card."""
+
+    name: str
+    generator: Any  # torch.nn.Module
+    scale: int
+    modality: str
+    intensity: IntensityPreset
+    architecture: dict[str, Any]
+    card: dict[str, Any] = field(default_factory=dict)
+
+
+def _architectures() -> dict[str, Any]:
+    # Imported here so loading a bundle's metadata does not need torch.
+    from srgan_med.nets import SRResNet
+
+    return {"srresnet": SRResNet}
+
+
+def save_bundle(
+    path: Path,
+    generator,
+    *,
+    architecture: dict[str, Any],
+    scale: int,
+    modality: str,
+    intensity: IntensityPreset,
+    card: dict[str, Any],
+    overwrite: bool = False,
+) -> Path:
+    """Write ``generator`` and its metadata atomically as one ``.safetensors`` file."""
+    from safetensors.torch import save_file
+
+    from srgan_med.io.atomic import atomic_output
+
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "architecture": architecture,
+        "scale": int(scale),
+        "modality": modality,
+        "intensity": asdict(intensity),
+        "card": card,
+    }
+    tensors = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
+    with atomic_output(Path(path), overwrite=overwrite) as temporary:
+        save_file(tensors, str(temporary), metadata={METADATA_KEY: json.dumps(metadata)})
+    return Path(path)
+
+
+def shipped_models() -> dict[str, Path]:
+    """Name -> path of the weights shipped inside the package."""
+    if not SHIPPED_DIR.is_dir():
+        return {}
+    return {p.name.removesuffix(".safetensors"): p for p in sorted(SHIPPED_DIR.glob("*.safetensors"))}
+
+
+def resolve_model(name_or_path: str) -> Path:
+    """A shipped model name, or a path to a ``.safetensors`` bundle."""
+    shipped = shipped_models()
+    if name_or_path in shipped:
+        return shipped[name_or_path]
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    available = ", ".join(shipped) or "none are shipped in this version"
+    raise WeightsNotFoundError(
+        f"model {name_or_path!r} not found: not a file, and not a shipped model ({available})"
+    )
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The bundle's metadata, validated (raises InputError for files that are not bundles)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = (handle.metadata() or {}).get(METADATA_KEY)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for bad files
+        raise InputError(
+            f"{path}: not a safetensors model file ({' '.join(str(exc).split())[:120]})"
+        ) from None
+    if raw is None:
+        raise InputError(f"{path}: a safetensors file without srgan-med model metadata")
+    metadata = json.loads(raw)
+    for key in ("architecture", "scale", "modality", "intensity"):
+        if key not in metadata:
+            raise InputError(f"{path}: model metadata lacks {key!r}")
+    return metadata
+
+
+def load_bundle(name_or_path: str, device: str = "cpu") -> ModelBundle:
+    """Load a shipped or saved model, ready for inference (eval mode, on ``device``)."""
+    from safetensors.torch import load_file
+
+    path = resolve_model(name_or_path)
+    metadata = read_metadata(path)
+    architecture = metadata["architecture"]
+    factories = _architectures()
+    if architecture.get("name") not in factories:
+        raise InputError(f"{path}: unknown architecture {architecture.get('name')!r}")
+    generator = factories[architecture["name"]](**architecture.get("kwargs", {}))
+    try:
+        generator.load_state_dict(load_file(str(path)), strict=True)
+    except RuntimeError as exc:
+        raise InputError(
+            f"{path}: weights do not fit the {architecture['name']} architecture ({exc})"
+        ) from None
+    generator.to(device).eval()
+    return ModelBundle(
+        name=path.name.removesuffix(".safetensors"),
+        generator=generator,
+        scale=int(metadata["scale"]),
+        modality=str(metadata["modality"]),
+        intensity=IntensityPreset(**metadata["intensity"]),
+        architecture=architecture,
+        card=metadata.get("card", {}),
+    )

@@ -1,0 +1,69 @@
+"""Model bundle metadata, intensity presets and output naming (no network needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from srgan_med.enhance.run import default_output
+from srgan_med.errors import InputError, WeightsNotFoundError
+from srgan_med.models.bundle import IntensityPreset, read_metadata, resolve_model
+
+
+def test_window_preset_is_exactly_invertible():
+    preset = IntensityPreset("window", -1000.0, 2000.0)
+    offset, width = preset.fit(np.zeros(3))
+    hu = np.array([-1024.0, -1000.0, 0.0, 40.0, 3071.0])
+    np.testing.assert_allclose(((hu - offset) / width) * width + offset, hu, atol=1e-9)
+    assert (offset, width) == (-1000.0, 3000.0)
+
+
+def test_percentile_preset_follows_the_volume():
+    preset = IntensityPreset("percentile", 1.0, 99.0)
+    volume = np.linspace(0, 1000, 10001)
+    offset, width = preset.fit(volume)
+    assert offset == pytest.approx(10.0) and width == pytest.approx(980.0)
+
+
+def test_bad_presets():
+    with pytest.raises(InputError, match="window or percentile"):
+        IntensityPreset("zscore", 0, 1)
+    with pytest.raises(InputError, match="low < high"):
+        IntensityPreset("window", 5, 5)
+
+
+def test_unknown_model_says_what_exists(tmp_path):
+    with pytest.raises(WeightsNotFoundError, match="model 'nope' not found"):
+        resolve_model(str(tmp_path / "nope"))
+    with pytest.raises(WeightsNotFoundError, match="not a shipped model"):
+        resolve_model("nope")
+
+
+def test_files_that_are_not_bundles_are_refused(tmp_path):
+    text = tmp_path / "notes.safetensors"
+    text.write_text("hello")
+    with pytest.raises(InputError, match="not a safetensors model file"):
+        read_metadata(text)
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(plain))
+    with pytest.raises(InputError, match="without srgan-med model metadata"):
+        read_metadata(plain)
+
+
+@pytest.mark.parametrize(
+    ("source", "source_format", "fmt", "expected"),
+    [
+        ("/d/scan.nii.gz", "nifti", None, "/d/scan_sr.nii.gz"),
+        ("/d/scan.nii", "nifti", None, "/d/scan_sr.nii.gz"),
+        ("/d/CT_small.dcm", "dicom", None, "/d/CT_small_sr"),
+        ("/d/series", "dicom", None, "/d/series_sr"),
+        ("/d/series", "dicom", "nifti", "/d/series_sr.nii.gz"),
+        ("/d/scan.nii.gz", "nifti", "dicom", "/d/scan_sr"),
+    ],
+)
+def test_default_output_names(source, source_format, fmt, expected):
+    assert default_output(Path(source), source_format, fmt) == Path(expected)
