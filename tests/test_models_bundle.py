@@ -37,7 +37,7 @@ def test_bad_presets():
 
 
 def test_unknown_model_says_what_exists(tmp_path):
-    with pytest.raises(WeightsNotFoundError, match="model 'nope' not found"):
+    with pytest.raises(WeightsNotFoundError, match="nope' not found: not a file"):
         resolve_model(str(tmp_path / "nope"))
     with pytest.raises(WeightsNotFoundError, match="not a shipped model"):
         resolve_model("nope")
