@@ -1,0 +1,162 @@
+"""The degradation on whole batches of 2-D slices, on the batch's device (GPU in training).
+
+Same steps and order as :func:`srgan_med.degrade.pipeline.degradation_pipeline` for a ``(1, H, W)``
+slice: PSF blur -> k-space truncation -> block averaging -> noise. Per-item parameters (one draw per
+item) differ across the batch, so the blur is a grouped convolution with one kernel per item (MONAI's
+``separable_filtering`` takes one kernel for the whole batch). Kernels and noise realisations are made
+by the same functions as the per-item path, so on CPU both give the same result to float tolerance.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from srgan_med.degrade.blur import psf_kernel
+from srgan_med.degrade.config import DegradationConfig
+from srgan_med.degrade.kspace import kspace_mask
+from srgan_med.degrade.noise import noise_fields, noise_std_map, normalised_std
+from srgan_med.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DegradationParams:
+    """Per-item draws for a batch of ``B`` items (CPU tensors).
+
+    Attributes:
+        fwhm_mm: ``(B, 2)`` PSF width per in-plane axis (mm).
+        keep_fraction: ``(B,)`` kept k-space fraction (1 when k-space truncation is off).
+        noise_level: ``(B,)`` noise std in config units (HU or relative).
+        noise_std: ``(B,)`` noise std in normalised intensity units.
+        noise_seed: ``(B,)`` int64 seed of each item's noise realisation.
+    """
+
+    fwhm_mm: torch.Tensor
+    keep_fraction: torch.Tensor
+    noise_level: torch.Tensor
+    noise_std: torch.Tensor
+    noise_seed: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.noise_seed.shape[0])
+
+
+def _uniform(bounds, size: int, generator: torch.Generator | None) -> torch.Tensor:
+    low, high = float(bounds[0]), float(bounds[1])
+    return low + (high - low) * torch.rand(size, generator=generator, dtype=torch.float64)
+
+
+def _grouped_conv_axis(x: torch.Tensor, kernels: list[torch.Tensor], axis: int) -> torch.Tensor:
+    """Convolve item ``b`` of ``x (B, 1, H, W)`` with ``kernels[b]`` along spatial ``axis`` (replicate)."""
+    radius = max(k.numel() for k in kernels) // 2
+    if radius == 0:
+        return x
+    batch = x.shape[0]
+    # Centre every kernel in a common length so one grouped conv serves the whole batch.
+    weight = torch.zeros(batch, 2 * radius + 1, dtype=torch.float64)
+    for index, kernel in enumerate(kernels):
+        offset = radius - kernel.numel() // 2
+        weight[index, offset : offset + kernel.numel()] = kernel
+    weight = weight.to(device=x.device, dtype=x.dtype)
+    if axis == 0:
+        padded = F.pad(x.transpose(0, 1), (0, 0, radius, radius), mode="replicate")
+        out = F.conv2d(padded, weight[:, None, :, None], groups=batch)
+    else:
+        padded = F.pad(x.transpose(0, 1), (radius, radius, 0, 0), mode="replicate")
+        out = F.conv2d(padded, weight[:, None, None, :], groups=batch)
+    return out.transpose(0, 1)
+
+
+class BatchDegradation(nn.Module):
+    """Degrade a batch of normalised HR slices into LR slices on their own device.
+
+    Args:
+        config: the degradation model (noise levels in HU are converted with ``config.normalise``).
+        scale: integer in-plane factor.
+        spacing_mm: in-plane pixel spacing of the HR slices (mm), to turn the PSF width into pixels.
+
+    Call: ``(B, 1, H, W) -> (B, 1, H // scale, W // scale)``; per-item parameters come from
+    ``generator`` (CPU ``torch.Generator``), one draw per item.
+
+    Example:
+        >>> from srgan_med.degrade import load_degradation_preset
+        >>> degrader = BatchDegradation(load_degradation_preset("ct"), scale=4)
+        >>> degrader(torch.rand(2, 1, 32, 32), torch.Generator().manual_seed(0)).shape
+        torch.Size([2, 1, 8, 8])
+    """
+
+    def __init__(self, config: DegradationConfig, scale: int, spacing_mm: tuple[float, float] = (1.0, 1.0)):
+        super().__init__()
+        if isinstance(scale, bool) or int(scale) != scale or scale < 1:
+            raise ConfigError(f"scale: must be a positive integer, got {scale!r}")
+        if len(spacing_mm) != 2 or min(spacing_mm) <= 0:
+            raise ConfigError(f"spacing_mm: must be two positive numbers, got {spacing_mm!r}")
+        if config.quantise.enabled:
+            raise ConfigError("quantise.enabled: JPEG-like quantisation has no batched version; use the per-item pipeline")
+        if config.through_plane.slice_thickness_mm is not None:
+            log.warning("through_plane is ignored on 2-D batches: simulate thick slices on the volumes")
+        self.config = config
+        self.scale = int(scale)
+        self.spacing_mm = (float(spacing_mm[0]), float(spacing_mm[1]))
+
+    def sample_params(self, batch_size: int, generator: torch.Generator | None = None) -> DegradationParams:
+        """Draw one set of parameters per item (on CPU, from ``generator``)."""
+        config = self.config
+        first = _uniform(config.blur.fwhm_mm, batch_size, generator)
+        second = _uniform(config.blur.fwhm_mm, batch_size, generator) if config.blur.anisotropic else first
+        keep = (
+            _uniform(config.kspace.keep_fraction, batch_size, generator)
+            if config.kspace.enabled
+            else torch.ones(batch_size, dtype=torch.float64)
+        )
+        bounds = config.noise.std_hu if config.noise.std_hu is not None else config.noise.std_relative
+        level = _uniform(bounds, batch_size, generator) if bounds else torch.zeros(batch_size, dtype=torch.float64)
+        std = torch.tensor([normalised_std(config.noise, config.normalise, float(v)) for v in level])
+        seeds = torch.randint(0, 2**31 - 1, (batch_size,), generator=generator, dtype=torch.int64)
+        return DegradationParams(torch.stack([first, second], dim=1), keep, level, std.double(), seeds)
+
+    def apply(self, high_res: torch.Tensor, params: DegradationParams) -> torch.Tensor:
+        """Degrade ``high_res (B, 1, H, W)`` with given ``params``; returns ``(B, 1, H//s, W//s)``."""
+        if high_res.ndim != 4 or high_res.shape[1] != 1:
+            raise InputError(f"high_res must be (B, 1, H, W), got shape {tuple(high_res.shape)}")
+        if len(params) != high_res.shape[0]:
+            raise InputError(f"{len(params)} parameter sets for a batch of {high_res.shape[0]}")
+        config = self.config
+        x = high_res
+        if config.blur.profile != "none":
+            for axis in (0, 1):
+                kernels = [
+                    psf_kernel(config.blur.profile, float(w), self.spacing_mm[axis]) for w in params.fwhm_mm[:, axis]
+                ]
+                x = _grouped_conv_axis(x, kernels, axis)
+        if config.kspace.enabled:
+            height, width = x.shape[-2:]
+            rows = kspace_mask(height, params.keep_fraction, x.device)[:, None, :, None]
+            cols = kspace_mask(width, params.keep_fraction, x.device)[:, None, None, :]
+            spectrum = torch.fft.fftn(x.to(torch.complex64), dim=(-2, -1)) * rows * cols
+            x = torch.fft.ifftn(spectrum, dim=(-2, -1)).abs().to(high_res.dtype)
+        x = F.avg_pool2d(x, self.scale) if self.scale > 1 else x
+        if config.noise.kind != "none":
+            x = self._add_noise(x, params)
+        return x
+
+    def _add_noise(self, x: torch.Tensor, params: DegradationParams) -> torch.Tensor:
+        # Each item's realisation comes from its own seed, exactly as in the per-item path.
+        fields = torch.stack(
+            [noise_fields(x.shape[1:], int(seed), x.device, x.dtype) for seed in params.noise_seed]
+        )  # (B, 2, 1, h, w)
+        std = params.noise_std.to(device=x.device, dtype=x.dtype).reshape(-1, 1, 1, 1)
+        if self.config.noise.kind == "rician":
+            return torch.sqrt((x + std * fields[:, 0]) ** 2 + (std * fields[:, 1]) ** 2)
+        local = noise_std_map(x, std, self.config.noise.signal_dependence, self.config.normalise.window_hu)
+        return x + local * fields[:, 0]
+
+    def forward(self, high_res: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw per-item parameters and degrade: ``(B, 1, H, W) -> (B, 1, H // scale, W // scale)``."""
+        return self.apply(high_res, self.sample_params(high_res.shape[0], generator))

@@ -1,0 +1,125 @@
+"""In-plane point-spread function: Gaussian (FWHM in mm) or box (voxel averaging over a width in mm).
+
+MONAI's ``RandGaussianSmoothd`` takes sigma in voxels and draws it per key unless told otherwise; here
+the width is in mm (converted with each item's own spacing), the box profile it lacks is added, and
+the draw is recorded in the item's metadata. The filtering itself is MONAI's: ``gaussian_1d`` for the
+Gaussian taps and ``separable_filtering`` for the convolution.
+
+Reference: the PSF model of thick-slice / soft-kernel acquisitions, e.g. Greenspan, "Super-resolution
+in medical imaging", The Computer Journal 52(1), 2009, https://doi.org/10.1093/comjnl/bxm075
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+import torch
+from monai.transforms import MapTransform, RandomizableTransform
+
+from srgan_med.degrade._common import in_plane_axes_of, record, spacing_of, uniform, with_array
+from srgan_med.degrade.config import BlurConfig
+
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+
+
+def gaussian_kernel(fwhm_mm: float, spacing_mm: float) -> torch.Tensor:
+    """Sampled, unit-sum Gaussian taps with the given FWHM, shape ``(2 r + 1,)`` float64."""
+    from monai.networks.layers.convutils import gaussian_1d
+
+    if fwhm_mm <= 0:
+        return torch.ones(1, dtype=torch.float64)
+    sigma_voxels = fwhm_mm / FWHM_PER_SIGMA / spacing_mm
+    # "sampled" (not "erf") so the taps' own FWHM is the configured one: erf taps add a voxel's width.
+    taps = gaussian_1d(torch.tensor(sigma_voxels, dtype=torch.float64), 4.0, "sampled", True)
+    return taps.to(torch.float64)
+
+
+def box_kernel(width_mm: float, spacing_mm: float) -> torch.Tensor:
+    """Unit-sum taps averaging exactly over ``width_mm`` of a voxel-wise constant signal.
+
+    Tap ``n`` is the overlap of voxel ``[n - 1/2, n + 1/2]`` with ``[-w/2, w/2]`` (in voxels) over
+    ``w``, so a width of 2 voxels gives ``[1/4, 1/2, 1/4]``.
+    """
+    width = width_mm / spacing_mm
+    if width <= 1.0:
+        return torch.ones(1, dtype=torch.float64)
+    radius = math.ceil(width / 2.0 - 0.5)
+    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    overlap = np.clip(np.minimum(offsets + 0.5, width / 2) - np.maximum(offsets - 0.5, -width / 2), 0, None)
+    return torch.as_tensor(overlap / width, dtype=torch.float64)
+
+
+def psf_kernel(profile: str, fwhm_mm: float, spacing_mm: float) -> torch.Tensor:
+    """Taps of ``profile`` (``"gaussian"``, ``"box"``, ``"none"``) for one axis, float64."""
+    if profile == "gaussian":
+        return gaussian_kernel(fwhm_mm, spacing_mm)
+    if profile == "box":
+        return box_kernel(fwhm_mm, spacing_mm)
+    return torch.ones(1, dtype=torch.float64)
+
+
+def blur(image: torch.Tensor, kernels: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Separable filtering of a ``(C, *spatial)`` image with one kernel per spatial axis.
+
+    Edges are replicated, so a flat background stays flat (zero padding would darken it).
+    """
+    from monai.networks.layers import separable_filtering
+
+    data = torch.as_tensor(image).unsqueeze(0)
+    taps = [k.to(device=data.device, dtype=data.dtype) for k in kernels]
+    return separable_filtering(data, taps, mode="replicate")[0]
+
+
+class RandPSFBlurd(RandomizableTransform, MapTransform):
+    """Blur ``keys`` in-plane with one PSF width drawn per item (mm, from each key's own spacing).
+
+    Args:
+        keys: keys to blur, all with the same draw. Default ``("low_res",)``.
+        config: profile and ``[low, high]`` FWHM in mm.
+        in_plane_axes: in-plane spatial axes of ``(1, I, J, K)`` volumes (slices use both axes).
+
+    The draw is ``self.fwhm_mm`` (two values, one per in-plane axis) and is recorded in
+    ``meta["degradation"]["blur"]``.
+
+    Example:
+        >>> blur = RandPSFBlurd(config=BlurConfig("gaussian", (1.0, 2.0))).set_random_state(0)
+        >>> item = blur({"low_res": torch.zeros(1, 16, 16)})
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[Hashable] = ("low_res",),
+        config: BlurConfig = BlurConfig(),
+        in_plane_axes: tuple[int, int] = (0, 1),
+    ) -> None:
+        MapTransform.__init__(self, keys)
+        RandomizableTransform.__init__(self, prob=1.0)
+        self.config = config
+        self.in_plane_axes = in_plane_axes
+        self.fwhm_mm: tuple[float, float] = (config.fwhm_mm[0], config.fwhm_mm[0])
+
+    def randomize(self, data=None) -> None:
+        super().randomize(None)
+        first = uniform(self.R, self.config.fwhm_mm)
+        second = uniform(self.R, self.config.fwhm_mm) if self.config.anisotropic else first
+        self.fwhm_mm = (first, second)
+
+    def __call__(self, data, randomize: bool = True):
+        item = dict(data)
+        if randomize:
+            self.randomize()
+        if self.config.profile == "none":
+            return item
+        for key in self.key_iterator(item):
+            image = item[key]
+            axes = in_plane_axes_of(image, self.in_plane_axes)
+            spacing = spacing_of(image)
+            kernels = [torch.ones(1, dtype=torch.float64)] * (image.ndim - 1)
+            for axis, fwhm in zip(axes, self.fwhm_mm):
+                kernels[axis] = psf_kernel(self.config.profile, fwhm, spacing[axis])
+            blurred = with_array(image, blur(image.as_tensor() if hasattr(image, "as_tensor") else image, kernels))
+            record(blurred, "blur", {"profile": self.config.profile, "fwhm_mm": list(self.fwhm_mm)})
+            item[key] = blurred
+        return item

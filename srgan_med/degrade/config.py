@@ -1,0 +1,282 @@
+"""Typed degradation presets, loaded from YAML and validated at load time.
+
+A preset says how a worse acquisition would have seen the same anatomy, in physical units. Ranges
+``[low, high]`` are drawn uniformly once per item. The two shipped presets live as package data in
+``srgan_med/presets/{ct,mr}.yaml`` so an installed package finds them; ``configs/degradation/`` at the
+top of the repository holds identical copies for people browsing the repository (a test checks they
+are identical). ``load_degradation_preset("ct")`` reads the packaged one; any other argument is a
+path to a YAML file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from srgan_med.errors import ConfigError
+
+Range = tuple[float, float]
+
+PRESET_DIR = Path(__file__).resolve().parents[1] / "presets"
+PRESET_NAMES = ("ct", "mr")
+
+
+@dataclass(frozen=True)
+class NormaliseConfig:
+    """Invertible intensity normalisation to about ``[0, 1]``.
+
+    Attributes:
+        kind: ``"window"`` (fixed window, CT in HU) or ``"percentile"`` (robust, per scan, MR).
+        window_hu: ``[low, high]`` mapped to ``[0, 1]`` when ``kind == "window"``; not clipped,
+            so the mapping inverts exactly.
+        percentiles: ``[low, high]`` percentiles mapped to ``[0, 1]`` when ``kind == "percentile"``.
+    """
+
+    kind: str = "window"
+    window_hu: Range = (-1000.0, 2000.0)
+    percentiles: Range = (0.5, 99.5)
+
+
+@dataclass(frozen=True)
+class BlurConfig:
+    """In-plane point-spread function.
+
+    Attributes:
+        profile: ``"gaussian"``, ``"box"`` (voxel averaging over the width) or ``"none"``.
+        fwhm_mm: ``[low, high]`` full width at half maximum in mm (for a box, its width).
+        anisotropic: draw a separate width for each in-plane axis.
+    """
+
+    profile: str = "gaussian"
+    fwhm_mm: Range = (1.0, 2.0)
+    anisotropic: bool = False
+
+
+@dataclass(frozen=True)
+class ThroughPlaneConfig:
+    """Thick-slice simulation along the through-plane axis (3-D volumes only).
+
+    Attributes:
+        slice_thickness_mm: nominal thickness of a simulated slice; ``None`` leaves the axis alone.
+        slice_gap_mm: gap between simulated slices (slice spacing = thickness + gap).
+        profile: slice profile, ``"box"`` (ideal) or ``"gaussian"`` (FWHM = thickness).
+    """
+
+    slice_thickness_mm: float | None = None
+    slice_gap_mm: float = 0.0
+    profile: str = "box"
+
+
+@dataclass(frozen=True)
+class KSpaceConfig:
+    """MR k-space truncation: keep only the central fraction of in-plane k-space.
+
+    Attributes:
+        enabled: apply it.
+        keep_fraction: ``[low, high]`` fraction of the in-plane k-space extent kept per axis.
+    """
+
+    enabled: bool = False
+    keep_fraction: Range = (0.6, 0.9)
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Acquisition noise.
+
+    Attributes:
+        kind: ``"gaussian"`` (CT, in HU), ``"rician"`` (magnitude MR) or ``"none"``.
+        std_hu: ``[low, high]`` standard deviation in HU (CT presets).
+        std_relative: ``[low, high]`` standard deviation as a fraction of the normalisation range
+            (MR has no absolute unit).
+        signal_dependence: CT only; the local std is
+            ``std * max(0, 1 + signal_dependence * (HU + 1000) / 1000)``, so denser tissue (fewer
+            photons through) is noisier. 0 gives stationary noise.
+    """
+
+    kind: str = "gaussian"
+    std_hu: Range | None = None
+    std_relative: Range | None = None
+    signal_dependence: float = 0.0
+
+
+@dataclass(frozen=True)
+class QuantiseConfig:
+    """JPEG-like quantisation of 8-bit inputs: 8x8 block DCT with the JPEG luminance table.
+
+    Attributes:
+        enabled: apply it.
+        quality: ``[low, high]`` JPEG quality (1..100).
+    """
+
+    enabled: bool = False
+    quality: Range = (50.0, 90.0)
+
+
+@dataclass(frozen=True)
+class DegradationConfig:
+    """A full degradation model.
+
+    Attributes:
+        modality: ``"CT"``, ``"MR"`` or other (informational; noise units follow ``noise``).
+        in_plane_axes: the two spatial axes of a ``(1, I, J, K)`` volume that are in-plane.
+    """
+
+    modality: str = "CT"
+    in_plane_axes: tuple[int, int] = (0, 1)
+    normalise: NormaliseConfig = field(default_factory=NormaliseConfig)
+    blur: BlurConfig = field(default_factory=BlurConfig)
+    through_plane: ThroughPlaneConfig = field(default_factory=ThroughPlaneConfig)
+    kspace: KSpaceConfig = field(default_factory=KSpaceConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    quantise: QuantiseConfig = field(default_factory=QuantiseConfig)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+_CHOICES = {
+    "normalise.kind": ("window", "percentile"),
+    "blur.profile": ("gaussian", "box", "none"),
+    "through_plane.profile": ("box", "gaussian"),
+    "noise.kind": ("gaussian", "rician", "none"),
+}
+
+
+def _check_range(value: Range | None, path: str, low: float = 0.0, high: float = float("inf")) -> None:
+    if value is None:
+        return
+    if not (value[0] <= value[1]):
+        raise ConfigError(f"{path}: low must not exceed high, got {list(value)}")
+    if value[0] < low or value[1] > high:
+        raise ConfigError(f"{path}: values must lie in [{low}, {high}], got {list(value)}")
+
+
+def _validate(config: DegradationConfig) -> None:
+    for path, allowed in _CHOICES.items():
+        section, name = path.split(".")
+        value = getattr(getattr(config, section), name)
+        if value not in allowed:
+            raise ConfigError(f"{path}: must be one of {', '.join(allowed)}, got {value!r}")
+    axes = config.in_plane_axes
+    if len(axes) != 2 or axes[0] == axes[1] or not all(a in (0, 1, 2) for a in axes):
+        raise ConfigError(f"in_plane_axes: must be two different axes among 0, 1, 2, got {list(axes)}")
+    norm = config.normalise
+    if not norm.window_hu[0] < norm.window_hu[1]:
+        raise ConfigError(f"normalise.window_hu: low must be below high, got {list(norm.window_hu)}")
+    _check_range(norm.percentiles, "normalise.percentiles", 0.0, 100.0)
+    if not norm.percentiles[0] < norm.percentiles[1]:
+        raise ConfigError(f"normalise.percentiles: low must be below high, got {list(norm.percentiles)}")
+    _check_range(config.blur.fwhm_mm, "blur.fwhm_mm")
+    tp = config.through_plane
+    if tp.slice_thickness_mm is not None and tp.slice_thickness_mm <= 0:
+        raise ConfigError(f"through_plane.slice_thickness_mm: must be positive, got {tp.slice_thickness_mm}")
+    if tp.slice_gap_mm < 0:
+        raise ConfigError(f"through_plane.slice_gap_mm: must not be negative, got {tp.slice_gap_mm}")
+    _check_range(config.kspace.keep_fraction, "kspace.keep_fraction", 1e-3, 1.0)
+    noise = config.noise
+    _check_range(noise.std_hu, "noise.std_hu")
+    _check_range(noise.std_relative, "noise.std_relative")
+    if noise.kind != "none" and (noise.std_hu is None) == (noise.std_relative is None):
+        raise ConfigError("noise: give exactly one of std_hu (CT) or std_relative (MR)")
+    if noise.std_hu is not None and norm.kind != "window":
+        raise ConfigError("noise.std_hu: needs normalise.kind 'window' to convert HU to intensities")
+    _check_range(config.quantise.quality, "quantise.quality", 1.0, 100.0)
+
+
+def _convert(value: Any, annotation: Any, path: str) -> Any:
+    """Turn a YAML value into the annotated type, or raise ConfigError naming ``path``."""
+    if dataclasses.is_dataclass(annotation):
+        return _from_dict(annotation, value, path)
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(value, inner, path)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{path}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if annotation in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if annotation is int and value != int(value):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return annotation(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected text, got {value!r}")
+        return value
+    raise ConfigError(f"{path}: unsupported value {value!r}")  # pragma: no cover - schema bug
+
+
+def _from_dict(cls: type, data: Any, path: str) -> Any:
+    prefix = f"{path}." if path else ""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'degradation config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"{prefix}{key}: unknown key (known: {', '.join(sorted(names))})")
+    values = {key: _convert(value, hints[key], f"{prefix}{key}") for key, value in data.items()}
+    try:
+        return cls(**values)
+    except TypeError as error:  # pragma: no cover - all keys were checked above
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def config_from_dict(data: dict[str, Any]) -> DegradationConfig:
+    """Build a :class:`DegradationConfig` from a plain mapping (e.g. parsed YAML).
+
+    Raises:
+        ConfigError: unknown key or bad value; the message names the dotted key path.
+    """
+    return _from_dict(DegradationConfig, data, "")
+
+
+def load_degradation_preset(name_or_path: str | Path) -> DegradationConfig:
+    """Load a shipped preset (``"ct"``, ``"mr"``) or a YAML file.
+
+    Args:
+        name_or_path: preset name or path to a YAML file with the same schema.
+
+    Returns:
+        The validated :class:`DegradationConfig`.
+
+    Raises:
+        ConfigError: unknown preset, unreadable file, unknown key or bad value (dotted key path).
+
+    Example:
+        >>> load_degradation_preset("ct").normalise.window_hu
+        (-1000.0, 2000.0)
+    """
+    import yaml
+
+    text = str(name_or_path)
+    if text.lower() in PRESET_NAMES:
+        path = PRESET_DIR / f"{text.lower()}.yaml"
+    else:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise ConfigError(
+                f"degradation preset {text!r}: not a preset name ({', '.join(PRESET_NAMES)}) nor a file"
+            )
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: cannot read degradation preset ({error})") from None
+    try:
+        return config_from_dict(data or {})
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None

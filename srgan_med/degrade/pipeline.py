@@ -1,0 +1,75 @@
+"""The whole degradation as one MONAI ``Compose`` of dictionary transforms (CPU, per item).
+
+Order, as an acquisition would produce it: normalise ``high_res`` (invertibly) -> copy to ``low_res``
+-> in-plane PSF -> k-space truncation (MR) -> block averaging / thick slices -> noise -> 8-bit
+quantisation. :class:`srgan_med.degrade.batch.BatchDegradation` runs the same steps on whole batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+import numpy as np
+from monai.transforms import Compose, MapTransform
+
+from srgan_med.degrade.blur import RandPSFBlurd
+from srgan_med.degrade.config import DegradationConfig
+from srgan_med.degrade.downsample import Downsampled
+from srgan_med.degrade.kspace import RandKSpaceTruncated
+from srgan_med.degrade.noise import RandNoised
+from srgan_med.degrade.normalise import NormaliseIntensityd
+from srgan_med.degrade.quantise import RandQuantised
+
+
+class CopyToLowResd(MapTransform):
+    """Start ``low_res`` as a copy of ``high_res`` (meta included, so the records travel with it)."""
+
+    def __init__(self, source: Hashable = "high_res", target: Hashable = "low_res") -> None:
+        super().__init__([source])
+        self.source, self.target = source, target
+
+    def __call__(self, data):
+        item = dict(data)
+        image = item[self.source]
+        copy = image.clone()
+        if hasattr(image, "meta"):
+            copy.meta = dict(image.meta)
+        item[self.target] = copy
+        return item
+
+
+def degradation_pipeline(
+    config: DegradationConfig, scale: int, seed: int | None = 0, normalise: bool = True
+) -> Compose:
+    """A seeded ``Compose`` that turns ``{"high_res": (1, I, J, K) or (1, H, W)}`` into an LR/HR pair.
+
+    Args:
+        config: the degradation model.
+        scale: integer in-plane factor.
+        seed: seeds the random transforms (``None`` leaves them unseeded).
+        normalise: normalise ``high_res`` first (skip when it already is).
+
+    Returns:
+        ``Compose``; each item gets one draw per step, recorded in ``meta["degradation"]``.
+
+    Example:
+        >>> from srgan_med.degrade import load_degradation_preset
+        >>> pipeline = degradation_pipeline(load_degradation_preset("ct"), scale=2)
+    """
+    axes = config.in_plane_axes
+    steps = [NormaliseIntensityd(config=config.normalise)] if normalise else []
+    steps += [
+        CopyToLowResd(),
+        RandPSFBlurd(config=config.blur, in_plane_axes=axes),
+        RandKSpaceTruncated(config=config.kspace, in_plane_axes=axes),
+        Downsampled(scale=scale, in_plane_axes=axes, through_plane=config.through_plane),
+        RandNoised(noise=config.noise, normalise=config.normalise),
+        RandQuantised(config=config.quantise, in_plane_axes=axes),
+    ]
+    pipeline = Compose(steps)
+    if seed is not None:
+        # One generator per step, derived from one seed, so adding a step does not shift the others.
+        for index, step in enumerate(steps):
+            if hasattr(step, "set_random_state"):
+                step.set_random_state(state=np.random.RandomState(seed * 1000 + index))
+    return pipeline
