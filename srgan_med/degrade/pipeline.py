@@ -19,6 +19,7 @@ from srgan_med.degrade.kspace import RandKSpaceTruncated
 from srgan_med.degrade.noise import RandNoised
 from srgan_med.degrade.normalise import NormaliseIntensityd
 from srgan_med.degrade.quantise import RandQuantised
+from srgan_med.errors import SrganMedError
 
 
 class CopyToLowResd(MapTransform):
@@ -38,9 +39,29 @@ class CopyToLowResd(MapTransform):
         return item
 
 
+class DegradationPipeline(Compose):
+    """A ``Compose`` that lets user-facing errors out as themselves.
+
+    MONAI wraps every exception raised inside a transform in a ``RuntimeError``; a
+    :class:`~srgan_med.errors.SrganMedError` (bad config value, too small a scan) is unwrapped so the
+    CLI reports it as one line instead of an internal error.
+    """
+
+    def __call__(self, data, *args, **kwargs):
+        try:
+            return super().__call__(data, *args, **kwargs)
+        except RuntimeError as error:
+            cause = error.__cause__
+            while cause is not None and not isinstance(cause, SrganMedError):
+                cause = cause.__cause__
+            if cause is None:
+                raise
+            raise cause from None
+
+
 def degradation_pipeline(
     config: DegradationConfig, scale: int, seed: int | None = 0, normalise: bool = True
-) -> Compose:
+) -> DegradationPipeline:
     """A seeded ``Compose`` that turns ``{"high_res": (1, I, J, K) or (1, H, W)}`` into an LR/HR pair.
 
     Args:
@@ -66,7 +87,7 @@ def degradation_pipeline(
         RandNoised(noise=config.noise, normalise=config.normalise),
         RandQuantised(config=config.quantise, in_plane_axes=axes),
     ]
-    pipeline = Compose(steps)
+    pipeline = DegradationPipeline(steps)
     if seed is not None:
         # One generator per step, derived from one seed, so adding a step does not shift the others.
         for index, step in enumerate(steps):
