@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from srgan_med.cli import degrade as _degrade
 from srgan_med.cli import evaluate as _evaluate
 from srgan_med.cli import info as _info
 from srgan_med.cli._common import version_callback
@@ -33,6 +34,7 @@ def _root(
 app.command("info")(_info.info)
 app.command("examples")(_info.examples)
 app.command("evaluate")(_evaluate.evaluate)
+app.command("degrade")(_degrade.degrade)
 
 
 def main() -> None:

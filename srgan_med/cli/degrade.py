@@ -1,0 +1,149 @@
+"""``srgan-med degrade``: simulate the low-resolution scan a worse acquisition would have produced."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from srgan_med.cli._common import handle_errors
+
+log = logging.getLogger("srgan_med.degrade")
+
+
+def _with_overrides(config, modality: str, fwhm_mm, noise, slice_thickness_mm, slice_gap_mm):
+    """The preset with the command-line values fixed (a single value, not a range)."""
+    import dataclasses
+
+    from srgan_med.errors import ConfigError
+
+    if fwhm_mm is not None:
+        if fwhm_mm < 0:
+            raise ConfigError(f"--fwhm-mm: must not be negative, got {fwhm_mm}")
+        profile = config.blur.profile if config.blur.profile != "none" else "gaussian"
+        blur = dataclasses.replace(config.blur, profile=profile if fwhm_mm > 0 else "none", fwhm_mm=(fwhm_mm, fwhm_mm))
+        config = dataclasses.replace(config, blur=blur)
+    if noise is not None:
+        if noise < 0:
+            raise ConfigError(f"--noise: must not be negative, got {noise}")
+        in_hu = config.noise.std_hu is not None or (config.noise.kind == "none" and modality != "MR")
+        kind = config.noise.kind if config.noise.kind != "none" else ("rician" if modality == "MR" else "gaussian")
+        fields = {"std_hu": (noise, noise), "std_relative": None} if in_hu else {"std_relative": (noise, noise), "std_hu": None}
+        config = dataclasses.replace(
+            config, noise=dataclasses.replace(config.noise, kind=kind if noise > 0 else "none", **fields)
+        )
+    if slice_thickness_mm is not None or slice_gap_mm is not None:
+        through_plane = dataclasses.replace(
+            config.through_plane,
+            slice_thickness_mm=slice_thickness_mm if slice_thickness_mm is not None else config.through_plane.slice_thickness_mm,
+            slice_gap_mm=slice_gap_mm if slice_gap_mm is not None else config.through_plane.slice_gap_mm,
+        )
+        config = dataclasses.replace(config, through_plane=through_plane)
+    return dataclasses.replace(config)  # re-validates the combination
+
+
+def preview_image(high_res, low_res, in_plane_axes=(0, 1)):
+    """``(H, 3 W)`` uint8 picture of the middle slice: HR | LR (nearest, HR grid) | difference.
+
+    Args:
+        high_res: normalised ``(1, I, J, K)`` HR volume.
+        low_res: normalised ``(1, i, j, k)`` LR volume, with ``meta["degradation"]``.
+    """
+    import numpy as np
+
+    through = [a for a in range(3) if a not in in_plane_axes][0]
+    record = low_res.meta.get("degradation", {}).get("downsample", {})
+    scale = int(record.get("scale", 1))
+    lr_index = low_res.shape[1 + through] // 2
+    # The HR slice under the LR slice's centre (thick slices are centred inside their slab).
+    lr_centre = low_res.affine.numpy() @ np.append(np.eye(3)[through] * lr_index, 1.0)
+    hr_index_float = np.linalg.solve(high_res.affine.numpy(), lr_centre)[through]
+    hr_index = int(np.clip(round(hr_index_float), 0, high_res.shape[1 + through] - 1))
+    hr_plane = np.take(high_res[0].numpy(), hr_index, axis=through)
+    lr_plane = np.take(low_res[0].numpy(), lr_index, axis=through)
+    up = np.repeat(np.repeat(lr_plane, scale, axis=0), scale, axis=1)
+    pad = [(0, max(0, h - u)) for h, u in zip(hr_plane.shape, up.shape)]
+    up = np.pad(up, pad, mode="edge")[: hr_plane.shape[0], : hr_plane.shape[1]]
+    difference = np.clip(hr_plane - up, -0.5, 0.5) + 0.5
+    panels = [np.clip(hr_plane, 0, 1), np.clip(up, 0, 1), difference]
+    # Rows = second in-plane axis, displayed top-down, as viewers show axial slices.
+    picture = np.concatenate([np.rot90(p) for p in panels], axis=1)
+    return (picture * 255).round().astype(np.uint8)
+
+
+def write_png(picture, path: Path) -> None:
+    """Write a uint8 grey picture with matplotlib when installed, else scikit-image."""
+    try:
+        from matplotlib.image import imsave
+
+        imsave(path, picture, cmap="gray", vmin=0, vmax=255)
+    except ImportError:
+        from skimage.io import imsave as skimage_imsave
+
+        skimage_imsave(path, picture, check_contrast=False)
+
+
+@handle_errors
+def degrade(
+    input_path: Annotated[str, typer.Argument(metavar="INPUT", help="High-res scan: NIfTI, DICOM, example:NAME.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Low-res output (.nii/.nii.gz or DICOM folder).")],
+    scale: Annotated[int, typer.Option("--scale", min=1, help="In-plane downsampling factor (2, 3, 4, 8).")] = 4,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="ct, mr or a YAML file; default from the scan's modality.")
+    ] = None,
+    fwhm_mm: Annotated[float | None, typer.Option("--fwhm-mm", help="In-plane PSF FWHM in mm (0: no blur).")] = None,
+    noise: Annotated[
+        float | None, typer.Option("--noise", help="Noise std: HU for CT, fraction of the intensity range for MR.")
+    ] = None,
+    slice_thickness_mm: Annotated[
+        float | None, typer.Option("--slice-thickness-mm", help="Simulated slice thickness in mm.")
+    ] = None,
+    slice_gap_mm: Annotated[float | None, typer.Option("--slice-gap-mm", help="Gap between simulated slices (mm).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random draws (same seed, same output).")] = 0,
+    preview: Annotated[
+        Path | None, typer.Option("--preview", help="Also save a PNG: HR | LR | difference (middle slice).")
+    ] = None,
+    series: Annotated[str | None, typer.Option("--series", help="SeriesInstanceUID, when a folder holds several.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+) -> None:
+    """Write the low-resolution scan a worse acquisition would have produced (blur, downsampling, thick
+    slices, noise), on a voxel-centre-correct grid so it overlays the input in any viewer."""
+    from monai.data import MetaTensor
+
+    from srgan_med.degrade import degradation_pipeline, denormalise, load_degradation_preset
+    from srgan_med.errors import OutputExistsError
+    from srgan_med.examples import resolve_input
+    from srgan_med.io import load_scan, save_scan
+
+    if preview is not None and preview.exists() and not overwrite:
+        raise OutputExistsError(f"{preview}: exists; pass --overwrite to replace it")
+    scan = load_scan(resolve_input(input_path), series=series)
+    modality = str(scan.meta.get("modality", "CT")).upper()
+    config = load_degradation_preset(preset or ("mr" if modality == "MR" else "ct"))
+    config = _with_overrides(config, modality, fwhm_mm, noise, slice_thickness_mm, slice_gap_mm)
+    item = degradation_pipeline(config, scale, seed=seed)({"high_res": scan})
+    low_res = item["low_res"]
+    values = denormalise(low_res.as_tensor(), low_res.meta["normalisation"])
+    result = MetaTensor(values, meta=dict(low_res.meta))
+    result.affine = low_res.affine
+    written = save_scan(
+        result,
+        output,
+        overwrite=overwrite,
+        reference=scan,
+        inputs=[input_path] if not str(input_path).startswith("example:") else [],
+        description=f"srgan-med degrade x{scale}",
+        derivation=f"simulated low resolution x{scale} (srgan-med degrade, seed {seed})",
+    )
+    log.info(
+        "wrote %s: %s -> %s, degradation %s",
+        written,
+        "x".join(map(str, scan.shape[1:])),
+        "x".join(map(str, result.shape[1:])),
+        low_res.meta.get("degradation", {}),
+    )
+    if preview is not None:
+        write_png(preview_image(item["high_res"], low_res, config.in_plane_axes), preview)
+        log.info("wrote preview %s", preview)

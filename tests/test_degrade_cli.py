@@ -1,0 +1,70 @@
+"""``srgan-med degrade`` through Typer's CliRunner on a tiny synthetic NIfTI."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from srgan_med.cli import app
+from srgan_med.degrade import downsampled_affine
+
+
+@pytest.fixture
+def ct_nifti(tmp_path):
+    rng = np.random.default_rng(0)
+    volume = np.full((32, 32, 12), -1000, dtype=np.int16)
+    volume[6:26, 6:26, :] = rng.integers(-100, 200, (20, 20, 12)).astype(np.int16)
+    affine = np.diag([0.8, 0.8, 1.0, 1.0])
+    affine[:3, 3] = [-10.0, 20.0, 5.0]
+    path = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(volume, affine), path)
+    return path, affine
+
+
+def run(*args):
+    result = CliRunner().invoke(app, ["degrade", *map(str, args)])
+    return result
+
+
+def test_degrade_writes_lr_with_correct_geometry_and_preview(ct_nifti, tmp_path):
+    source, affine = ct_nifti
+    output, preview = tmp_path / "lr.nii.gz", tmp_path / "preview.png"
+    result = run(source, "-o", output, "--scale", 4, "--fwhm-mm", 1.5, "--noise", 0, "--preview", preview)
+    assert result.exit_code == 0, result.output
+    written = nib.load(output)
+    assert written.shape == (8, 8, 12)
+    np.testing.assert_allclose(written.affine, downsampled_affine(affine, (4, 4, 1)), atol=1e-5)
+    data = np.asarray(written.dataobj, dtype=np.float64)
+    assert data[0, 0, 0] == pytest.approx(-1000, abs=1)  # background stays air, in HU
+    assert -100 <= data[4, 4, 6] <= 200  # tissue stays tissue
+    from skimage.io import imread
+
+    picture = imread(preview)
+    assert picture.shape[:2] == (32, 3 * 32)
+
+
+def test_thick_slices_and_same_seed_same_output(ct_nifti, tmp_path):
+    source, affine = ct_nifti
+    first, second = tmp_path / "a.nii", tmp_path / "b.nii"
+    for path in (first, second):
+        result = run(source, "-o", path, "--scale", 2, "--slice-thickness-mm", 5, "--slice-gap-mm", 1, "--seed", 3)
+        assert result.exit_code == 0, result.output
+    a, b = nib.load(first), nib.load(second)
+    assert a.shape == (16, 16, 2)
+    np.testing.assert_allclose(np.linalg.norm(a.affine[:3, :3], axis=0), [1.6, 1.6, 6.0], atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+
+
+def test_user_errors_are_one_line_exit_2(ct_nifti, tmp_path):
+    source, _ = ct_nifti
+    output = tmp_path / "lr.nii.gz"
+    assert run(source, "-o", output, "--scale", 2).exit_code == 0
+    refused = run(source, "-o", output, "--scale", 2)
+    assert refused.exit_code == 2 and "overwrite" in refused.output
+    thin = run(source, "-o", tmp_path / "x.nii.gz", "--slice-thickness-mm", 0.5)
+    assert thin.exit_code == 2 and "through_plane.slice_thickness_mm" in thin.output
+    bad_preset = run(source, "-o", tmp_path / "y.nii.gz", "--preset", "pet")
+    assert bad_preset.exit_code == 2 and "preset" in bad_preset.output
+    assert "Traceback" not in thin.output + bad_preset.output
