@@ -39,7 +39,9 @@ CASES = {
         blur={"profile": "gaussian", "fwhm_mm": [0.8, 2.5], "anisotropic": True},
         noise={"kind": "gaussian", "std_hu": [5.0, 40.0], "signal_dependence": 0.3},
     ),
-    "ct_box": dict(blur={"profile": "box", "fwhm_mm": [1.0, 3.0]}, noise={"kind": "gaussian", "std_hu": [10.0, 10.0]}),
+    "ct_box": dict(
+        blur={"profile": "box", "fwhm_mm": [1.0, 3.0]}, noise={"kind": "gaussian", "std_hu": [10.0, 10.0]}
+    ),
     "mr_kspace_rician": dict(
         normalise={"kind": "percentile"},
         kspace={"enabled": True, "keep_fraction": [0.5, 0.9]},

@@ -49,7 +49,9 @@ def test_thick_slices_and_same_seed_same_output(ct_nifti, tmp_path):
     source, affine = ct_nifti
     first, second = tmp_path / "a.nii", tmp_path / "b.nii"
     for path in (first, second):
-        result = run(source, "-o", path, "--scale", 2, "--slice-thickness-mm", 5, "--slice-gap-mm", 1, "--seed", 3)
+        result = run(
+            source, "-o", path, "--scale", 2, "--slice-thickness-mm", 5, "--slice-gap-mm", 1, "--seed", 3
+        )
         assert result.exit_code == 0, result.output
     a, b = nib.load(first), nib.load(second)
     assert a.shape == (16, 16, 2)

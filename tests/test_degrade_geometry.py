@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _degrade_helpers import config, oblique_affine, scan
 
 from srgan_med.degrade import (
     ThroughPlaneConfig,
@@ -12,7 +13,6 @@ from srgan_med.degrade import (
     downsampled_affine,
     upsampled_affine,
 )
-from _degrade_helpers import config, oblique_affine, scan
 
 
 def world(affine, index) -> np.ndarray:
@@ -32,11 +32,15 @@ def test_downsampled_affine_formula_and_types():
 @pytest.mark.parametrize("factors", [(2, 2, 1), (3, 3, 1), (4, 4, 2), (8, 8, 1)])
 def test_upsampled_inverts_downsampled(factors):
     affine = oblique_affine()
-    np.testing.assert_allclose(upsampled_affine(downsampled_affine(affine, factors), factors), affine, atol=1e-12)
+    np.testing.assert_allclose(
+        upsampled_affine(downsampled_affine(affine, factors), factors), affine, atol=1e-12
+    )
     # HR voxel 0 sits at LR index -(f - 1) / (2 f).
     low = downsampled_affine(affine, factors)
     f = np.asarray(factors, dtype=np.float64)
-    np.testing.assert_allclose(world(upsampled_affine(low, factors), (0, 0, 0)), world(low, -(f - 1) / (2 * f)))
+    np.testing.assert_allclose(
+        world(upsampled_affine(low, factors), (0, 0, 0)), world(low, -(f - 1) / (2 * f))
+    )
 
 
 def test_bad_factors_raise():
@@ -54,7 +58,9 @@ def test_lr_shape_affine_and_landmark(scale):
     item = degradation_pipeline(config(), scale, seed=0)({"high_res": high_res})
     low_res = item["low_res"]
     assert tuple(low_res.shape) == (1, 24 // scale, 26 // scale, 3)
-    np.testing.assert_allclose(low_res.affine.numpy(), downsampled_affine(affine, (scale, scale, 1)), atol=1e-12)
+    np.testing.assert_allclose(
+        low_res.affine.numpy(), downsampled_affine(affine, (scale, scale, 1)), atol=1e-12
+    )
     # Landmark: LR voxel (2, 1, 1) centre = mean of the HR centres it averaged; its value = their mean.
     block = [(i, j, 1) for i in range(2 * scale, 3 * scale) for j in range(scale, 2 * scale)]
     centre = np.mean([world(affine, index) for index in block], axis=0)

@@ -63,7 +63,9 @@ def rice_mean(amplitude: float, sigma: float) -> float:
 def test_rician_noise_has_the_rice_bias_at_low_snr(snr):
     sigma = 0.05
     amplitude = snr * sigma
-    noise = RandNoised(noise=NoiseConfig("rician", std_relative=(sigma, sigma)), normalise=NormaliseConfig("percentile"))
+    noise = RandNoised(
+        noise=NoiseConfig("rician", std_relative=(sigma, sigma)), normalise=NormaliseConfig("percentile")
+    )
     noise.set_random_state(0)
     noisy = noise({"low_res": scan(np.full((1, 128, 128), amplitude))})["low_res"].double()
     expected = rice_mean(amplitude, sigma)
@@ -75,7 +77,9 @@ def test_rician_noise_has_the_rice_bias_at_low_snr(snr):
 
 def test_rician_at_high_snr_has_the_gaussian_std():
     sigma = 0.02
-    noise = RandNoised(noise=NoiseConfig("rician", std_relative=(sigma, sigma)), normalise=NormaliseConfig("percentile"))
+    noise = RandNoised(
+        noise=NoiseConfig("rician", std_relative=(sigma, sigma)), normalise=NormaliseConfig("percentile")
+    )
     noisy = noise.set_random_state(1)({"low_res": scan(np.full((1, 128, 128), 1.0))})["low_res"]
     assert float(noisy.double().std()) == pytest.approx(sigma, rel=0.10)
     assert isinstance(noisy, torch.Tensor)

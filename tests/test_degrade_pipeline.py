@@ -40,7 +40,7 @@ def test_same_seed_same_pairs_and_different_items_different_draws():
     items = [ct_volume(0), ct_volume(1)]
     run_one = [first({"high_res": v})["low_res"] for v in items]
     run_two = [second({"high_res": v})["low_res"] for v in items]
-    for a, b in zip(run_one, run_two):
+    for a, b in zip(run_one, run_two, strict=True):
         torch.testing.assert_close(a.as_tensor(), b.as_tensor(), rtol=0, atol=0)
         assert a.meta["degradation"] == b.meta["degradation"]
     draws = [lr.meta["degradation"] for lr in run_one]
@@ -52,7 +52,9 @@ def test_same_seed_same_pairs_and_different_items_different_draws():
 
 
 def test_one_draw_applied_to_all_keys():
-    cfg = config(blur={"profile": "gaussian", "fwhm_mm": [1.0, 3.0]}, noise={"kind": "gaussian", "std_hu": [5.0, 50.0]})
+    cfg = config(
+        blur={"profile": "gaussian", "fwhm_mm": [1.0, 3.0]}, noise={"kind": "gaussian", "std_hu": [5.0, 50.0]}
+    )
     volume = ct_volume(0)
     from srgan_med.degrade import RandNoised, RandPSFBlurd
 
@@ -70,7 +72,9 @@ def test_normalisation_round_trip_returns_the_original_values(kind):
     normalised = item["high_res"]
     record = normalised.meta["normalisation"]
     assert float(normalised.min()) < 0.05 and float(normalised.max()) > 0.95
-    torch.testing.assert_close(denormalise(normalised, record).as_tensor(), volume.as_tensor(), rtol=0, atol=1e-3)
+    torch.testing.assert_close(
+        denormalise(normalised, record).as_tensor(), volume.as_tensor(), rtol=0, atol=1e-3
+    )
     if kind == "window":
         assert (record["low"], record["high"]) == (-1000.0, 2000.0)
         assert float(normalised.min()) < 0.0  # -1024 HU lies outside the window and is kept, not clipped
@@ -124,7 +128,9 @@ def test_presets_load_and_repository_copies_are_identical():
     for name in ("ct", "mr"):
         packaged = REPO / "srgan_med" / "presets" / f"{name}.yaml"
         assert filecmp.cmp(packaged, REPO / "configs" / "degradation" / f"{name}.yaml", shallow=False)
-        assert load_degradation_preset(REPO / "configs" / "degradation" / f"{name}.yaml") == load_degradation_preset(name)
+        assert load_degradation_preset(
+            REPO / "configs" / "degradation" / f"{name}.yaml"
+        ) == load_degradation_preset(name)
     assert load_degradation_preset("ct").noise.std_hu is not None
     assert load_degradation_preset("mr").noise.kind == "rician"
 

@@ -70,12 +70,15 @@ def test_aligned_patches_cover_the_same_region(scale):
 def test_background_patches_are_skipped():
     volume = np.zeros((1, 64, 64))
     volume[0, 40:, 40:] = 1.0  # one small bright corner in a black field
-    crop = RandAlignedPatchd(low_res_key=None, scale=2, low_res_patch_size=(8, 8), min_foreground_fraction=0.5,
-                             max_tries=200)  # fmt: skip
+    crop = RandAlignedPatchd(
+        low_res_key=None, scale=2, low_res_patch_size=(8, 8), min_foreground_fraction=0.5, max_tries=200
+    )
     for seed in range(5):
         patch = crop.set_random_state(seed)({"high_res": scan(volume)})["high_res"]
         assert float((patch > 0.05).float().mean()) >= 0.5
-    never = RandAlignedPatchd(low_res_key=None, scale=2, low_res_patch_size=(8, 8), min_foreground_fraction=0.0)
+    never = RandAlignedPatchd(
+        low_res_key=None, scale=2, low_res_patch_size=(8, 8), min_foreground_fraction=0.0
+    )
     fractions = [
         float((never.set_random_state(s)({"high_res": scan(volume)})["high_res"] > 0.05).float().mean())
         for s in range(10)
@@ -91,4 +94,6 @@ def test_hr_patches_then_batched_degradation_give_training_pairs():
     low_res = BatchDegradation(config(), 4)(patches)
     assert tuple(patches.shape) == (4, 1, 24, 24) and tuple(low_res.shape) == (4, 1, 6, 6)
     with pytest.raises(InputError, match="does not fit"):
-        RandAlignedPatchd(low_res_key=None, scale=4, low_res_patch_size=(20, 20))({"high_res": volume[..., 0]})
+        RandAlignedPatchd(low_res_key=None, scale=4, low_res_patch_size=(20, 20))(
+            {"high_res": volume[..., 0]}
+        )

@@ -23,21 +23,33 @@ def _with_overrides(config, modality: str, fwhm_mm, noise, slice_thickness_mm, s
         if fwhm_mm < 0:
             raise ConfigError(f"--fwhm-mm: must not be negative, got {fwhm_mm}")
         profile = config.blur.profile if config.blur.profile != "none" else "gaussian"
-        blur = dataclasses.replace(config.blur, profile=profile if fwhm_mm > 0 else "none", fwhm_mm=(fwhm_mm, fwhm_mm))
+        blur = dataclasses.replace(
+            config.blur, profile=profile if fwhm_mm > 0 else "none", fwhm_mm=(fwhm_mm, fwhm_mm)
+        )
         config = dataclasses.replace(config, blur=blur)
     if noise is not None:
         if noise < 0:
             raise ConfigError(f"--noise: must not be negative, got {noise}")
         in_hu = config.noise.std_hu is not None or (config.noise.kind == "none" and modality != "MR")
-        kind = config.noise.kind if config.noise.kind != "none" else ("rician" if modality == "MR" else "gaussian")
-        fields = {"std_hu": (noise, noise), "std_relative": None} if in_hu else {"std_relative": (noise, noise), "std_hu": None}
+        kind = (
+            config.noise.kind
+            if config.noise.kind != "none"
+            else ("rician" if modality == "MR" else "gaussian")
+        )
+        fields = (
+            {"std_hu": (noise, noise), "std_relative": None}
+            if in_hu
+            else {"std_relative": (noise, noise), "std_hu": None}
+        )
         config = dataclasses.replace(
             config, noise=dataclasses.replace(config.noise, kind=kind if noise > 0 else "none", **fields)
         )
     if slice_thickness_mm is not None or slice_gap_mm is not None:
         through_plane = dataclasses.replace(
             config.through_plane,
-            slice_thickness_mm=slice_thickness_mm if slice_thickness_mm is not None else config.through_plane.slice_thickness_mm,
+            slice_thickness_mm=slice_thickness_mm
+            if slice_thickness_mm is not None
+            else config.through_plane.slice_thickness_mm,
             slice_gap_mm=slice_gap_mm if slice_gap_mm is not None else config.through_plane.slice_gap_mm,
         )
         config = dataclasses.replace(config, through_plane=through_plane)
@@ -64,7 +76,7 @@ def preview_image(high_res, low_res, in_plane_axes=(0, 1)):
     hr_plane = np.take(high_res[0].numpy(), hr_index, axis=through)
     lr_plane = np.take(low_res[0].numpy(), lr_index, axis=through)
     up = np.repeat(np.repeat(lr_plane, scale, axis=0), scale, axis=1)
-    pad = [(0, max(0, h - u)) for h, u in zip(hr_plane.shape, up.shape)]
+    pad = [(0, max(0, h - u)) for h, u in zip(hr_plane.shape, up.shape, strict=True)]
     up = np.pad(up, pad, mode="edge")[: hr_plane.shape[0], : hr_plane.shape[1]]
     difference = np.clip(hr_plane - up, -0.5, 0.5) + 0.5
     panels = [np.clip(hr_plane, 0, 1), np.clip(up, 0, 1), difference]
@@ -87,25 +99,40 @@ def write_png(picture, path: Path) -> None:
 
 @handle_errors
 def degrade(
-    input_path: Annotated[str, typer.Argument(metavar="INPUT", help="High-res scan: NIfTI, DICOM, example:NAME.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Low-res output (.nii/.nii.gz or DICOM folder).")],
-    scale: Annotated[int, typer.Option("--scale", min=1, help="In-plane downsampling factor (2, 3, 4, 8).")] = 4,
+    input_path: Annotated[
+        str, typer.Argument(metavar="INPUT", help="High-res scan: NIfTI, DICOM, example:NAME.")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Low-res output (.nii/.nii.gz or DICOM folder).")
+    ],
+    scale: Annotated[
+        int, typer.Option("--scale", min=1, help="In-plane downsampling factor (2, 3, 4, 8).")
+    ] = 4,
     preset: Annotated[
         str | None, typer.Option("--preset", help="ct, mr or a YAML file; default from the scan's modality.")
     ] = None,
-    fwhm_mm: Annotated[float | None, typer.Option("--fwhm-mm", help="In-plane PSF FWHM in mm (0: no blur).")] = None,
+    fwhm_mm: Annotated[
+        float | None, typer.Option("--fwhm-mm", help="In-plane PSF FWHM in mm (0: no blur).")
+    ] = None,
     noise: Annotated[
-        float | None, typer.Option("--noise", help="Noise std: HU for CT, fraction of the intensity range for MR.")
+        float | None,
+        typer.Option("--noise", help="Noise std: HU for CT, fraction of the intensity range for MR."),
     ] = None,
     slice_thickness_mm: Annotated[
         float | None, typer.Option("--slice-thickness-mm", help="Simulated slice thickness in mm.")
     ] = None,
-    slice_gap_mm: Annotated[float | None, typer.Option("--slice-gap-mm", help="Gap between simulated slices (mm).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the random draws (same seed, same output).")] = 0,
+    slice_gap_mm: Annotated[
+        float | None, typer.Option("--slice-gap-mm", help="Gap between simulated slices (mm).")
+    ] = None,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the random draws (same seed, same output).")
+    ] = 0,
     preview: Annotated[
         Path | None, typer.Option("--preview", help="Also save a PNG: HR | LR | difference (middle slice).")
     ] = None,
-    series: Annotated[str | None, typer.Option("--series", help="SeriesInstanceUID, when a folder holds several.")] = None,
+    series: Annotated[
+        str | None, typer.Option("--series", help="SeriesInstanceUID, when a folder holds several.")
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
 ) -> None:
     """Write the low-resolution scan a worse acquisition would have produced (blur, downsampling, thick

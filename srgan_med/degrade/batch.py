@@ -98,7 +98,9 @@ class BatchDegradation(nn.Module):
         if len(spacing_mm) != 2 or min(spacing_mm) <= 0:
             raise ConfigError(f"spacing_mm: must be two positive numbers, got {spacing_mm!r}")
         if config.quantise.enabled:
-            raise ConfigError("quantise.enabled: JPEG-like quantisation has no batched version; use the per-item pipeline")
+            raise ConfigError(
+                "quantise.enabled: JPEG-like quantisation has no batched version; use the per-item pipeline"
+            )
         if config.through_plane.slice_thickness_mm is not None:
             log.warning("through_plane is ignored on 2-D batches: simulate thick slices on the volumes")
         self.config = config
@@ -116,7 +118,11 @@ class BatchDegradation(nn.Module):
             else torch.ones(batch_size, dtype=torch.float64)
         )
         bounds = config.noise.std_hu if config.noise.std_hu is not None else config.noise.std_relative
-        level = _uniform(bounds, batch_size, generator) if bounds else torch.zeros(batch_size, dtype=torch.float64)
+        level = (
+            _uniform(bounds, batch_size, generator)
+            if bounds
+            else torch.zeros(batch_size, dtype=torch.float64)
+        )
         std = torch.tensor([normalised_std(config.noise, config.normalise, float(v)) for v in level])
         seeds = torch.randint(0, 2**31 - 1, (batch_size,), generator=generator, dtype=torch.int64)
         return DegradationParams(torch.stack([first, second], dim=1), keep, level, std.double(), seeds)
@@ -132,7 +138,8 @@ class BatchDegradation(nn.Module):
         if config.blur.profile != "none":
             for axis in (0, 1):
                 kernels = [
-                    psf_kernel(config.blur.profile, float(w), self.spacing_mm[axis]) for w in params.fwhm_mm[:, axis]
+                    psf_kernel(config.blur.profile, float(w), self.spacing_mm[axis])
+                    for w in params.fwhm_mm[:, axis]
                 ]
                 x = _grouped_conv_axis(x, kernels, axis)
         if config.kspace.enabled:

@@ -91,14 +91,14 @@ class RandPSFBlurd(RandomizableTransform, MapTransform):
     def __init__(
         self,
         keys: Sequence[Hashable] = ("low_res",),
-        config: BlurConfig = BlurConfig(),
+        config: BlurConfig | None = None,
         in_plane_axes: tuple[int, int] = (0, 1),
     ) -> None:
         MapTransform.__init__(self, keys)
         RandomizableTransform.__init__(self, prob=1.0)
-        self.config = config
+        self.config = config if config is not None else BlurConfig()
         self.in_plane_axes = in_plane_axes
-        self.fwhm_mm: tuple[float, float] = (config.fwhm_mm[0], config.fwhm_mm[0])
+        self.fwhm_mm: tuple[float, float] = (self.config.fwhm_mm[0], self.config.fwhm_mm[0])
 
     def randomize(self, data=None) -> None:
         super().randomize(None)
@@ -117,9 +117,11 @@ class RandPSFBlurd(RandomizableTransform, MapTransform):
             axes = in_plane_axes_of(image, self.in_plane_axes)
             spacing = spacing_of(image)
             kernels = [torch.ones(1, dtype=torch.float64)] * (image.ndim - 1)
-            for axis, fwhm in zip(axes, self.fwhm_mm):
+            for axis, fwhm in zip(axes, self.fwhm_mm, strict=True):
                 kernels[axis] = psf_kernel(self.config.profile, fwhm, spacing[axis])
-            blurred = with_array(image, blur(image.as_tensor() if hasattr(image, "as_tensor") else image, kernels))
+            blurred = with_array(
+                image, blur(image.as_tensor() if hasattr(image, "as_tensor") else image, kernels)
+            )
             record(blurred, "blur", {"profile": self.config.profile, "fwhm_mm": list(self.fwhm_mm)})
             item[key] = blurred
         return item

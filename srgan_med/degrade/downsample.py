@@ -33,18 +33,18 @@ def block_average(image: torch.Tensor, factors: Sequence[int]) -> torch.Tensor:
         factors: integer factor per spatial axis (1 leaves an axis alone).
 
     Returns:
-        ``(C, *[n // f for n, f in zip(spatial, factors)])`` tensor.
+        ``(C, *[n // f for n, f in zip(spatial, factors, strict=True)])`` tensor.
     """
     data = torch.as_tensor(image)
     spatial = data.shape[1:]
     if len(factors) != len(spatial):
         raise ValueError(f"need one factor per spatial axis {tuple(spatial)}, got {list(factors)}")
-    kept = [n // f for n, f in zip(spatial, factors)]
+    kept = [n // f for n, f in zip(spatial, factors, strict=True)]
     if min(kept) < 1:
         raise InputError(f"image of shape {tuple(spatial)} is smaller than the factors {list(factors)}")
-    cropped = data[(slice(None), *[slice(0, k * f) for k, f in zip(kept, factors)])]
+    cropped = data[(slice(None), *[slice(0, k * f) for k, f in zip(kept, factors, strict=True)])]
     blocked_shape = [data.shape[0]]
-    for k, f in zip(kept, factors):
+    for k, f in zip(kept, factors, strict=True):
         blocked_shape += [k, f]
     blocks = cropped.reshape(blocked_shape)
     return blocks.mean(dim=tuple(range(2, 2 * len(kept) + 1, 2)))
@@ -73,7 +73,8 @@ def thick_slice_weights(
     step = (thickness_mm + gap_mm) / spacing_mm
     if width < 1.0 - 1e-9:
         raise ConfigError(
-            f"through_plane.slice_thickness_mm: {thickness_mm} mm is thinner than the {spacing_mm:g} mm slices"
+            f"through_plane.slice_thickness_mm: {thickness_mm} mm is thinner than "
+            f"the {spacing_mm:g} mm slices"
         )
     first = (width - 1.0) / 2.0
     n_thick = int(math.floor((n_slices - width) / step + 1e-9)) + 1
@@ -83,7 +84,9 @@ def thick_slice_weights(
     centres = first + step * np.arange(n_thick)
     offsets = index[None, :] - centres[:, None]
     if profile == "box":
-        weights = np.clip(np.minimum(offsets + 0.5, width / 2) - np.maximum(offsets - 0.5, -width / 2), 0, None)
+        weights = np.clip(
+            np.minimum(offsets + 0.5, width / 2) - np.maximum(offsets - 0.5, -width / 2), 0, None
+        )
     else:
         sigma = width / (2.0 * math.sqrt(2.0 * math.log(2.0)))
         weights = np.exp(-0.5 * (offsets / sigma) ** 2)
@@ -114,14 +117,14 @@ class Downsampled(MapTransform):
         keys: Sequence[Hashable] = ("low_res",),
         scale: int = 4,
         in_plane_axes: tuple[int, int] = (0, 1),
-        through_plane: ThroughPlaneConfig = ThroughPlaneConfig(),
+        through_plane: ThroughPlaneConfig | None = None,
     ) -> None:
         super().__init__(keys)
         if isinstance(scale, bool) or int(scale) != scale or scale < 1:
             raise ConfigError(f"scale: must be a positive integer, got {scale!r}")
         self.scale = int(scale)
         self.in_plane_axes = in_plane_axes
-        self.through_plane = through_plane
+        self.through_plane = through_plane if through_plane is not None else ThroughPlaneConfig()
 
     def __call__(self, data):
         item = dict(data)
@@ -152,7 +155,9 @@ class Downsampled(MapTransform):
                 self.through_plane.slice_gap_mm, self.through_plane.profile,
             )  # fmt: skip
             matrix = torch.as_tensor(weights, dtype=out.dtype)
-            out = torch.movedim(torch.tensordot(torch.movedim(out, 1 + axis, -1), matrix.T, dims=1), -1, 1 + axis)
+            out = torch.movedim(
+                torch.tensordot(torch.movedim(out, 1 + axis, -1), matrix.T, dims=1), -1, 1 + axis
+            )
             steps[axis], firsts[axis] = step, first
             values.update(
                 slice_thickness_mm=thickness,

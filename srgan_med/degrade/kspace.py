@@ -61,14 +61,14 @@ class RandKSpaceTruncated(RandomizableTransform, MapTransform):
     def __init__(
         self,
         keys: Sequence[Hashable] = ("low_res",),
-        config: KSpaceConfig = KSpaceConfig(enabled=True),
+        config: KSpaceConfig | None = None,
         in_plane_axes: tuple[int, int] = (0, 1),
     ) -> None:
         MapTransform.__init__(self, keys)
         RandomizableTransform.__init__(self, prob=1.0)
-        self.config = config
+        self.config = config if config is not None else KSpaceConfig(enabled=True)
         self.in_plane_axes = in_plane_axes
-        self.keep_fraction = config.keep_fraction[1]
+        self.keep_fraction = self.config.keep_fraction[1]
 
     def randomize(self, data=None) -> None:
         super().randomize(None)
@@ -83,7 +83,9 @@ class RandKSpaceTruncated(RandomizableTransform, MapTransform):
         for key in self.key_iterator(item):
             image = item[key]
             raw = image.as_tensor() if hasattr(image, "as_tensor") else image
-            out = with_array(image, truncate_kspace(raw, self.keep_fraction, in_plane_axes_of(image, self.in_plane_axes)))
+            out = with_array(
+                image, truncate_kspace(raw, self.keep_fraction, in_plane_axes_of(image, self.in_plane_axes))
+            )
             record(out, "kspace", {"keep_fraction": self.keep_fraction})
             item[key] = out
         return item

@@ -18,7 +18,7 @@ import torch
 from monai.transforms import MapTransform, RandomizableTransform
 
 from srgan_med.degrade._common import record, uniform, with_array
-from srgan_med.degrade.config import NormaliseConfig, NoiseConfig
+from srgan_med.degrade.config import NoiseConfig, NormaliseConfig
 
 
 def noise_fields(shape: Sequence[int], seed: int, device, dtype) -> torch.Tensor:
@@ -93,13 +93,13 @@ class RandNoised(RandomizableTransform, MapTransform):
     def __init__(
         self,
         keys: Sequence[Hashable] = ("low_res",),
-        noise: NoiseConfig = NoiseConfig(std_hu=(10.0, 10.0)),
-        normalise: NormaliseConfig = NormaliseConfig(),
+        noise: NoiseConfig | None = None,
+        normalise: NormaliseConfig | None = None,
     ) -> None:
         MapTransform.__init__(self, keys)
         RandomizableTransform.__init__(self, prob=1.0)
-        self.noise = noise
-        self.normalise = normalise
+        self.noise = noise if noise is not None else NoiseConfig(std_hu=(10.0, 10.0))
+        self.normalise = normalise if normalise is not None else NormaliseConfig()
         self.level = 0.0
         self.noise_seed = 0
 
@@ -120,7 +120,12 @@ class RandNoised(RandomizableTransform, MapTransform):
             image = item[key]
             raw = image.as_tensor() if hasattr(image, "as_tensor") else image
             noisy = add_noise(
-                raw, self.noise.kind, std, self.noise_seed, self.noise.signal_dependence, self.normalise.window_hu
+                raw,
+                self.noise.kind,
+                std,
+                self.noise_seed,
+                self.noise.signal_dependence,
+                self.normalise.window_hu,
             )
             noisy = with_array(image, noisy)
             unit = "std_hu" if self.noise.std_hu is not None else "std_relative"

@@ -62,9 +62,9 @@ class NormaliseIntensityd(MapTransform):
         (-1000.0, 0.5)
     """
 
-    def __init__(self, keys: Sequence[Hashable] = ("high_res",), config: NormaliseConfig = NormaliseConfig()):
+    def __init__(self, keys: Sequence[Hashable] = ("high_res",), config: NormaliseConfig | None = None):
         super().__init__(keys)
-        self.config = config
+        self.config = config if config is not None else NormaliseConfig()
 
     def __call__(self, data):
         item = dict(data)

@@ -73,14 +73,14 @@ class RandQuantised(RandomizableTransform, MapTransform):
     def __init__(
         self,
         keys: Sequence[Hashable] = ("low_res",),
-        config: QuantiseConfig = QuantiseConfig(enabled=True),
+        config: QuantiseConfig | None = None,
         in_plane_axes: tuple[int, int] = (0, 1),
     ) -> None:
         MapTransform.__init__(self, keys)
         RandomizableTransform.__init__(self, prob=1.0)
-        self.config = config
+        self.config = config if config is not None else QuantiseConfig(enabled=True)
         self.in_plane_axes = in_plane_axes
-        self.quality = config.quality[1]
+        self.quality = self.config.quality[1]
 
     def randomize(self, data=None) -> None:
         super().randomize(None)

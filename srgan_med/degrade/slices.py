@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 
-import numpy as np
 import torch
 from monai.transforms import MapTransform, RandomizableTransform
 
@@ -133,7 +132,7 @@ class RandAlignedPatchd(RandomizableTransform, MapTransform):
 
     def _crop(self, image: torch.Tensor, start: Sequence[int], size: Sequence[int]) -> torch.Tensor:
         raw = image.as_tensor() if hasattr(image, "as_tensor") else image
-        region = raw[(slice(None), *[slice(s, s + n) for s, n in zip(start, size)])].contiguous()
+        region = raw[(slice(None), *[slice(s, s + n) for s, n in zip(start, size, strict=True)])].contiguous()
         affine = None
         if hasattr(image, "affine"):
             shift = torch.eye(4, dtype=torch.float64)
@@ -149,15 +148,17 @@ class RandAlignedPatchd(RandomizableTransform, MapTransform):
             raise ConfigError(f"low_res_patch_size: need {len(spatial)} sizes, got {list(self.patch)}")
         grid = [n // self.scale for n in spatial]
         if self.low_res_key is not None:
-            grid = [min(g, n) for g, n in zip(grid, item[self.low_res_key].shape[1:])]
-        if any(p > g for p, g in zip(self.patch, grid)):
+            grid = [min(g, n) for g, n in zip(grid, item[self.low_res_key].shape[1:], strict=True)]
+        if any(p > g for p, g in zip(self.patch, grid, strict=True)):
             raise InputError(f"patch {list(self.patch)} does not fit the low-res grid {grid}")
         best, best_fraction = None, -1.0
         for _ in range(self.max_tries):
-            start = [int(self.R.randint(0, g - p + 1)) for g, p in zip(grid, self.patch)]
+            start = [int(self.R.randint(0, g - p + 1)) for g, p in zip(grid, self.patch, strict=True)]
             hr_start = [s * self.scale for s in start]
             hr_size = [p * self.scale for p in self.patch]
-            region = high_res[(slice(None), *[slice(s, s + n) for s, n in zip(hr_start, hr_size)])]
+            region = high_res[
+                (slice(None), *[slice(s, s + n) for s, n in zip(hr_start, hr_size, strict=True)])
+            ]
             fraction = float((region > self.foreground_threshold).float().mean())
             if fraction > best_fraction:
                 best, best_fraction = start, fraction
@@ -170,8 +171,3 @@ class RandAlignedPatchd(RandomizableTransform, MapTransform):
         if self.low_res_key is not None:
             item[self.low_res_key] = self._crop(item[self.low_res_key], best, self.patch)
         return item
-
-
-def foreground_fraction(image: torch.Tensor, threshold: float) -> float:
-    """Fraction of voxels above ``threshold`` (how the patch sampler judges background)."""
-    return float(np.mean(np.asarray(torch.as_tensor(image).detach().cpu()) > threshold))
