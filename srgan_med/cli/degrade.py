@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from srgan_med.cli._common import handle_errors
 
+if TYPE_CHECKING:  # the config module is light, but keep the CLI import free of the degrade package
+    from srgan_med.degrade.config import DegradationConfig
+
 log = logging.getLogger("srgan_med.degrade")
 
 
-def _with_overrides(config, modality: str, fwhm_mm, noise, slice_thickness_mm, slice_gap_mm):
+def _with_overrides(
+    config: DegradationConfig,
+    modality: str,
+    fwhm_mm: float | None,
+    noise: float | None,
+    slice_thickness_mm: float | None,
+    slice_gap_mm: float | None,
+) -> DegradationConfig:
     """The preset with the command-line values fixed (a single value, not a range)."""
     import dataclasses
 
