@@ -98,3 +98,14 @@ def test_thick_slice_thinner_than_source_is_a_config_error():
     with pytest.raises(ConfigError, match="through_plane.slice_thickness_mm"):
         pipeline({"high_res": high_res})
     assert ThroughPlaneConfig().slice_thickness_mm is None
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4, 8])
+def test_agrees_with_the_io_writers_rescaled_affine(factor):
+    from srgan_med.io import rescaled_affine
+
+    affine = oblique_affine()
+    factors = (factor, factor, 1)
+    inverse = (1 / factor, 1 / factor, 1)
+    np.testing.assert_allclose(upsampled_affine(affine, factors), rescaled_affine(affine, factors))
+    np.testing.assert_allclose(downsampled_affine(affine, factors), rescaled_affine(affine, inverse))
