@@ -4,36 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from srgan_med.enhance.run import default_output
 from srgan_med.errors import InputError, WeightsNotFoundError
-from srgan_med.models.bundle import IntensityPreset, read_metadata, resolve_model
+from srgan_med.models.bundle import normalisation_from_dict, read_metadata, resolve_model
 
 
-def test_window_preset_is_exactly_invertible():
-    preset = IntensityPreset("window", -1000.0, 2000.0)
-    offset, width = preset.fit(np.zeros(3))
-    hu = np.array([-1024.0, -1000.0, 0.0, 40.0, 3071.0])
-    np.testing.assert_allclose(((hu - offset) / width) * width + offset, hu, atol=1e-9)
-    assert (offset, width) == (-1000.0, 3000.0)
-
-
-def test_percentile_preset_follows_the_volume():
-    preset = IntensityPreset("percentile", 1.0, 99.0)
-    volume = np.linspace(0, 1000, 10001)
-    offset, width = preset.fit(volume)
-    assert offset == pytest.approx(10.0) and width == pytest.approx(980.0)
-
-
-def test_bad_presets():
+def test_normalisation_metadata_round_trip_and_errors():
+    config = normalisation_from_dict({"kind": "window", "window_hu": [-1000, 2000]})
+    assert config.kind == "window" and config.window_hu == (-1000.0, 2000.0)
     with pytest.raises(InputError, match="window or percentile"):
-        IntensityPreset("zscore", 0, 1)
-    with pytest.raises(InputError, match="low < high"):
-        IntensityPreset("window", 5, 5)
+        normalisation_from_dict({"kind": "zscore"})
 
 
 def test_unknown_model_says_what_exists(tmp_path):

@@ -15,12 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-
-def _as_affine(affine) -> np.ndarray:
-    array = np.asarray(affine.detach().cpu() if hasattr(affine, "detach") else affine, dtype=np.float64)
-    if array.shape != (4, 4):
-        raise ValueError(f"affine must be 4x4, got shape {array.shape}")
-    return array
+from srgan_med.io import geometry as io_geometry
 
 
 def _return_like(result: np.ndarray, like):
@@ -32,27 +27,8 @@ def _return_like(result: np.ndarray, like):
 
 
 def strided_affine(affine, steps: Sequence[float], first_centres: Sequence[float]):
-    """Affine of a grid whose voxel ``n`` sits at old index ``first_centres + n * steps`` per axis.
-
-    Args:
-        affine: ``(4, 4)`` voxel-centre affine of the source grid (numpy or torch).
-        steps: new voxel spacing per axis, in source voxels ``(si, sj, sk)``.
-        first_centres: source index of the centre of new voxel 0 per axis.
-
-    Returns:
-        ``(4, 4)`` float64 affine, of the same array type as ``affine``.
-    """
-    steps = np.asarray(steps, dtype=np.float64)
-    first_centres = np.asarray(first_centres, dtype=np.float64)
-    if steps.shape != (3,) or first_centres.shape != (3,) or not np.all(steps > 0):
-        raise ValueError(
-            f"steps must be three positive numbers and first_centres three numbers, "
-            f"got {steps.tolist()} and {first_centres.tolist()}"
-        )
-    index_map = np.eye(4)
-    index_map[:3, :3] = np.diag(steps)
-    index_map[:3, 3] = first_centres
-    return _return_like(_as_affine(affine) @ index_map, affine)
+    """:func:`srgan_med.io.geometry.strided_affine`, returning the array type of ``affine``."""
+    return _return_like(io_geometry.strided_affine(affine, steps, first_centres), affine)
 
 
 def downsampled_affine(affine, factors: Sequence[float]):
@@ -74,7 +50,7 @@ def downsampled_affine(affine, factors: Sequence[float]):
     factors = np.asarray(factors, dtype=np.float64)
     if factors.shape != (3,) or not np.all(factors > 0):
         raise ValueError(f"factors must be three positive numbers, got {factors.tolist()}")
-    return strided_affine(affine, factors, (factors - 1.0) / 2.0)
+    return _return_like(io_geometry.rescaled_affine(affine, 1.0 / factors), affine)
 
 
 def upsampled_affine(affine, factors: Sequence[float]):
@@ -94,13 +70,9 @@ def upsampled_affine(affine, factors: Sequence[float]):
         >>> upsampled_affine(np.eye(4), (4, 4, 1))[:3, 3].tolist()
         [-0.375, -0.375, 0.0]
     """
-    factors = np.asarray(factors, dtype=np.float64)
-    if factors.shape != (3,) or not np.all(factors > 0):
-        raise ValueError(f"factors must be three positive numbers, got {factors.tolist()}")
-    return strided_affine(affine, 1.0 / factors, (1.0 / factors - 1.0) / 2.0)
+    return _return_like(io_geometry.rescaled_affine(affine, factors), affine)
 
 
 def spacing_mm(affine) -> tuple[float, float, float]:
     """Voxel spacing in mm: the column norms of ``affine[:3, :3]``."""
-    norms = np.linalg.norm(_as_affine(affine)[:3, :3], axis=0)
-    return float(norms[0]), float(norms[1]), float(norms[2])
+    return io_geometry.spacing_from_affine(affine)

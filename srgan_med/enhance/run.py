@@ -81,6 +81,7 @@ def enhance_files(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from srgan_med import __version__
+    from srgan_med.degrade.normalise import normalisation_range
     from srgan_med.enhance.engine import enhance_volume, slice_axis_for
     from srgan_med.enhance.tiling import receptive_field_radius
     from srgan_med.io import load_scan, save_scan
@@ -121,7 +122,8 @@ def enhance_files(
             target = output / target.name if len(sources) > 1 else output
         check_output(target, overwrite=overwrite, inputs=[source])
         slice_axis = slice_axis_for(scan.affine.numpy(), plane)
-        offset, width = bundle.intensity.fit(scan[0].numpy())
+        low, high = normalisation_range(scan[0], bundle.normalisation)
+        offset, width = low, high - low
         with Progress(*columns, disable=quiet, transient=True) as progress:
             task = progress.add_task(source.name, total=int(scan.shape[1 + slice_axis]))
             result = enhance_volume(

@@ -37,6 +37,33 @@ def orientation_code(affine) -> str:
     return "".join(code or "?" for code in nib.orientations.aff2axcodes(as_numpy_affine(affine)))
 
 
+def strided_affine(affine, steps: Sequence[float], first_centres: Sequence[float]) -> np.ndarray:
+    """Affine of a grid whose voxel ``n`` sits at old index ``first_centres + n * steps`` per axis.
+
+    The one place where grids are derived from grids: :func:`rescaled_affine` and the degradation
+    model's block-averaged and thick-slice grids are special cases.
+
+    Args:
+        affine: ``(4, 4)`` voxel-centre affine of the source grid.
+        steps: new voxel spacing per axis, in source voxels ``(si, sj, sk)``.
+        first_centres: source index of the centre of new voxel 0 per axis.
+
+    Returns:
+        ``(4, 4)`` float64 affine.
+    """
+    steps = np.asarray(steps, dtype=np.float64)
+    first_centres = np.asarray(first_centres, dtype=np.float64)
+    if steps.shape != (3,) or first_centres.shape != (3,) or not np.all(steps > 0):
+        raise ValueError(
+            f"steps must be three positive numbers and first_centres three numbers, "
+            f"got {steps.tolist()} and {first_centres.tolist()}"
+        )
+    index_map = np.eye(4)
+    index_map[:3, :3] = np.diag(steps)
+    index_map[:3, 3] = first_centres
+    return as_numpy_affine(affine) @ index_map
+
+
 def rescaled_affine(affine, factors: Sequence[float]) -> np.ndarray:
     """Affine of a grid resampled by ``factors`` over the same field of view.
 
@@ -55,7 +82,4 @@ def rescaled_affine(affine, factors: Sequence[float]) -> np.ndarray:
     factors = np.asarray(factors, dtype=np.float64)
     if factors.shape != (3,) or not np.all(factors > 0):
         raise ValueError(f"factors must be three positive numbers, got {factors.tolist()}")
-    zoom = np.eye(4)
-    zoom[:3, :3] = np.diag(1.0 / factors)
-    zoom[:3, 3] = (1.0 / factors - 1.0) / 2.0
-    return as_numpy_affine(affine) @ zoom
+    return strided_affine(affine, 1.0 / factors, (1.0 / factors - 1.0) / 2.0)

@@ -1,7 +1,7 @@
 """A generator and everything needed to apply it, in one safetensors file (no pickle).
 
 The file's tensors are the generator's ``state_dict``; its string metadata ``srgan_med`` holds JSON:
-architecture (name and keyword arguments), scale, modality, intensity preset, and the model card
+architecture (name and keyword arguments), scale, modality, intensity normalisation, and the model card
 (training data, degradation, losses, VGG weight source, steps, measured metrics, known limits).
 """
 
@@ -12,8 +12,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from srgan_med.errors import InputError, WeightsNotFoundError
 
 METADATA_KEY = "srgan_med"
@@ -21,41 +19,34 @@ FORMAT_VERSION = 1
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
-@dataclass(frozen=True)
-class IntensityPreset:
-    """How physical values map to the generator's units, exactly invertibly (no clipping).
+def normalisation_from_dict(data: dict[str, Any]):
+    """The bundle's intensity map, as the degradation model's :class:`NormaliseConfig`."""
+    from srgan_med.degrade.config import NormaliseConfig
 
-    ``kind="window"``: ``(value - low) / (high - low)`` with ``low``/``high`` fixed (CT: HU window).
-    ``kind="percentile"``: ``low``/``high`` are percentiles of each input volume (MR: robust range).
-    """
-
-    kind: str
-    low: float
-    high: float
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("window", "percentile"):
-            raise InputError(f"intensity kind must be window or percentile, got {self.kind!r}")
-        if not self.high > self.low:
-            raise InputError(f"intensity preset needs low < high, got {self.low}, {self.high}")
-
-    def fit(self, volume: np.ndarray) -> tuple[float, float]:
-        """``(offset, width)`` of the linear map for ``volume``."""
-        if self.kind == "window":
-            return float(self.low), float(self.high - self.low)
-        low, high = np.percentile(np.asarray(volume, dtype=np.float64), (self.low, self.high))
-        return float(low), float(max(high - low, 1e-6))
+    kind = data.get("kind")
+    if kind not in ("window", "percentile"):
+        raise InputError(f"model normalisation kind must be window or percentile, got {kind!r}")
+    return NormaliseConfig(
+        kind=kind,
+        window_hu=tuple(float(v) for v in data.get("window_hu", (-1000.0, 2000.0))),
+        percentiles=tuple(float(v) for v in data.get("percentiles", (0.5, 99.5))),
+    )
 
 
 @dataclass
 class ModelBundle:
-    """A loaded model: generator (eval mode) plus its scale, modality, intensity preset and card."""
+    """A loaded model: generator (eval mode) plus its scale, modality, intensity map and card.
+
+    ``normalisation`` is the training preset's :class:`srgan_med.degrade.config.NormaliseConfig`,
+    applied with :func:`srgan_med.degrade.normalise.normalisation_range` so ``enhance`` maps
+    intensities exactly as training did, and back.
+    """
 
     name: str
     generator: Any  # torch.nn.Module
     scale: int
     modality: str
-    intensity: IntensityPreset
+    normalisation: Any  # srgan_med.degrade.config.NormaliseConfig
     architecture: dict[str, Any]
     card: dict[str, Any] = field(default_factory=dict)
 
@@ -74,7 +65,7 @@ def save_bundle(
     architecture: dict[str, Any],
     scale: int,
     modality: str,
-    intensity: IntensityPreset,
+    normalisation,
     card: dict[str, Any],
     overwrite: bool = False,
 ) -> Path:
@@ -88,7 +79,7 @@ def save_bundle(
         "architecture": architecture,
         "scale": int(scale),
         "modality": modality,
-        "intensity": asdict(intensity),
+        "normalisation": asdict(normalisation),
         "card": card,
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
@@ -132,7 +123,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
     if raw is None:
         raise InputError(f"{path}: a safetensors file without srgan-med model metadata")
     metadata = json.loads(raw)
-    for key in ("architecture", "scale", "modality", "intensity"):
+    for key in ("architecture", "scale", "modality", "normalisation"):
         if key not in metadata:
             raise InputError(f"{path}: model metadata lacks {key!r}")
     return metadata
@@ -161,7 +152,7 @@ def load_bundle(name_or_path: str, device: str = "cpu") -> ModelBundle:
         generator=generator,
         scale=int(metadata["scale"]),
         modality=str(metadata["modality"]),
-        intensity=IntensityPreset(**metadata["intensity"]),
+        normalisation=normalisation_from_dict(metadata["normalisation"]),
         architecture=architecture,
         card=metadata.get("card", {}),
     )
