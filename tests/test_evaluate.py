@@ -128,5 +128,47 @@ def test_unknown_method_and_missing_low_res(tmp_path, small_ct_volume):
         ],
     )
     assert result.exit_code == 2 and "unknown method(s) magic" in result.stderr
-    result = CliRunner().invoke(app, ["evaluate", str(high_path), "-o", str(tmp_path / "y")])
-    assert result.exit_code == 2 and "--low-res" in result.stderr
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            str(high_path),
+            "--low-res",
+            str(low_path),
+            "--low-res",
+            str(low_path),
+            "-o",
+            str(tmp_path / "y"),
+        ],
+    )
+    assert result.exit_code == 2 and "1 high-res inputs but 2 low-res inputs" in result.stderr
+
+
+def test_synthesised_low_res_with_the_degradation_preset(tmp_path, small_ct_volume):
+    high_path, _ = _pair(tmp_path, 0, small_ct_volume)
+    out = tmp_path / "synth"
+    result = CliRunner().invoke(
+        app,
+        ["evaluate", str(high_path), "--scale", "3", "--methods", "bicubic,lanczos", "-o", str(out), "-q"],
+    )
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert {r["method"] for r in rows} == {"bicubic", "lanczos"}
+    assert all(10 < float(r["psnr"]) < 80 for r in rows)
+    assert "--scale 3" in (out / "report.md").read_text()
+    again = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            str(high_path),
+            "--scale",
+            "3",
+            "--methods",
+            "bicubic,lanczos",
+            "-o",
+            str(tmp_path / "synth2"),
+            "-q",
+        ],
+    )
+    assert again.exit_code == 0
+    assert (tmp_path / "synth2" / "metrics.csv").read_text() == (out / "metrics.csv").read_text()  # seeded

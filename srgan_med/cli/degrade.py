@@ -147,9 +147,7 @@ def degrade(
 ) -> None:
     """Write the low-resolution scan a worse acquisition would have produced (blur, downsampling, thick
     slices, noise), on a voxel-centre-correct grid so it overlays the input in any viewer."""
-    from monai.data import MetaTensor
-
-    from srgan_med.degrade import degradation_pipeline, denormalise, load_degradation_preset
+    from srgan_med.degrade import load_degradation_preset, simulate_low_res
     from srgan_med.errors import OutputExistsError
     from srgan_med.examples import resolve_input
     from srgan_med.io import load_scan, save_scan
@@ -160,11 +158,8 @@ def degrade(
     modality = str(scan.meta.get("modality", "CT")).upper()
     config = load_degradation_preset(preset or ("mr" if modality == "MR" else "ct"))
     config = _with_overrides(config, modality, fwhm_mm, noise, slice_thickness_mm, slice_gap_mm)
-    item = degradation_pipeline(config, scale, seed=seed)({"high_res": scan})
+    result, item = simulate_low_res(scan, config, scale, seed=seed)
     low_res = item["low_res"]
-    values = denormalise(low_res.as_tensor(), low_res.meta["normalisation"])
-    result = MetaTensor(values, meta=dict(low_res.meta))
-    result.affine = low_res.affine
     written = save_scan(
         result,
         output,

@@ -11,11 +11,24 @@ import typer
 from srgan_med.cli._common import handle_errors
 
 
-def _command_line(high_res: list[str], low_res: list[str], out: Path, methods: str, mask: str) -> str:
+def _command_line(
+    high_res: list[str],
+    low_res: list[str],
+    out: Path,
+    methods: str,
+    mask: str,
+    scale: int,
+    degradation: str | None,
+    seed: int,
+) -> str:
     """The exact command that reproduces this evaluation (recorded in report.md)."""
     words = ["srgan-med", "evaluate", *high_res]
     for path in low_res:
         words += ["--low-res", path]
+    if not low_res:
+        words += ["--scale", str(scale), "--seed", str(seed)] + (
+            ["--degradation", degradation] if degradation else []
+        )
     words += ["--out", str(out), "--methods", methods, "--mask", mask]
     return shlex.join(words)
 
@@ -29,6 +42,14 @@ def evaluate(
         list[str] | None,
         typer.Option("--low-res", help="Registered low-resolution scans, one per reference (paired mode)."),
     ] = None,
+    scale: Annotated[
+        int, typer.Option("--scale", min=2, help="In-plane factor of the simulated low-res scans.")
+    ] = 4,
+    degradation: Annotated[
+        str | None,
+        typer.Option("--degradation", help="Degradation preset (ct, mr) or YAML file; default by modality."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the simulated degradations.")] = 0,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for tables and figures.")] = Path(
         "evaluation"
     ),
@@ -46,25 +67,23 @@ def evaluate(
     """Score each method against the high-resolution scans: PSNR, SSIM, NRMSE, HFEN, GMSD, MAE,
     with bootstrap CIs and Wilcoxon tests of the gain over bicubic; writes CSV, JSON, Markdown and PNGs.
 
-    Synthesising the low-resolution input from the reference (the degradation model) is not available
-    yet: pass registered pairs with --low-res.
+    Without --low-res, the low-resolution inputs are simulated from the references with the
+    degradation model (the same transforms as training).
     """
-    from srgan_med.errors import InputError
     from srgan_med.evaluate.run import run_evaluation
     from srgan_med.examples import resolve_input
 
-    if not low_res:
-        raise InputError(
-            "pass the registered low-resolution scans with --low-res (synthesis is not available yet)"
-        )
     written = run_evaluation(
         [resolve_input(p) for p in high_res],
-        [resolve_input(p) for p in low_res],
+        [resolve_input(p) for p in low_res] if low_res else None,
         out,
+        scale=scale,
+        degradation=degradation,
+        seed=seed,
         methods=methods.split(","),
         mask=mask,
         overwrite=overwrite,
-        command=_command_line(high_res, low_res, out, methods, mask),
+        command=_command_line(high_res, low_res or [], out, methods, mask, scale, degradation, seed),
         show_progress=not quiet,
     )
     if not quiet:

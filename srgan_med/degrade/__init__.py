@@ -24,11 +24,12 @@ from srgan_med.degrade.geometry import downsampled_affine, strided_affine, upsam
 from srgan_med.degrade.kspace import RandKSpaceTruncated, truncate_kspace
 from srgan_med.degrade.noise import RandNoised, add_noise
 from srgan_med.degrade.normalise import NormaliseIntensityd, denormalise, normalise
-from srgan_med.degrade.pipeline import CopyToLowResd, degradation_pipeline
+from srgan_med.degrade.pipeline import CopyToLowResd, degradation_pipeline, simulate_low_res
 from srgan_med.degrade.quantise import RandQuantised, jpeg_quantise_2d
 from srgan_med.degrade.slices import RandAlignedPatchd, RandSliced, extract_slice, slice_affine
 
 __all__ = [
+    "simulate_low_res",
     "BatchDegradation", "DegradationParams", "RandPSFBlurd", "box_kernel", "gaussian_kernel",
     "BlurConfig", "DegradationConfig", "KSpaceConfig", "NoiseConfig", "NormaliseConfig", "QuantiseConfig",
     "ThroughPlaneConfig", "config_from_dict", "load_degradation_preset", "Downsampled", "block_average",

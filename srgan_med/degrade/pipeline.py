@@ -94,3 +94,27 @@ def degradation_pipeline(
             if hasattr(step, "set_random_state"):
                 step.set_random_state(state=np.random.RandomState(seed * 1000 + index))
     return pipeline
+
+
+def simulate_low_res(scan, config: DegradationConfig, scale: int, seed: int | None = 0):
+    """The low-resolution scan a worse acquisition would have produced, in the scan's units.
+
+    Args:
+        scan: ``MetaTensor`` ``(1, I, J, K)`` in physical units (HU for CT).
+        config: the degradation model.
+        scale: integer in-plane factor.
+        seed: seed of the draws (same seed, same output).
+
+    Returns:
+        ``(low_res, item)``: the LR ``MetaTensor`` in physical units on its voxel-centre-correct grid
+        (draws in ``meta["degradation"]``), and the pipeline's normalised ``item`` (for previews).
+    """
+    from monai.data import MetaTensor
+
+    from srgan_med.degrade.normalise import denormalise
+
+    item = degradation_pipeline(config, scale, seed=seed)({"high_res": scan})
+    low_res = item["low_res"]
+    values = denormalise(low_res.as_tensor(), low_res.meta["normalisation"])
+    meta = {k: v for k, v in low_res.meta.items() if k != "affine"}
+    return MetaTensor(values, affine=low_res.affine, meta=meta), item

@@ -40,11 +40,39 @@ def _mask_for(mask: str, case_name: str, shape) -> str | np.ndarray:
     return array
 
 
+def synthesise_pair(high_res, degradation: str | None, scale: int, seed: int, name: str):
+    """LR scan simulated with a degradation preset; HR cropped to a whole number of LR voxels."""
+    import torch
+    from monai.data import MetaTensor
+
+    from srgan_med.degrade import load_degradation_preset, simulate_low_res
+
+    modality = str(high_res.meta.get("modality", "MR"))
+    config = load_degradation_preset(degradation or ("ct" if modality == "CT" else "mr"))
+    if config.through_plane.slice_thickness_mm:
+        raise InputError(
+            f"{name}: evaluate compares in-plane super-resolution; the degradation "
+            "simulates thick slices: use a preset without through_plane.slice_thickness_mm"
+        )
+    low_res, _ = simulate_low_res(high_res, config, scale, seed=seed)
+    # block averaging drops the last incomplete block: crop the reference the same way
+    crop = [slice(None)] * 4
+    for axis in range(3):
+        if high_res.shape[1 + axis] != low_res.shape[1 + axis]:
+            crop[1 + axis] = slice(0, low_res.shape[1 + axis] * scale)
+    cropped = high_res.as_tensor()[tuple(crop)].clone()
+    meta = {k: v for k, v in high_res.meta.items() if k != "affine"}
+    return MetaTensor(cropped, affine=torch.as_tensor(high_res.affine), meta=meta), low_res
+
+
 def run_evaluation(
     high_res_paths: Sequence[Path],
-    low_res_paths: Sequence[Path],
+    low_res_paths: Sequence[Path] | None,
     out: Path,
     *,
+    scale: int = 4,
+    degradation: str | None = None,
+    seed: int = 0,
     methods: Sequence[str] = DEFAULT_METHODS,
     mask: str = "auto",
     overwrite: bool = False,
@@ -55,7 +83,8 @@ def run_evaluation(
 
     Args:
         high_res_paths: reference scans.
-        low_res_paths: low-resolution scans, one per reference, on grids that overlay them exactly.
+        low_res_paths: low-resolution scans, one per reference, on grids that overlay them exactly;
+            ``None`` simulates them with the degradation model (``degradation``, ``scale``, ``seed``).
         out: output folder (created atomically; exists -> needs ``overwrite``).
         methods: reconstruction methods (interpolators now; models once they are shipped).
         mask: ``"auto"``, ``"none"`` or a mask scan path (nonzero = foreground).
@@ -71,21 +100,25 @@ def run_evaluation(
     from srgan_med.io import load_scan
     from srgan_med.io.atomic import atomic_output
 
-    if len(high_res_paths) != len(low_res_paths):
+    if low_res_paths is not None and len(high_res_paths) != len(low_res_paths):
         raise InputError(f"{len(high_res_paths)} high-res inputs but {len(low_res_paths)} low-res inputs")
     if not high_res_paths:
         raise InputError("no input scans")
     chosen = resolve_methods(methods)
     results = []
-    inputs = [Path(p) for p in (*high_res_paths, *low_res_paths)]
+    inputs = [Path(p) for p in (*high_res_paths, *(low_res_paths or []))]
     with atomic_output(Path(out), overwrite=overwrite, inputs=inputs) as temporary:
         temporary.mkdir()
         written = []
         with Progress(disable=not show_progress, transient=True) as progress:
             task = progress.add_task("evaluating", total=len(high_res_paths))
-            for index, (high_path, low_path) in enumerate(zip(high_res_paths, low_res_paths, strict=True)):
-                high_res, low_res = load_scan(high_path), load_scan(low_path)
+            for index, high_path in enumerate(high_res_paths):
                 name = f"{index:02d}_{Path(high_path).name.split('.')[0]}"
+                high_res = load_scan(high_path)
+                if low_res_paths is None:
+                    high_res, low_res = synthesise_pair(high_res, degradation, scale, seed + index, name)
+                else:
+                    low_res = load_scan(low_res_paths[index])
                 slice_axis, factors = pair_geometry(high_res, low_res, str(high_path))
                 case = Case(name, high_res, low_res, slice_axis, factors)
                 result = evaluate_case(case, chosen, _mask_for(mask, name, high_res.shape[1:]))
