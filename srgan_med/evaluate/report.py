@@ -102,7 +102,7 @@ def write_tables(results: list[CaseResult], summary: dict[str, Any], out: Path, 
     versions = _versions()
     summary = {**summary, "command": command, "versions": versions}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "report.md").write_text(_markdown(summary, command, versions))
+    (out / "report.md").write_text(_markdown(summary, command, versions) + _per_volume_markdown(results))
     return [out / name for name in ("metrics.csv", "slices.csv", "summary.json", "report.md")]
 
 
@@ -126,13 +126,31 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def _per_volume_markdown(results: list[CaseResult]) -> str:
+    """PSNR / SSIM / MAE of every volume and method, each in its own units (HU for CT)."""
+    lines = [
+        "## Per volume",
+        "",
+        "| volume | modality | data range | method | region | PSNR | SSIM | MAE |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        for row in result.rows:
+            lines.append(
+                f"| {result.name} | {result.modality} | {_fmt(result.data_range, 1)} | {row['method']} | "
+                f"{row['region']} | {_fmt(row['psnr'], 3)} | {_fmt(row['ssim'], 4)} | {_fmt(row['mae'], 2)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def _markdown(summary: dict[str, Any], command: str, versions: dict[str, str]) -> str:
     arrows = {name: "↑" if HIGHER_IS_BETTER[name] else "↓" for name in METRIC_NAMES}
     lines = [
         "# srgan-med evaluation",
         "",
         f"Volumes: {', '.join(summary['volumes'])}. Metrics over the {summary['region']} region "
-        "(means over volumes).",
+        "(means over volumes; MAE is in each volume's units, so compare it within one modality, "
+        "per volume below).",
         "",
         "| method | " + " | ".join(f"{name.upper()} {arrows[name]}" for name in METRIC_NAMES) + " |",
         "|---|" + "---|" * len(METRIC_NAMES),
