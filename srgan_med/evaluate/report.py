@@ -143,6 +143,10 @@ def _per_volume_markdown(results: list[CaseResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _fmt_p(value: Any) -> str:
+    return "n/a" if value is None or isinstance(value, str) else f"{value:.2g}"
+
+
 def _markdown(summary: dict[str, Any], command: str, versions: dict[str, str]) -> str:
     arrows = {name: "↑" if HIGHER_IS_BETTER[name] else "↓" for name in METRIC_NAMES}
     lines = [
@@ -169,7 +173,7 @@ def _markdown(summary: dict[str, Any], command: str, versions: dict[str, str]) -
             interval = f"[{_fmt(gain['ci_low'])}, {_fmt(gain['ci_high'])}]"
             lines.append(
                 f"| {method} | {measure} | {gain['n']} | {_fmt(gain['mean_gain'])} | {interval} | "
-                f"{_fmt(gain['wilcoxon_p'], 4)} |"
+                f"{_fmt_p(gain['wilcoxon_p'])} |"
             )
     lines += [
         "",
