@@ -106,3 +106,19 @@ def test_cuda_out_of_memory_lowers_the_batch_and_continues():
     result = enhance_volume(scan, flaky, 2, normalise=lambda v: v, denormalise=lambda v: v, batch_size=8)
     assert result.batch_size == 2 and seen[:3] == [8, 4, 2]
     np.testing.assert_array_equal(result.image[0].numpy()[::2, ::2], scan[0].numpy())
+
+
+def test_through_plane_refines_only_the_slice_axis_and_keeps_the_landmark():
+    from srgan_med.enhance.engine import enhance_through_plane
+
+    scan = _scan(shape=(12, 10, 5), spacing=(0.8, 0.9, 3.0))
+    result = enhance_through_plane(
+        scan, _nearest(3), 3, slice_axis=2, normalise=lambda v: v, denormalise=lambda v: v, batch_size=4
+    )
+    image = result.image
+    assert tuple(image.shape[1:]) == (12, 10, 15)
+    np.testing.assert_allclose(np.linalg.norm(image.affine.numpy()[:3, :3], axis=0), [0.8, 0.9, 1.0])
+    bright = np.argwhere(image[0].numpy() > 0)
+    assert len(bright) == 3  # the landmark voxel, split into three thinner slices
+    centre = np.mean([(image.affine.numpy() @ np.array([*b, 1.0]))[:3] for b in bright], axis=0)
+    np.testing.assert_allclose(centre, (scan.affine.numpy() @ np.array([4, 7, 2, 1.0]))[:3], atol=1e-6)

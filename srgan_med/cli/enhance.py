@@ -25,6 +25,14 @@ def enhance(
         int | None, typer.Option("--scale", help="Expected upscaling factor (checked against the model).")
     ] = None,
     plane: Annotated[str, typer.Option("--plane", help="auto, axial, coronal or sagittal.")] = "auto",
+    through_plane: Annotated[
+        bool,
+        typer.Option(
+            "--through-plane",
+            help="Refine the slice axis instead (thick slices): 2-D model on the "
+            "two orthogonal planes, fused.",
+        ),
+    ] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Slices per forward pass.")] = 8,
     fmt: Annotated[
@@ -43,6 +51,7 @@ def enhance(
         model=model,
         scale=scale,
         plane=plane,
+        through_plane=through_plane,
         device=device,
         batch_size=batch_size,
         fmt=fmt,

@@ -67,6 +67,7 @@ def enhance_files(
     model: str,
     scale: int | None = None,
     plane: str = "auto",
+    through_plane: bool = False,
     device: str = "auto",
     batch_size: int = 8,
     fmt: str | None = None,
@@ -82,7 +83,7 @@ def enhance_files(
 
     from srgan_med import __version__
     from srgan_med.degrade.normalise import normalisation_range
-    from srgan_med.enhance.engine import enhance_volume, slice_axis_for
+    from srgan_med.enhance.engine import enhance_through_plane, enhance_volume, slice_axis_for
     from srgan_med.enhance.tiling import receptive_field_radius
     from srgan_med.io import load_scan, save_scan
     from srgan_med.io.atomic import atomic_output, check_output
@@ -125,8 +126,10 @@ def enhance_files(
         low, high = normalisation_range(scan[0], bundle.normalisation)
         offset, width = low, high - low
         with Progress(*columns, disable=quiet, transient=True) as progress:
-            task = progress.add_task(source.name, total=int(scan.shape[1 + slice_axis]))
-            result = enhance_volume(
+            passes = [a for a in range(3) if a != slice_axis] if through_plane else [slice_axis]
+            task = progress.add_task(source.name, total=sum(int(scan.shape[1 + a]) for a in passes))
+            run = enhance_through_plane if through_plane else enhance_volume
+            result = run(
                 scan,
                 bundle.generator,
                 bundle.scale,
