@@ -1,0 +1,49 @@
+"""Generator and discriminator shapes and sizes, as in Ledig et al. 2017."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from srgan_med.nets import Discriminator, SRResNet
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4, 8])
+def test_generator_output_shape_on_odd_sizes(scale):
+    generator = SRResNet(scale=scale, blocks=2, width=8).eval()
+    with torch.no_grad():
+        out = generator(torch.randn(2, 1, 13, 17))
+    assert out.shape == (2, 1, 13 * scale, 17 * scale)
+
+
+def test_parameter_counts_close_to_the_paper():
+    generator = SRResNet(scale=4, blocks=16, width=64, channels=3)
+    # the paper's SRResNet (x4, 16 blocks, 64 channels, RGB) has about 1.5 M parameters
+    assert 1.45e6 < sum(p.numel() for p in generator.parameters()) < 1.6e6
+    grey = SRResNet(scale=4)
+    assert sum(p.numel() for p in grey.parameters()) < sum(p.numel() for p in generator.parameters())
+
+
+@pytest.mark.parametrize("size", [96, 128])
+def test_discriminator_on_patch_sizes(size):
+    discriminator = Discriminator()
+    logits = discriminator(torch.randn(2, 1, size, size))
+    assert logits.shape == (2, 1)
+
+
+def test_discriminator_matches_the_paper_layout():
+    discriminator = Discriminator()
+    convs = [m for m in discriminator.features if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 64, 128, 128, 256, 256, 512, 512]
+    assert [c.stride[0] for c in convs] == [1, 2, 1, 2, 1, 2, 1, 2]
+    norms = [m for m in discriminator.features if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 7  # none after the first convolution
+    dense = [m for m in discriminator.classifier if isinstance(m, torch.nn.Linear)]
+    assert [d.out_features for d in dense] == [1024, 1]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="scale must be one of"):
+        SRResNet(scale=5)
+    with pytest.raises(ValueError, match="must be positive"):
+        SRResNet(blocks=0)
