@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from srgan_med.cli import degrade as _degrade
+from srgan_med.cli import enhance as _enhance
 from srgan_med.cli import evaluate as _evaluate
 from srgan_med.cli import info as _info
 from srgan_med.cli._common import version_callback
@@ -31,6 +32,8 @@ def _root(
     """Super-resolution of medical scans (CT, MR) with SRResNet / SRGAN."""
 
 
+app.command("enhance")(_enhance.enhance)
+app.command("models")(_enhance.models)
 app.command("info")(_info.info)
 app.command("examples")(_info.examples)
 app.command("evaluate")(_evaluate.evaluate)

@@ -1,0 +1,135 @@
+"""``srgan-med enhance`` end to end on CPU with a small, randomly initialised SRResNet bundle.
+
+The weights are random (this tests the pipeline, not image quality): the bundle's card says so.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from conftest import dcm2niix, pydicom_test_files, write_nifti
+from typer.testing import CliRunner
+
+from srgan_med.cli import app
+from srgan_med.degrade.config import NormaliseConfig
+from srgan_med.io import load_scan, rescaled_affine
+from srgan_med.io.dicom_write import write_dicom_series
+from srgan_med.models.bundle import save_bundle
+from srgan_med.nets import SRResNet
+
+runner = CliRunner()
+
+
+def _bundle(tmp_path, scale: int = 2):
+    torch.manual_seed(0)
+    generator = SRResNet(scale=scale, blocks=2, width=8)
+    return save_bundle(
+        tmp_path / f"tiny_x{scale}.safetensors",
+        generator,
+        architecture={"name": "srresnet", "kwargs": {"scale": scale, "blocks": 2, "width": 8}},
+        scale=scale,
+        modality="CT",
+        normalisation=NormaliseConfig("window", (-1000.0, 2000.0)),
+        card={"summary": "random-init test model (NOT trained)", "weights": "random"},
+    )
+
+
+def _invoke(*args: str):
+    return runner.invoke(app, ["enhance", *args, "--quiet"])
+
+
+def test_nifti_in_nifti_out_on_the_right_grid(tmp_path, small_ct_volume):
+    volume, affine = small_ct_volume
+    source = write_nifti(tmp_path / "ct.nii.gz", volume, affine)
+    result = _invoke(str(source), "--model", str(_bundle(tmp_path)), "--scale", "2")
+    assert result.exit_code == 0, result.stderr
+    out = tmp_path / "ct_sr.nii.gz"
+    scan, upscaled = load_scan(source), load_scan(out)
+    assert tuple(upscaled.shape[1:]) == (volume.shape[0] * 2, volume.shape[1] * 2, volume.shape[2])
+    np.testing.assert_allclose(upscaled.affine.numpy(), rescaled_affine(scan.affine, (2, 2, 1)), atol=1e-5)
+    assert upscaled.meta["original_dtype"] == "int16"  # HU rounded back to the input's type
+    report = json.loads((tmp_path / "ct_sr.nii.gz.json").read_text())
+    assert report["scale"] == 2 and report["device"] == "cpu" and report["output_shape"][2] == volume.shape[2]
+    assert isinstance(report["consistency_psnr_db"], float)
+
+
+def test_dicom_series_in_dicom_series_out(tmp_path, small_ct_volume):
+    volume, _ = small_ct_volume
+    affine = np.array([[-0.7, 0, 0, 10], [0, 0.7, 0, -20], [0, 0, 2.5, 30], [0, 0, 0, 1.0]])
+    write_dicom_series(volume[:, :, :4], affine, tmp_path / "series", modality="CT")
+    result = _invoke(str(tmp_path / "series"), "--model", str(_bundle(tmp_path)))
+    assert result.exit_code == 0, result.stderr
+    out = tmp_path / "series_sr"
+    upscaled = load_scan(out)
+    np.testing.assert_allclose(
+        upscaled.affine.numpy(), rescaled_affine(load_scan(tmp_path / "series").affine, (2, 2, 1)), atol=1e-4
+    )
+    reference = dcm2niix(out, tmp_path / "ref")
+    np.testing.assert_allclose(reference.affine, upscaled.affine.numpy(), atol=1e-3)
+    first = pydicom.dcmread(sorted(out.iterdir())[0])
+    assert (
+        list(first.ImageType) == ["DERIVED", "SECONDARY"]
+        and "super-resolution x2" in first.DerivationDescription
+    )
+
+
+def test_example_scan_and_models_listing(tmp_path):
+    result = _invoke(
+        "example:ct-small", "--model", str(_bundle(tmp_path)), "-o", str(tmp_path / "ct_small_sr")
+    )
+    assert result.exit_code == 0, result.stderr
+    assert tuple(load_scan(tmp_path / "ct_small_sr").shape[1:]) == (256, 256, 1)
+    listing = runner.invoke(app, ["models"])
+    assert listing.exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("make_input", "model_scale", "args", "message"),
+    [
+        (
+            lambda p: write_nifti(p / "fmri.nii.gz", np.zeros((8, 8, 4, 3), np.int16), np.eye(4)),
+            2,
+            [],
+            "holds 3 volumes",
+        ),
+        (lambda p: pydicom_test_files() / "SC_rgb_rle.dcm", 2, [], "photometric interpretation RGB"),
+        (
+            lambda p: write_nifti(p / "ct.nii.gz", np.zeros((8, 8, 2), np.int16), np.eye(4)),
+            2,
+            ["--scale", "4"],
+            "upscales x2; --scale 4 needs a x4 model",
+        ),
+    ],
+)
+def test_bad_inputs_give_one_line(tmp_path, make_input, model_scale, args, message):
+    source = make_input(tmp_path)
+    result = _invoke(
+        str(source), "--model", str(_bundle(tmp_path, model_scale)), "-o", str(tmp_path / "o.nii.gz"), *args
+    )
+    assert result.exit_code == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_missing_model_file(tmp_path, small_ct_volume):
+    source = write_nifti(tmp_path / "ct.nii.gz", *small_ct_volume)
+    result = _invoke(str(source), "--model", str(tmp_path / "absent.safetensors"))
+    assert result.exit_code == 2 and "absent.safetensors' not found" in result.stderr
+
+
+def test_interrupted_run_leaves_no_partial_output(tmp_path, small_ct_volume, monkeypatch):
+    source = write_nifti(tmp_path / "ct.nii.gz", *small_ct_volume)
+    model = _bundle(tmp_path)
+    import nibabel
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # as if the user pressed Ctrl-C while the output was being written
+
+    monkeypatch.setattr(nibabel, "save", interrupted)
+    result = _invoke(str(source), "--model", str(model))
+    assert result.exit_code == 130
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nii.gz", "tiny_x2.safetensors"]
