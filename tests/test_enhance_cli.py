@@ -133,3 +133,19 @@ def test_interrupted_run_leaves_no_partial_output(tmp_path, small_ct_volume, mon
     result = _invoke(str(source), "--model", str(model))
     assert result.exit_code == 130
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nii.gz", "tiny_x2.safetensors"]
+
+
+def test_evaluate_scores_a_model_beside_the_interpolators(tmp_path, small_ct_volume):
+    import csv
+
+    source = write_nifti(tmp_path / "ct.nii.gz", *small_ct_volume)
+    model = str(_bundle(tmp_path))
+    out = tmp_path / "evaluation"
+    args = ["evaluate", str(source), "--methods", "bicubic", "--model", model, "-q"]
+    result = runner.invoke(app, [*args, "--scale", "2", "-o", str(out)])
+    assert result.exit_code == 0, result.stderr
+    methods = {row["method"] for row in csv.DictReader(open(out / "metrics.csv"))}
+    assert methods == {"bicubic", "tiny_x2"}
+    wrong = runner.invoke(app, [*args, "--scale", "4", "-o", str(tmp_path / "e4")])
+    assert wrong.exit_code == 2 and "upscales x2, the pair needs x4" in wrong.stderr
+    assert not (tmp_path / "e4").exists()

@@ -53,6 +53,10 @@ def evaluate(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for tables and figures.")] = Path(
         "evaluation"
     ),
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="Model to evaluate (shipped name or .safetensors); repeatable."),
+    ] = None,
     methods: Annotated[
         str, typer.Option("--methods", help="Comma-separated: nearest,linear,bicubic,bspline,lanczos.")
     ] = "nearest,linear,bicubic,bspline,lanczos",
@@ -81,6 +85,7 @@ def evaluate(
         degradation=degradation,
         seed=seed,
         methods=methods.split(","),
+        models=model or [],
         mask=mask,
         overwrite=overwrite,
         command=_command_line(high_res, low_res or [], out, methods, mask, scale, degradation, seed),

@@ -15,7 +15,35 @@ logger = logging.getLogger(__name__)
 DEFAULT_METHODS = ("nearest", "linear", "bicubic", "bspline", "lanczos")
 
 
-def resolve_methods(names: Sequence[str]) -> dict[str, Callable]:
+def model_method(name_or_path: str) -> tuple[str, Callable]:
+    """A super-resolution model as an evaluation method (CPU, or the GPU when present)."""
+    from srgan_med.degrade.normalise import normalisation_range
+    from srgan_med.enhance.engine import enhance_volume
+    from srgan_med.enhance.run import pick_device
+    from srgan_med.models.bundle import load_bundle
+
+    device = pick_device("auto")
+    bundle = load_bundle(name_or_path, device=str(device))
+
+    def reconstruct(low_res, factors: tuple[int, int], slice_axis: int) -> np.ndarray:
+        if tuple(factors) != (bundle.scale, bundle.scale):
+            raise InputError(f"model {bundle.name} upscales x{bundle.scale}, the pair needs x{factors[0]}")
+        low, high = normalisation_range(low_res[0], bundle.normalisation)
+        result = enhance_volume(
+            low_res,
+            bundle.generator,
+            bundle.scale,
+            slice_axis=slice_axis,
+            device=device,
+            normalise=lambda v: (v - low) / (high - low),
+            denormalise=lambda v: v * (high - low) + low,
+        )
+        return result.image[0].numpy()
+
+    return bundle.name, reconstruct
+
+
+def resolve_methods(names: Sequence[str], models: Sequence[str] = ()) -> dict[str, Callable]:
     """Name -> reconstruction function; bicubic is always included (it is the baseline)."""
     from srgan_med.evaluate.core import interpolation_method
     from srgan_med.interpolate import METHODS
@@ -26,7 +54,11 @@ def resolve_methods(names: Sequence[str]) -> dict[str, Callable]:
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise InputError(f"unknown method(s) {', '.join(unknown)}; available: {', '.join(METHODS)}")
-    return {name: interpolation_method(name) for name in dict.fromkeys(names)}
+    methods = {name: interpolation_method(name) for name in dict.fromkeys(names)}
+    for model in models:
+        name, method = model_method(model)
+        methods[name] = method
+    return methods
 
 
 def _mask_for(mask: str, case_name: str, shape) -> str | np.ndarray:
@@ -74,6 +106,7 @@ def run_evaluation(
     degradation: str | None = None,
     seed: int = 0,
     methods: Sequence[str] = DEFAULT_METHODS,
+    models: Sequence[str] = (),
     mask: str = "auto",
     overwrite: bool = False,
     command: str = "",
@@ -86,7 +119,8 @@ def run_evaluation(
         low_res_paths: low-resolution scans, one per reference, on grids that overlay them exactly;
             ``None`` simulates them with the degradation model (``degradation``, ``scale``, ``seed``).
         out: output folder (created atomically; exists -> needs ``overwrite``).
-        methods: reconstruction methods (interpolators now; models once they are shipped).
+        methods: interpolation methods.
+        models: super-resolution models (shipped names or ``.safetensors`` paths).
         mask: ``"auto"``, ``"none"`` or a mask scan path (nonzero = foreground).
         overwrite: replace an existing ``out``.
         command: the command line, recorded in report.md.
@@ -104,7 +138,7 @@ def run_evaluation(
         raise InputError(f"{len(high_res_paths)} high-res inputs but {len(low_res_paths)} low-res inputs")
     if not high_res_paths:
         raise InputError("no input scans")
-    chosen = resolve_methods(methods)
+    chosen = resolve_methods(methods, models)
     results = []
     inputs = [Path(p) for p in (*high_res_paths, *(low_res_paths or []))]
     with atomic_output(Path(out), overwrite=overwrite, inputs=inputs) as temporary:
