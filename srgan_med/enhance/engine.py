@@ -161,12 +161,11 @@ def enhance_through_plane(
     from srgan_med.io.geometry import rescaled_affine
 
     others = [axis for axis in range(3) if axis != slice_axis]
-    estimates = []
-    first = None
+    estimates, passes = [], []
     for plane_axis, keep_fine in ((others[0], others[1]), (others[1], others[0])):
         # slices orthogonal to plane_axis contain the thick axis and keep_fine
         result = enhance_volume(scan, upscale, scale, slice_axis=plane_axis, **kwargs)
-        first = first or result
+        passes.append(result)
         volume = result.image[0].numpy()
         shape = list(volume.shape)
         shape[keep_fine : keep_fine + 1] = [shape[keep_fine] // scale, scale]
@@ -179,5 +178,5 @@ def enhance_through_plane(
         affine=torch.as_tensor(rescaled_affine(scan.affine, factors)),
         meta={k: v for k, v in scan.meta.items() if k != "affine"},
     )
-    assert first is not None
+    first = passes[0]
     return EnhanceResult(image, slice_axis, first.batch_size, first.tile, first.consistency_psnr_db)

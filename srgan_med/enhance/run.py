@@ -82,7 +82,6 @@ def enhance_files(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from srgan_med import __version__
-    from srgan_med.degrade.normalise import normalisation_range
     from srgan_med.enhance.engine import enhance_through_plane, enhance_volume, slice_axis_for
     from srgan_med.enhance.tiling import receptive_field_radius
     from srgan_med.io import load_scan, save_scan
@@ -123,8 +122,7 @@ def enhance_files(
             target = output / target.name if len(sources) > 1 else output
         check_output(target, overwrite=overwrite, inputs=[source])
         slice_axis = slice_axis_for(scan.affine.numpy(), plane)
-        low, high = normalisation_range(scan[0], bundle.normalisation)
-        offset, width = low, high - low
+        normalise, denormalise = bundle.intensity_maps(scan[0])
         with Progress(*columns, disable=quiet, transient=True) as progress:
             passes = [a for a in range(3) if a != slice_axis] if through_plane else [slice_axis]
             task = progress.add_task(source.name, total=sum(int(scan.shape[1 + a]) for a in passes))
@@ -133,8 +131,8 @@ def enhance_files(
                 scan,
                 bundle.generator,
                 bundle.scale,
-                normalise=lambda v, o=offset, w=width: (v - o) / w,
-                denormalise=lambda v, o=offset, w=width: v * w + o,
+                normalise=normalise,
+                denormalise=denormalise,
                 slice_axis=slice_axis,
                 device=torch_device,
                 batch_size=batch_size,

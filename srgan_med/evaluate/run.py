@@ -17,7 +17,6 @@ DEFAULT_METHODS = ("nearest", "linear", "bicubic", "bspline", "lanczos")
 
 def model_method(name_or_path: str) -> tuple[str, Callable]:
     """A super-resolution model as an evaluation method (CPU, or the GPU when present)."""
-    from srgan_med.degrade.normalise import normalisation_range
     from srgan_med.enhance.engine import enhance_volume
     from srgan_med.enhance.run import pick_device
     from srgan_med.models.bundle import load_bundle
@@ -28,15 +27,15 @@ def model_method(name_or_path: str) -> tuple[str, Callable]:
     def reconstruct(low_res, factors: tuple[int, int], slice_axis: int) -> np.ndarray:
         if tuple(factors) != (bundle.scale, bundle.scale):
             raise InputError(f"model {bundle.name} upscales x{bundle.scale}, the pair needs x{factors[0]}")
-        low, high = normalisation_range(low_res[0], bundle.normalisation)
+        normalise, denormalise = bundle.intensity_maps(low_res[0])
         result = enhance_volume(
             low_res,
             bundle.generator,
             bundle.scale,
             slice_axis=slice_axis,
             device=device,
-            normalise=lambda v: (v - low) / (high - low),
-            denormalise=lambda v: v * (high - low) + low,
+            normalise=normalise,
+            denormalise=denormalise,
         )
         return result.image[0].numpy()
 

@@ -50,6 +50,14 @@ class ModelBundle:
     architecture: dict[str, Any]
     card: dict[str, Any] = field(default_factory=dict)
 
+    def intensity_maps(self, volume):
+        """``(normalise, denormalise)`` for ``volume``: physical units <-> model units, exact inverses."""
+        from srgan_med.degrade.normalise import normalisation_range
+
+        low, high = normalisation_range(volume, self.normalisation)
+        width = high - low
+        return (lambda values: (values - low) / width), (lambda values: values * width + low)
+
 
 def _architectures() -> dict[str, Any]:
     # Imported here so loading a bundle's metadata does not need torch.
