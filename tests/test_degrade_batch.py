@@ -106,3 +106,17 @@ def test_gpu_batch_matches_cpu_batch():
     on_gpu = degrader.apply(high_res.cuda(), params)
     assert on_gpu.device.type == "cuda"
     torch.testing.assert_close(on_gpu.cpu(), degrader.apply(high_res, params), rtol=1e-4, atol=1e-5)
+
+
+def test_per_item_spacing_matches_per_item_pipeline():
+    cfg = config(**CASES["ct_box"])
+    spacings = [(0.5, 0.8), (1.5, 1.0)]
+    degrader = BatchDegradation(cfg, 2)
+    high_res = torch.rand(2, 1, 24, 24, generator=torch.Generator().manual_seed(3))
+    params = degrader.sample_params(2, torch.Generator().manual_seed(4))
+    batched = degrader.apply(high_res, params, spacing_mm=torch.tensor(spacings))
+    for index, spacing in enumerate(spacings):
+        expected = per_item(cfg, 2, spacing, high_res, params, index)
+        torch.testing.assert_close(batched[index], expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(InputError, match="spacing_mm"):
+        degrader.apply(high_res, params, spacing_mm=[(1.0, 1.0)])

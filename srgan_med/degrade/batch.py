@@ -127,19 +127,32 @@ class BatchDegradation(nn.Module):
         seeds = torch.randint(0, 2**31 - 1, (batch_size,), generator=generator, dtype=torch.int64)
         return DegradationParams(torch.stack([first, second], dim=1), keep, level, std.double(), seeds)
 
-    def apply(self, high_res: torch.Tensor, params: DegradationParams) -> torch.Tensor:
-        """Degrade ``high_res (B, 1, H, W)`` with given ``params``; returns ``(B, 1, H//s, W//s)``."""
+    def _item_spacing(self, batch: int, spacing_mm) -> torch.Tensor:
+        if spacing_mm is None:
+            return torch.tensor([self.spacing_mm] * batch, dtype=torch.float64)
+        spacing = torch.as_tensor(spacing_mm, dtype=torch.float64).reshape(-1, 2)
+        if spacing.shape[0] != batch or bool((spacing <= 0).any()):
+            raise InputError(f"spacing_mm must be {batch} positive (row, column) pairs, got {spacing.tolist()}")
+        return spacing
+
+    def apply(self, high_res: torch.Tensor, params: DegradationParams, spacing_mm=None) -> torch.Tensor:
+        """Degrade ``high_res (B, 1, H, W)`` with given ``params``; returns ``(B, 1, H//s, W//s)``.
+
+        ``spacing_mm`` (``(B, 2)``, optional) gives each item's own pixel spacing, for batches mixing
+        scans of different resolution; by default every item has the spacing given at construction.
+        """
         if high_res.ndim != 4 or high_res.shape[1] != 1:
             raise InputError(f"high_res must be (B, 1, H, W), got shape {tuple(high_res.shape)}")
         if len(params) != high_res.shape[0]:
             raise InputError(f"{len(params)} parameter sets for a batch of {high_res.shape[0]}")
+        spacing = self._item_spacing(high_res.shape[0], spacing_mm)
         config = self.config
         x = high_res
         if config.blur.profile != "none":
             for axis in (0, 1):
                 kernels = [
-                    psf_kernel(config.blur.profile, float(w), self.spacing_mm[axis])
-                    for w in params.fwhm_mm[:, axis]
+                    psf_kernel(config.blur.profile, float(w), float(d))
+                    for w, d in zip(params.fwhm_mm[:, axis], spacing[:, axis], strict=True)
                 ]
                 x = _grouped_conv_axis(x, kernels, axis)
         if config.kspace.enabled:
@@ -164,6 +177,8 @@ class BatchDegradation(nn.Module):
         local = noise_std_map(x, std, self.config.noise.signal_dependence, self.config.normalise.window_hu)
         return x + local * fields[:, 0]
 
-    def forward(self, high_res: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(
+        self, high_res: torch.Tensor, generator: torch.Generator | None = None, spacing_mm=None
+    ) -> torch.Tensor:
         """Draw per-item parameters and degrade: ``(B, 1, H, W) -> (B, 1, H // scale, W // scale)``."""
-        return self.apply(high_res, self.sample_params(high_res.shape[0], generator))
+        return self.apply(high_res, self.sample_params(high_res.shape[0], generator), spacing_mm)
