@@ -21,8 +21,9 @@ from srgan_med.errors import ConfigError, InputError
 def per_item(cfg, scale, spacing, high_res, params, index):
     """Run the dictionary transforms on item ``index`` with the batch's draws forced in."""
     item = {"low_res": scan(high_res[index].numpy(), np.diag([spacing[0], spacing[1], 1.0, 1.0]))}
-    blur = RandPSFBlurd(config=cfg.blur)
+    blur = RandPSFBlurd(config=cfg.blur, scale=scale)
     blur.fwhm_mm = tuple(float(v) for v in params.fwhm_mm[index])
+    blur.profile = params.profiles(cfg)[index]
     kspace = RandKSpaceTruncated(config=cfg.kspace)
     kspace.keep_fraction = float(params.keep_fraction[index])
     noise = RandNoised(noise=cfg.noise, normalise=cfg.normalise)
@@ -41,6 +42,17 @@ CASES = {
     ),
     "ct_box": dict(
         blur={"profile": "box", "fwhm_mm": [1.0, 3.0]}, noise={"kind": "gaussian", "std_hu": [10.0, 10.0]}
+    ),
+    "ct_bicubic": dict(blur={"profile": "bicubic"}, noise={"kind": "gaussian", "std_hu": [5.0, 20.0]}),
+    "ct_mixture": dict(
+        blur={"profile": ["gaussian", "box", "bicubic", "none"], "fwhm_mm": [0.8, 3.0], "anisotropic": True},
+        noise={"kind": "gaussian", "std_hu": [5.0, 20.0]},
+    ),
+    "mr_mixture_kspace": dict(
+        normalise={"kind": "percentile"},
+        blur={"profile": ["none", "gaussian", "box", "bicubic"], "fwhm_mm": [1.0, 2.0]},
+        kspace={"enabled": True, "keep_fraction": [0.7, 1.0]},
+        noise={"kind": "rician", "std_relative": [0.01, 0.05]},
     ),
     "mr_kspace_rician": dict(
         normalise={"kind": "percentile"},

@@ -7,8 +7,10 @@ Per item (CPU): :func:`degradation_pipeline` or the single transforms. Whole bat
 """
 
 from srgan_med.degrade.batch import BatchDegradation, DegradationParams
+from srgan_med.degrade.bicubic import antialiased_bicubic_taps, bicubic_psf_kernel
 from srgan_med.degrade.blur import RandPSFBlurd, box_kernel, gaussian_kernel
 from srgan_med.degrade.config import (
+    PSF_PROFILES,
     BlurConfig,
     DegradationConfig,
     KSpaceConfig,
@@ -31,6 +33,7 @@ from srgan_med.degrade.slices import RandAlignedPatchd, RandSliced, extract_slic
 __all__ = [
     "simulate_low_res",
     "BatchDegradation", "DegradationParams", "RandPSFBlurd", "box_kernel", "gaussian_kernel",
+    "antialiased_bicubic_taps", "bicubic_psf_kernel", "PSF_PROFILES",
     "BlurConfig", "DegradationConfig", "KSpaceConfig", "NoiseConfig", "NormaliseConfig", "QuantiseConfig",
     "ThroughPlaneConfig", "config_from_dict", "load_degradation_preset", "Downsampled", "block_average",
     "thick_slice_weights", "downsampled_affine", "strided_affine", "upsampled_affine",

@@ -2,8 +2,9 @@
 
 Same steps and order as :func:`srgan_med.degrade.pipeline.degradation_pipeline` for a ``(1, H, W)``
 slice: PSF blur -> k-space truncation -> block averaging -> noise. Per-item parameters (one draw per
-item) differ across the batch, so the blur is a grouped convolution with one kernel per item (MONAI's
-``separable_filtering`` takes one kernel for the whole batch). Kernels and noise realisations are made
+item, the PSF family of a mixture included) differ across the batch, so the blur is a grouped
+convolution with one kernel per item (MONAI's ``separable_filtering`` takes one kernel for the whole
+batch). Kernels and noise realisations are made
 by the same functions as the per-item path, so on CPU both give the same result to float tolerance.
 """
 
@@ -31,6 +32,8 @@ class DegradationParams:
 
     Attributes:
         fwhm_mm: ``(B, 2)`` PSF width per in-plane axis (mm).
+        profile: PSF family of each item (``B`` names), drawn when ``blur.profile`` is a mixture;
+            ``None`` means the config's single family for every item.
         keep_fraction: ``(B,)`` kept k-space fraction (1 when k-space truncation is off).
         noise_level: ``(B,)`` noise std in config units (HU or relative).
         noise_std: ``(B,)`` noise std in normalised intensity units.
@@ -42,6 +45,13 @@ class DegradationParams:
     noise_level: torch.Tensor
     noise_std: torch.Tensor
     noise_seed: torch.Tensor
+    profile: tuple[str, ...] | None = None
+
+    def profiles(self, config: DegradationConfig) -> tuple[str, ...]:
+        """Each item's PSF family (``B`` names)."""
+        if self.profile is not None:
+            return tuple(self.profile)
+        return (config.blur.profiles[0],) * len(self)
 
     def __len__(self) -> int:
         return int(self.noise_seed.shape[0])
@@ -125,14 +135,24 @@ class BatchDegradation(nn.Module):
         )
         std = torch.tensor([normalised_std(config.noise, config.normalise, float(v)) for v in level])
         seeds = torch.randint(0, 2**31 - 1, (batch_size,), generator=generator, dtype=torch.int64)
-        return DegradationParams(torch.stack([first, second], dim=1), keep, level, std.double(), seeds)
+        families = config.blur.profiles
+        profile = None
+        if len(families) > 1:
+            # Drawn last, and only for a mixture, so single-family configs keep their earlier draws.
+            index = torch.randint(0, len(families), (batch_size,), generator=generator)
+            profile = tuple(families[i] for i in index.tolist())
+        return DegradationParams(
+            torch.stack([first, second], dim=1), keep, level, std.double(), seeds, profile
+        )
 
     def _item_spacing(self, batch: int, spacing_mm) -> torch.Tensor:
         if spacing_mm is None:
             return torch.tensor([self.spacing_mm] * batch, dtype=torch.float64)
         spacing = torch.as_tensor(spacing_mm, dtype=torch.float64).reshape(-1, 2)
         if spacing.shape[0] != batch or bool((spacing <= 0).any()):
-            raise InputError(f"spacing_mm must be {batch} positive (row, column) pairs, got {spacing.tolist()}")
+            raise InputError(
+                f"spacing_mm must be {batch} positive (row, column) pairs, got {spacing.tolist()}"
+            )
         return spacing
 
     def apply(self, high_res: torch.Tensor, params: DegradationParams, spacing_mm=None) -> torch.Tensor:
@@ -148,11 +168,14 @@ class BatchDegradation(nn.Module):
         spacing = self._item_spacing(high_res.shape[0], spacing_mm)
         config = self.config
         x = high_res
-        if config.blur.profile != "none":
+        profiles = params.profiles(config)
+        if len(profiles) != high_res.shape[0]:
+            raise InputError(f"{len(profiles)} PSF families for a batch of {high_res.shape[0]}")
+        if any(profile != "none" for profile in profiles):
             for axis in (0, 1):
                 kernels = [
-                    psf_kernel(config.blur.profile, float(w), float(d))
-                    for w, d in zip(params.fwhm_mm[:, axis], spacing[:, axis], strict=True)
+                    psf_kernel(profile, float(w), float(d), self.scale)
+                    for profile, w, d in zip(profiles, params.fwhm_mm[:, axis], spacing[:, axis], strict=True)
                 ]
                 x = _grouped_conv_axis(x, kernels, axis)
         if config.kspace.enabled:

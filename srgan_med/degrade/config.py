@@ -41,19 +41,34 @@ class NormaliseConfig:
     percentiles: Range = (0.5, 99.5)
 
 
+PSF_PROFILES = ("gaussian", "box", "bicubic", "none")
+
+
 @dataclass(frozen=True)
 class BlurConfig:
-    """In-plane point-spread function.
+    """In-plane point-spread function (PSF) family and width.
 
     Attributes:
-        profile: ``"gaussian"``, ``"box"`` (voxel averaging over the width) or ``"none"``.
+        profile: ``"gaussian"``, ``"box"`` (voxel averaging over the width), ``"bicubic"`` (the PSF
+            that makes the block averaging that follows anti-aliased bicubic downsampling; its width
+            follows the scale, so ``fwhm_mm`` is unused) or ``"none"``; or a list of these (a
+            mixture), one drawn uniformly per item (list a family twice to weight it).
         fwhm_mm: ``[low, high]`` full width at half maximum in mm (for a box, its width).
         anisotropic: draw a separate width for each in-plane axis.
     """
 
-    profile: str = "gaussian"
+    profile: str | tuple[str, ...] = "gaussian"
     fwhm_mm: Range = (1.0, 2.0)
     anisotropic: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.profile, list):  # keep the frozen config hashable when built from a list
+            object.__setattr__(self, "profile", tuple(self.profile))
+
+    @property
+    def profiles(self) -> tuple[str, ...]:
+        """The families drawn from: ``(profile,)`` for a single family."""
+        return (self.profile,) if isinstance(self.profile, str) else tuple(self.profile)
 
 
 @dataclass(frozen=True)
@@ -141,7 +156,6 @@ class DegradationConfig:
 
 _CHOICES = {
     "normalise.kind": ("window", "percentile"),
-    "blur.profile": ("gaussian", "box", "none"),
     "through_plane.profile": ("box", "gaussian"),
     "noise.kind": ("gaussian", "rician", "none"),
 }
@@ -162,6 +176,13 @@ def _validate(config: DegradationConfig) -> None:
         value = getattr(getattr(config, section), name)
         if value not in allowed:
             raise ConfigError(f"{path}: must be one of {', '.join(allowed)}, got {value!r}")
+    profile = config.blur.profile
+    if not isinstance(profile, str) and not profile:
+        raise ConfigError(f"blur.profile: a mixture needs at least one of {', '.join(PSF_PROFILES)}")
+    for index, name in enumerate(config.blur.profiles):
+        if name not in PSF_PROFILES:
+            where = "blur.profile" if isinstance(profile, str) else f"blur.profile[{index}]"
+            raise ConfigError(f"{where}: must be one of {', '.join(PSF_PROFILES)}, got {name!r}")
     axes = config.in_plane_axes
     if len(axes) != 2 or axes[0] == axes[1] or not all(a in (0, 1, 2) for a in axes):
         raise ConfigError(f"in_plane_axes: must be two different axes among 0, 1, 2, got {list(axes)}")
@@ -197,8 +218,15 @@ def _convert(value: Any, annotation: Any, path: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(value, inner, path)
+        candidates = [a for a in args if a is not type(None)]
+        # A list picks the tuple alternative (e.g. ``str | tuple[str, ...]``), anything else the other.
+        is_list = isinstance(value, (list, tuple))
+        fitting = [a for a in candidates if (typing.get_origin(a) is tuple) == is_list]
+        return _convert(value, (fitting or candidates)[0], path)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        return tuple(_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{path}: expected a list of {len(args)} values, got {value!r}")

@@ -81,7 +81,7 @@ def degradation_pipeline(
     steps = [NormaliseIntensityd(config=config.normalise)] if normalise else []
     steps += [
         CopyToLowResd(),
-        RandPSFBlurd(config=config.blur, in_plane_axes=axes),
+        RandPSFBlurd(config=config.blur, in_plane_axes=axes, scale=scale),
         RandKSpaceTruncated(config=config.kspace, in_plane_axes=axes),
         Downsampled(scale=scale, in_plane_axes=axes, through_plane=config.through_plane),
         RandNoised(noise=config.noise, normalise=config.normalise),
