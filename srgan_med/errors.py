@@ -26,3 +26,7 @@ class ConfigError(SrganMedError, ValueError):
 
 class WeightsNotFoundError(SrganMedError, FileNotFoundError):
     """Model or VGG weights are not where they were looked for; the message says how to get them."""
+
+
+class TrainingDivergedError(SrganMedError, RuntimeError):
+    """Training produced non-finite losses again and again after restoring the last good state."""

@@ -12,6 +12,7 @@ from srgan_med.cli import degrade as _degrade
 from srgan_med.cli import enhance as _enhance
 from srgan_med.cli import evaluate as _evaluate
 from srgan_med.cli import info as _info
+from srgan_med.cli import train as _train
 from srgan_med.cli._common import version_callback
 
 app = typer.Typer(
@@ -32,6 +33,7 @@ def _root(
     """Super-resolution of medical scans (CT, MR) with SRResNet / SRGAN."""
 
 
+app.command("train")(_train.train)
 app.command("enhance")(_enhance.enhance)
 app.command("models")(_enhance.models)
 app.command("info")(_info.info)

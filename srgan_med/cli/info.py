@@ -77,7 +77,12 @@ def info(
 @handle_errors
 def examples() -> None:
     """List the example scans installed with the dependencies (use them as example:NAME)."""
+    from srgan_med.errors import InputError
     from srgan_med.examples import EXAMPLES, example_path
 
-    for name, (_, text) in EXAMPLES.items():
-        print(f"example:{name}\t{text}\t{example_path(name)}")
+    for name, (_, _, text) in EXAMPLES.items():
+        try:
+            where = str(example_path(name))
+        except InputError as error:
+            where = f"(not installed: {error})"
+        print(f"example:{name}\t{text}\t{where}")

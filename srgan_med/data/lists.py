@@ -1,0 +1,80 @@
+"""Data lists: the ``data.train`` / ``data.validation`` entries of a training config, as scan paths.
+
+An entry is a NIfTI or DICOM file, a folder (its NIfTI files; a folder without NIfTI files is one
+DICOM series), a glob (``scans/ct_*.nii.gz``), a CSV file (column ``path``, else the first column;
+relative paths are relative to the CSV) or ``example:NAME``. Relative entries are relative to
+``base_dir`` (the config's folder).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+from pathlib import Path
+
+from srgan_med.errors import ConfigError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def _from_csv(path: Path, key: str) -> list[Path]:
+    try:
+        with path.open(newline="") as handle:
+            rows = list(csv.reader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise ConfigError(f"{key}: cannot read CSV {path} ({error})") from None
+    if not rows:
+        raise ConfigError(f"{key}: CSV {path} is empty")
+    header = [cell.strip().lower() for cell in rows[0]]
+    column = header.index("path") if "path" in header else 0
+    body = rows[1:] if "path" in header else rows
+    paths = [Path(row[column].strip()) for row in body if len(row) > column and row[column].strip()]
+    return [p if p.is_absolute() else path.parent / p for p in paths]
+
+
+def _expand_one(entry: str, base_dir: Path, key: str) -> list[Path]:
+    from srgan_med.examples import PREFIX, resolve_input
+
+    if entry.startswith(PREFIX):
+        from srgan_med.errors import InputError
+
+        try:
+            return [resolve_input(entry)]
+        except InputError as error:
+            raise ConfigError(f"{key}: {error}") from None
+    path = Path(entry).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    if glob.has_magic(str(path)):
+        matches = sorted(Path(p) for p in glob.glob(str(path)))
+        if not matches:
+            raise ConfigError(f"{key}: no file matches {path}")
+        return [m for match in matches for m in _expand_one(str(match), base_dir, key)]
+    if path.is_dir():
+        niftis = sorted(p for p in path.iterdir() if p.is_file() and _is_nifti(p))
+        return niftis or [path]
+    if not path.is_file():
+        raise ConfigError(f"{key}: {path} does not exist")
+    if path.suffix.lower() == ".csv":
+        return [p for row in _from_csv(path, key) for p in _expand_one(str(row), base_dir, key)]
+    return [path]
+
+
+def expand_data_list(entries, base_dir: str | Path = ".", key: str = "data.train") -> list[Path]:
+    """Scan paths named by ``entries``, in order, without duplicates.
+
+    Raises:
+        ConfigError: an entry that names nothing; the message names ``key`` and the entry.
+
+    Example:
+        >>> expand_data_list(["example:ct-small"])  # doctest: +ELLIPSIS
+        [PosixPath('.../CT_small.dcm')]
+    """
+    seen: dict[Path, None] = {}
+    for index, entry in enumerate(entries):
+        for path in _expand_one(str(entry), Path(base_dir), f"{key}[{index}]"):
+            seen.setdefault(path.resolve(), None)
+    return list(seen)

@@ -1,0 +1,127 @@
+"""YAML mappings -> frozen dataclasses, validated at load time, errors naming the dotted key path.
+
+A small hand-written converter rather than pydantic: the configs are a handful of dataclasses, the
+package already depends on nothing that brings pydantic, and the messages (``losses.perceptual.weight:
+expected a number, got 'x'``) are what the CLI prints as its one-line error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+from srgan_med.errors import ConfigError
+
+
+def convert(value: Any, annotation: Any, path: str) -> Any:
+    """Turn a YAML value into the annotated type, or raise ConfigError naming ``path``."""
+    if dataclasses.is_dataclass(annotation):
+        return from_dict(annotation, value, path)
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return convert(value, inner[0], path)
+        for candidate in inner:  # e.g. ``str | float``: the first type that accepts the value
+            try:
+                return convert(value, candidate, path)
+            except ConfigError:
+                continue
+        names = " or ".join(getattr(a, "__name__", str(a)) for a in inner)
+        raise ConfigError(f"{path}: expected {names}, got {value!r}")
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{path}: expected a list, got {value!r}")
+            return tuple(convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{path}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        key_type, value_type = args
+        return {
+            convert(k, key_type, f"{path}.{k}"): convert(v, value_type, f"{path}.{k}")
+            for k, v in value.items()
+        }
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if annotation in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if annotation is int and value != int(value):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return annotation(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected text, got {value!r}")
+        return value
+    if annotation is Any:
+        return value
+    raise ConfigError(f"{path}: unsupported value {value!r}")  # pragma: no cover - schema bug
+
+
+def from_dict(cls: type, data: Any, path: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown keys and bad values raise ConfigError."""
+    prefix = f"{path}." if path else ""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"{prefix}{key}: unknown key (known: {', '.join(sorted(names))})")
+    values = {key: convert(value, hints[key], f"{prefix}{key}") for key, value in data.items()}
+    try:
+        return cls(**values)
+    except TypeError as error:  # pragma: no cover - all keys were checked above
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def to_dict(instance: Any) -> Any:
+    """A dataclass as plain JSON/YAML-able data (tuples become lists)."""
+    if dataclasses.is_dataclass(instance):
+        return {f.name: to_dict(getattr(instance, f.name)) for f in dataclasses.fields(instance)}
+    if isinstance(instance, (list, tuple)):
+        return [to_dict(v) for v in instance]
+    if isinstance(instance, dict):
+        return {k: to_dict(v) for k, v in instance.items()}
+    return instance
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a nested mapping, in a copy.
+
+    Raises:
+        ConfigError: an override without ``=`` or one that walks into a non-mapping.
+    """
+    import copy
+
+    import yaml
+
+    result = copy.deepcopy(data)
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. gan.steps=1000")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {override!r}: the value is not valid YAML") from None
+        parts = key.strip().split(".")
+        node = result
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {override!r}: {'.'.join(parts[: depth + 1])} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return result

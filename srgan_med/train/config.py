@@ -1,0 +1,325 @@
+"""Typed training configuration, loaded from YAML and validated at load time.
+
+Every section is a frozen dataclass; unknown keys and bad values fail with the dotted key path
+(``gan.learning_rate: expected a number, got 'fast'``). Paths in ``data`` and ``degradation`` are
+relative to the config file; ``output_dir`` is relative to the current directory.
+
+Example:
+    >>> config = load_train_config("configs/tiny.yaml", ["gan.steps=4"])  # doctest: +SKIP
+    >>> config.gan.steps  # doctest: +SKIP
+    4
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from srgan_med.errors import ConfigError
+from srgan_med.schema import apply_overrides, from_dict, to_dict
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where slices come from and how they are batched.
+
+    Attributes:
+        train: scans to train on: files, folders (their NIfTI files, or the folder as a DICOM series),
+            globs, CSV files (column ``path``, or the first column), or ``example:NAME``.
+        validation: held-out scans, same forms; may be empty (no validation).
+        patch_size: side of the square high-res patch in pixels (a multiple of the scale).
+        batch_size: patches per step (per process under DDP).
+        slice_axes: voxel axes that slices are taken across (2: axial slices of a RAS volume).
+        cache: ``"memory"`` (MONAI ``CacheDataset``), ``"disk"`` (``PersistentDataset`` in
+            ``cache_dir``) or ``"none"``; decoded, normalised volumes are cached.
+        cache_dir: folder of the disk cache (default ``<output_dir>/cache``).
+        validation_slices: slices per validation volume (evenly spaced).
+    """
+
+    train: tuple[str, ...] = ()
+    validation: tuple[str, ...] = ()
+    patch_size: int = 96
+    batch_size: int = 16
+    slice_axes: tuple[int, ...] = (2,)
+    cache: str = "memory"
+    cache_dir: str | None = None
+    validation_slices: int = 8
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """SRResNet size (16 blocks of 64 channels in the paper)."""
+
+    blocks: int = 16
+    width: int = 64
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    """Discriminator width (64 in the paper)."""
+
+    width: int = 64
+
+
+@dataclass(frozen=True)
+class PerceptualConfig:
+    """VGG19 content loss.
+
+    Attributes:
+        weights: ``"imagenet"`` (torchvision's cache), a path to ``vgg19-dcbb9e9d.pth``, or
+            ``"random"`` (tests only: logged loudly and recorded in checkpoints and models).
+        layer_weights: VGG19 layer -> weight (``relu5_4`` is the paper's phi_5,4).
+        weight: weight of the content loss in the generator's phase-2 loss.
+        criterion: ``"mse"`` or ``"l1"``.
+    """
+
+    weights: str = "imagenet"
+    layer_weights: dict[str, float] = field(default_factory=lambda: {"relu5_4": 1.0})
+    weight: float = 1.0
+    criterion: str = "mse"
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Losses: pixel (phase 1, optionally phase 2), content and adversarial (phase 2).
+
+    Attributes:
+        pixel: ``"mse"`` (the paper's SRResNet) or ``"l1"``.
+        pixel_weight_gan: weight of the pixel loss in phase 2 (0 in the paper).
+        adversarial_weight: weight of the generator's adversarial loss (1e-3 in the paper).
+    """
+
+    pixel: str = "mse"
+    pixel_weight_gan: float = 0.0
+    perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
+    adversarial_weight: float = 1e-3
+
+
+@dataclass(frozen=True)
+class PhaseConfig:
+    """One training phase.
+
+    Attributes:
+        steps: optimiser steps (0 skips the phase).
+        learning_rate: Adam's initial learning rate.
+        decay_steps: steps (within the phase) at which the learning rate is multiplied by
+            ``decay_factor`` (the paper: 1e-4, then 1e-5 for the second half of the GAN phase).
+    """
+
+    steps: int = 0
+    learning_rate: float = 1e-4
+    decay_steps: tuple[int, ...] = ()
+    decay_factor: float = 0.1
+
+
+@dataclass(frozen=True)
+class OptimiserConfig:
+    """Adam's betas (0.9, 0.999 as in the paper)."""
+
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """Validation on held-out volumes every ``every`` steps (0: only at the end of each phase)."""
+
+    every: int = 1000
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """TensorBoard scalars every ``every`` steps, image grids every ``images_every`` steps."""
+
+    every: int = 50
+    images_every: int = 1000
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """Checkpoint every ``every`` steps, keeping the ``keep`` newest."""
+
+    every: int = 1000
+    keep: int = 2
+
+
+@dataclass(frozen=True)
+class PerformanceConfig:
+    """Device and speed switches.
+
+    Attributes:
+        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        bf16: bf16 autocast (``"auto"``: on CUDA only).
+        channels_last: NHWC memory format (``"auto"``: on CUDA only).
+        compile: ``torch.compile`` the generator and discriminator.
+        deterministic: deterministic algorithms (bit-exact resume on CPU; slower on GPU).
+        cpu_threads: intra-op threads on the CPU (0: torch's default). Tiny networks run faster on one.
+    """
+
+    device: str = "auto"
+    bf16: str = "auto"
+    channels_last: str = "auto"
+    compile: bool = False
+    deterministic: bool = False
+    cpu_threads: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole training run: ``srgan-med train CONFIG``.
+
+    Attributes:
+        name: run name, used for exported model files (``<name>-srresnet.safetensors``).
+        output_dir: checkpoints, TensorBoard logs and exported models go here.
+        scale: in-plane factor (2, 3, 4 or 8).
+        modality: ``"CT"`` or ``"MR"`` (recorded in exported models; picks metrics' data range).
+        degradation: preset name (``ct``, ``mr``) or a YAML path, as in ``srgan-med degrade``.
+        seed: seeds weights, patch sampling and degradation draws.
+        pretrain: phase 1, SRResNet on the pixel loss.
+        gan: phase 2, SRGAN fine-tuning from phase 1's generator.
+        base_dir: folder the config was read from (paths in ``data``/``degradation`` are relative to it).
+    """
+
+    name: str = "srgan"
+    output_dir: str = "runs/srgan"
+    scale: int = 4
+    modality: str = "CT"
+    degradation: str = "ct"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    losses: LossConfig = field(default_factory=LossConfig)
+    pretrain: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=1000))
+    gan: PhaseConfig = field(default_factory=PhaseConfig)
+    optimiser: OptimiserConfig = field(default_factory=OptimiserConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    performance: PerformanceConfig = field(default_factory=PerformanceConfig)
+    base_dir: str = "."
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def resolve(self, text: str) -> Path:
+        """A path from the config, relative to the config's folder."""
+        path = Path(text).expanduser()
+        return path if path.is_absolute() else Path(self.base_dir) / path
+
+
+_CHOICES = {
+    "modality": ("CT", "MR"),
+    "data.cache": ("memory", "disk", "none"),
+    "losses.pixel": ("mse", "l1"),
+    "losses.perceptual.criterion": ("mse", "l1"),
+    "performance.device": ("auto", "cpu", "cuda"),
+    "performance.bf16": ("auto", "on", "off"),
+    "performance.channels_last": ("auto", "on", "off"),
+}
+
+
+def _get(config: Any, path: str) -> Any:
+    for part in path.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def _positive(value: float, path: str, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{path}: must be {'non-negative' if allow_zero else 'positive'}, got {value}")
+
+
+def _validate(config: TrainConfig) -> None:
+    from srgan_med.losses.perceptual import LAYERS
+    from srgan_med.nets.srresnet import SUPPORTED_SCALES
+
+    for path, allowed in _CHOICES.items():
+        if _get(config, path) not in allowed:
+            raise ConfigError(f"{path}: must be one of {', '.join(allowed)}, got {_get(config, path)!r}")
+    if config.scale not in SUPPORTED_SCALES:
+        raise ConfigError(
+            f"scale: must be one of {', '.join(map(str, SUPPORTED_SCALES))}, got {config.scale}"
+        )
+    if not config.name or "/" in config.name:
+        raise ConfigError(f"name: must be a non-empty file name, got {config.name!r}")
+    data = config.data
+    _positive(data.patch_size, "data.patch_size")
+    if data.patch_size % config.scale:
+        raise ConfigError(
+            f"data.patch_size: must be a multiple of scale {config.scale}, got {data.patch_size}"
+        )
+    _positive(data.batch_size, "data.batch_size")
+    _positive(data.validation_slices, "data.validation_slices")
+    if not data.slice_axes or any(a not in (0, 1, 2) for a in data.slice_axes):
+        raise ConfigError(f"data.slice_axes: must list voxel axes among 0, 1, 2, got {list(data.slice_axes)}")
+    _positive(config.generator.blocks, "generator.blocks")
+    _positive(config.generator.width, "generator.width")
+    _positive(config.discriminator.width, "discriminator.width")
+    perceptual = config.losses.perceptual
+    for layer, weight in perceptual.layer_weights.items():
+        if layer not in LAYERS:
+            raise ConfigError(f"losses.perceptual.layer_weights.{layer}: not a VGG19 layer (e.g. relu5_4)")
+        _positive(weight, f"losses.perceptual.layer_weights.{layer}", allow_zero=True)
+    _positive(perceptual.weight, "losses.perceptual.weight", allow_zero=True)
+    _positive(config.losses.pixel_weight_gan, "losses.pixel_weight_gan", allow_zero=True)
+    _positive(config.losses.adversarial_weight, "losses.adversarial_weight", allow_zero=True)
+    for phase in ("pretrain", "gan"):
+        settings = getattr(config, phase)
+        _positive(settings.steps, f"{phase}.steps", allow_zero=True)
+        _positive(settings.learning_rate, f"{phase}.learning_rate")
+        _positive(settings.decay_factor, f"{phase}.decay_factor")
+        if list(settings.decay_steps) != sorted(settings.decay_steps) or any(
+            s <= 0 for s in settings.decay_steps
+        ):
+            raise ConfigError(
+                f"{phase}.decay_steps: must be increasing positive steps, got {list(settings.decay_steps)}"
+            )
+    if config.pretrain.steps + config.gan.steps == 0:
+        raise ConfigError("pretrain.steps and gan.steps: at least one phase needs steps")
+    if not all(0 <= b < 1 for b in config.optimiser.betas):
+        raise ConfigError(f"optimiser.betas: must lie in [0, 1), got {list(config.optimiser.betas)}")
+    _positive(config.validation.every, "validation.every", allow_zero=True)
+    _positive(config.logging.every, "logging.every")
+    _positive(config.logging.images_every, "logging.images_every", allow_zero=True)
+    _positive(config.checkpoint.every, "checkpoint.every")
+    _positive(config.checkpoint.keep, "checkpoint.keep")
+    _positive(config.performance.cpu_threads, "performance.cpu_threads", allow_zero=True)
+
+
+def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read, override (``--set key=value``) and validate a training config.
+
+    Raises:
+        ConfigError: unreadable file, unknown key or bad value (message names the dotted key path).
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: training config not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: cannot read training config ({' '.join(str(error).split())})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a training config must be a mapping of sections")
+    if "base_dir" in data:
+        raise ConfigError(f"{path}: base_dir: unknown key (paths are relative to the config file)")
+    data = apply_overrides(data, list(overrides or []))
+    try:
+        config = from_dict(TrainConfig, data)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    return replace(config, base_dir=str(path.resolve().parent))
+
+
+def config_from_mapping(data: dict[str, Any], base_dir: str | Path = ".") -> TrainConfig:
+    """A config from a plain mapping (e.g. a checkpoint's sidecar)."""
+    data = {k: v for k, v in data.items() if k != "base_dir"}
+    return replace(from_dict(TrainConfig, data), base_dir=str(base_dir))

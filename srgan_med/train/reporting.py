@@ -1,0 +1,111 @@
+"""Training output for people: TensorBoard scalars and image grids, and a rich progress bar with ETA.
+
+Losses stay on the device between logging steps (summed as tensors), so the step itself does not wait
+for the host; they are read once every ``logging.every`` steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+class Reporter:
+    """Logs a trainer's progress (only on rank 0; a no-op elsewhere)."""
+
+    def __init__(self, trainer, total_steps: int, enabled: bool = True, quiet: bool = False) -> None:
+        self.trainer = trainer
+        self.total = total_steps
+        self.enabled = enabled
+        self.quiet = quiet
+        self.writer = None
+        self.progress = None
+        self._sums: dict[str, torch.Tensor] = {}
+        self._count = 0
+        self._since = time.perf_counter()
+
+    def __enter__(self) -> Reporter:
+        if not self.enabled:
+            return self
+        from torch.utils.tensorboard import SummaryWriter
+
+        log_dir = Path(self.trainer.output_dir) / "tensorboard"
+        resumed = self.trainer.resume_from is not None
+        # purge_step drops events a killed run logged after its last checkpoint.
+        self.writer = SummaryWriter(
+            str(log_dir), purge_step=self.trainer.global_step + 1 if resumed else None
+        )
+        if not self.quiet:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[status]}"),
+                console=Console(stderr=True),
+            )
+            self.progress.start()
+            self.task = self.progress.add_task(
+                "train", total=self.total, completed=self.trainer.global_step, status=""
+            )
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        if self.writer is not None:
+            self.writer.close()
+
+    def note(self, message: str) -> None:
+        if not self.enabled:
+            return
+        if self.progress is not None:
+            self.progress.console.print(message)
+        else:
+            logger.info(message)
+
+    def scalars(self, values: dict[str, float]) -> None:
+        if self.writer is not None:
+            for tag, value in values.items():
+                self.writer.add_scalar(tag, value, self.trainer.global_step)
+
+    def image(self, tag: str, image: torch.Tensor) -> None:
+        """``image``: ``(1, H, W)`` in [0, 1]."""
+        if self.writer is not None:
+            self.writer.add_image(tag, image, self.trainer.global_step, dataformats="CHW")
+
+    def step(self, losses: dict[str, torch.Tensor]) -> None:
+        if not self.enabled:
+            return
+        for name, value in losses.items():
+            self._sums[name] = self._sums.get(name, 0) + value.detach()
+        self._count += 1
+        trainer = self.trainer
+        phase_steps = getattr(trainer.config, trainer.phase).steps
+        if trainer.step % trainer.config.logging.every and trainer.step != phase_steps:
+            if self.progress is not None:
+                self.progress.update(self.task, completed=trainer.global_step)
+            return
+        elapsed = time.perf_counter() - self._since
+        patches = self._count * trainer.config.data.batch_size * trainer.dist.world_size
+        means = {name: float(total.item()) / self._count for name, total in self._sums.items()}
+        values = dict(means)
+        values["learning_rate"] = trainer.optimisers["generator"].param_groups[0]["lr"]
+        values["throughput/patches_per_s"] = patches / max(elapsed, 1e-9)
+        self.scalars(values)
+        trainer.history.append({"phase": trainer.phase, "step": trainer.step, **values})
+        self._sums, self._count, self._since = {}, 0, time.perf_counter()
+        if self.progress is not None:
+            shown = " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in means.items() if k.startswith("loss/"))
+            self.progress.update(
+                self.task, completed=trainer.global_step, description=trainer.phase, status=shown
+            )

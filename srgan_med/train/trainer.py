@@ -1,0 +1,497 @@
+"""SRGAN training: phase 1 SRResNet on the pixel loss, phase 2 SRGAN fine-tuning (Ledig et al. 2017).
+
+The phase-2 step follows BasicSR's ``SRGANModel.optimize_parameters``: freeze the discriminator, sum
+content (VGG19), adversarial and optional pixel losses for the generator and step it; unfreeze the
+discriminator and step it on real and fake patches. HR patches are sampled from cached volumes and
+degraded on the training device (:class:`srgan_med.degrade.BatchDegradation`).
+
+Everything a step depends on (weights, optimiser and scheduler states, patch-sampler and degradation
+generators) is checkpointed, so a resumed run continues the exact same sequence: on CPU with
+``performance.deterministic`` it ends bit-for-bit where an uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from srgan_med.errors import ConfigError, InputError, OutputExistsError, TrainingDivergedError
+from srgan_med.train import checkpoint as ckpt
+from srgan_med.train.config import PhaseConfig, TrainConfig
+from srgan_med.train.distributed import Distributed, setup_distributed
+from srgan_med.train.reporting import Reporter
+
+logger = logging.getLogger(__name__)
+
+PHASES = ("pretrain", "gan")
+EXPORT_SUFFIX = {"pretrain": "srresnet", "gan": "srgan"}
+MAX_RESTORES = 3
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    output_dir: Path
+    models: dict[str, Path] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from: int | None = None
+
+
+def _flag(value: str, device: torch.device) -> bool:
+    return device.type == "cuda" if value == "auto" else value == "on"
+
+
+class Trainer:
+    """One training run of ``config``.
+
+    Args:
+        config: the validated :class:`TrainConfig`.
+        resume: ``None`` resumes when the output folder holds checkpoints; ``True`` requires one;
+            ``False`` refuses to touch a folder that holds checkpoints.
+        quiet: no progress bar.
+    """
+
+    def __init__(self, config: TrainConfig, resume: bool | None = None, quiet: bool = False) -> None:
+        self.config = config
+        self.output_dir = Path(config.output_dir)
+        self.checkpoint_dir = self.output_dir / "checkpoints"
+        self.resume_from = self._find_resume(resume)
+        self.dist: Distributed = setup_distributed(config.performance.device)
+        self.device = self.dist.device
+        perf = config.performance
+        self.autocast = _flag(perf.bf16, self.device)
+        self.channels_last = _flag(perf.channels_last, self.device)
+        self._was_deterministic = torch.are_deterministic_algorithms_enabled()
+        self._threads = torch.get_num_threads()
+        if perf.cpu_threads:
+            torch.set_num_threads(perf.cpu_threads)
+        if perf.deterministic:
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.quiet = quiet
+        self._build_data()
+        self._build_models()
+        self.phase = PHASES[0]
+        self.step = 0
+        self.optimisers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, torch.optim.lr_scheduler.MultiStepLR] = {}
+        self.metrics: dict[str, float] = {}
+        self.history: list[dict[str, float]] = []
+        self._good_state: dict | None = None
+        self._restores = 0
+
+    # ----------------------------------------------------------------------------------- set-up
+    def _find_resume(self, resume: bool | None) -> Path | None:
+        existing = ckpt.list_checkpoints(self.checkpoint_dir)
+        if resume is False and existing:
+            raise OutputExistsError(
+                f"{self.output_dir} holds checkpoints of an earlier run; use --resume to continue it "
+                "or set output_dir to another folder"
+            )
+        if resume is True and not existing:
+            raise ConfigError(f"--resume: no checkpoint in {self.checkpoint_dir}")
+        return existing[-1] if existing else None
+
+    def _build_data(self) -> None:
+        from srgan_med.data import PatchSampler, expand_data_list, load_volumes, validation_set
+        from srgan_med.degrade import BatchDegradation, load_degradation_preset
+        from srgan_med.degrade.config import PRESET_NAMES
+
+        config = self.config
+        name = config.degradation
+        self.degradation = load_degradation_preset(
+            name if name.lower() in PRESET_NAMES else config.resolve(name)
+        )
+        if not config.data.train:
+            raise ConfigError("data.train: list at least one training scan")
+        base = Path(config.base_dir)
+        self.train_paths = expand_data_list(config.data.train, base, "data.train")
+        self.validation_paths = expand_data_list(config.data.validation, base, "data.validation")
+        cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else self.output_dir / "cache"
+        load = dict(cache=config.data.cache, cache_dir=cache_dir, modality=config.modality)
+        volumes = load_volumes(self.train_paths, self.degradation, **load)
+        rank = self.dist.rank
+        self.sampler = PatchSampler(
+            volumes, config.data.patch_size, config.data.slice_axes, config.seed + 7919 * rank
+        )
+        self.degrader = BatchDegradation(self.degradation, config.scale)
+        self.degrade_generator = torch.Generator().manual_seed(config.seed + 104729 + 7919 * rank)
+        self.validation_sets = []
+        if self.dist.is_main:
+            for volume in load_volumes(self.validation_paths, self.degradation, **load):
+                self.validation_sets.append(
+                    validation_set(
+                        volume,
+                        self.degradation,
+                        config.scale,
+                        config.data.validation_slices,
+                        config.data.slice_axes[0],
+                        seed=config.seed,
+                    )
+                )
+
+    def _build_models(self) -> None:
+        from srgan_med.nets import Discriminator, SRResNet
+
+        config = self.config
+        torch.manual_seed(config.seed)
+        self.architecture = {
+            "name": "srresnet",
+            "kwargs": {
+                "scale": config.scale,
+                "blocks": config.generator.blocks,
+                "width": config.generator.width,
+                "channels": 1,
+            },
+        }
+        self.generator = SRResNet(**self.architecture["kwargs"]).to(self.device)
+        self.discriminator = Discriminator(channels=1, width=config.discriminator.width).to(self.device)
+        self.perceptual = None
+        if config.gan.steps > 0:
+            from srgan_med.losses import PerceptualLoss
+
+            settings = config.losses.perceptual
+            # Built now, so missing VGG weights stop the run before hours of phase 1, not after.
+            self.perceptual = PerceptualLoss(
+                settings.layer_weights, settings.weights, criterion=settings.criterion, seed=config.seed
+            ).to(self.device)
+        memory = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.generator.to(memory_format=memory)
+        self.discriminator.to(memory_format=memory)
+        self.generator_run: nn.Module = self.generator
+        self.discriminator_run: nn.Module = self.discriminator
+        discriminator_core: nn.Module = self.discriminator
+        if self.config.performance.compile:
+            self.generator_run = torch.compile(self.generator)
+            discriminator_core = self.discriminator_run = torch.compile(self.discriminator)
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.generator_run = DistributedDataParallel(self.generator_run, device_ids=ids)
+            self.discriminator_run = DistributedDataParallel(self.discriminator_run, device_ids=ids)
+        # The generator's step scores its output with the frozen discriminator; it bypasses DDP
+        # (nothing of the discriminator is updated there, so nothing must be synchronised).
+        self.discriminator_frozen = discriminator_core
+        from srgan_med.losses import AdversarialLoss, pixel_loss
+
+        self.pixel_loss = pixel_loss(config.losses.pixel)
+        self.adversarial_loss = AdversarialLoss(config.losses.adversarial_weight)
+
+    def _new_optimisers(self, phase: str) -> None:
+        settings: PhaseConfig = getattr(self.config, phase)
+        betas = self.config.optimiser.betas
+        fused = self.device.type == "cuda"
+        modules = {"generator": self.generator}
+        if phase == "gan":
+            modules["discriminator"] = self.discriminator
+        self.optimisers = {
+            name: torch.optim.Adam(module.parameters(), lr=settings.learning_rate, betas=betas, fused=fused)
+            for name, module in modules.items()
+        }
+        self.schedulers = {
+            name: torch.optim.lr_scheduler.MultiStepLR(opt, list(settings.decay_steps), settings.decay_factor)
+            for name, opt in self.optimisers.items()
+        }
+
+    # ---------------------------------------------------------------------------------- one step
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        high_res, spacing = self.sampler.sample(self.config.data.batch_size)
+        high_res = high_res.to(self.device, non_blocking=True)
+        with torch.no_grad():
+            low_res = self.degrader(high_res, self.degrade_generator, spacing_mm=spacing)
+        if self.channels_last:
+            high_res = high_res.contiguous(memory_format=torch.channels_last)
+            low_res = low_res.contiguous(memory_format=torch.channels_last)
+        return low_res, high_res
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
+
+    def _finite(self, loss: torch.Tensor) -> bool:
+        return self.dist.all_true(torch.isfinite(loss.detach()))
+
+    def _optimise(self, name: str, loss: torch.Tensor) -> None:
+        optimiser = self.optimisers[name]
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        self.schedulers[name].step()
+
+    def _pretrain_step(self) -> dict[str, torch.Tensor] | None:
+        low_res, high_res = self._batch()
+        with self._autocast():
+            output = self.generator_run(low_res)
+        loss = self.pixel_loss(output.float(), high_res)
+        if not self._finite(loss):
+            return None
+        self._optimise("generator", loss)
+        return {"loss/pixel": loss.detach()}
+
+    def _gan_step(self) -> dict[str, torch.Tensor] | None:
+        losses = self.config.losses
+        low_res, high_res = self._batch()
+        for parameter in self.discriminator.parameters():
+            parameter.requires_grad_(False)
+        with self._autocast():
+            output = self.generator_run(low_res)
+            fake_logits = self.discriminator_frozen(output).float()
+        content = losses.perceptual.weight * self.perceptual(output.float(), high_res)
+        adversarial = self.adversarial_loss(fake_logits, target_is_real=True)
+        generator_loss = content + adversarial
+        pixel = None
+        if losses.pixel_weight_gan > 0:
+            pixel = self.pixel_loss(output.float(), high_res)
+            generator_loss = generator_loss + losses.pixel_weight_gan * pixel
+        if not self._finite(generator_loss):
+            return None
+        self._optimise("generator", generator_loss)
+
+        for parameter in self.discriminator.parameters():
+            parameter.requires_grad_(True)
+        optimiser = self.optimisers["discriminator"]
+        optimiser.zero_grad(set_to_none=True)
+        # Real and fake go through separately (BasicSR), so BatchNorm never mixes their statistics;
+        # each forward is followed by its backward, as DistributedDataParallel requires.
+        with self._autocast():
+            real_logits = self.discriminator_run(high_res).float()
+        real_loss = self.adversarial_loss(real_logits, target_is_real=True, for_discriminator=True)
+        if not self._finite(real_loss):
+            return None
+        real_loss.backward()
+        with self._autocast():
+            fake_logits_d = self.discriminator_run(output.detach()).float()
+        fake_loss = self.adversarial_loss(fake_logits_d, target_is_real=False, for_discriminator=True)
+        if not self._finite(fake_loss):
+            return None
+        fake_loss.backward()
+        optimiser.step()
+        self.schedulers["discriminator"].step()
+        result = {
+            "loss/content": content.detach(),
+            "loss/adversarial": adversarial.detach(),
+            "loss/generator": generator_loss.detach(),
+            "loss/discriminator": (real_loss + fake_loss).detach(),
+            "discriminator/real": torch.sigmoid(real_logits.detach()).mean(),
+            "discriminator/fake": torch.sigmoid(fake_logits_d.detach()).mean(),
+        }
+        if pixel is not None:
+            result["loss/pixel"] = pixel.detach()
+        return result
+
+    # ------------------------------------------------------------------------------ state handling
+    def _state_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
+        tensors = {f"generator.{k}": v for k, v in self.generator.state_dict().items()}
+        tensors.update({f"discriminator.{k}": v for k, v in self.discriminator.state_dict().items()})
+        optimisers = {}
+        for name, optimiser in self.optimisers.items():
+            flat, part = ckpt.optimiser_to_flat(f"optim.{name}", optimiser)
+            tensors.update(flat)
+            optimisers[name] = part
+        tensors["rng.torch"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        for rank, state in enumerate(self.dist.all_gather(self.sampler.get_state())):
+            tensors[f"rng.sampler.rank{rank}"] = state
+        for rank, state in enumerate(self.dist.all_gather(self.degrade_generator.get_state())):
+            tensors[f"rng.degrade.rank{rank}"] = state
+        schedulers = {name: ckpt.scheduler_to_json(s) for name, s in self.schedulers.items()}
+        return tensors, {"optimisers": optimisers, "schedulers": schedulers}
+
+    def _load_state(self, tensors: dict[str, torch.Tensor], parts: dict, data_position: bool = True) -> None:
+        try:
+            self.generator.load_state_dict(ckpt.prefixed(tensors, "generator"))
+            self.discriminator.load_state_dict(ckpt.prefixed(tensors, "discriminator"))
+        except RuntimeError as error:
+            raise InputError(
+                f"checkpoint does not fit this config's networks ({str(error).splitlines()[0]})"
+            ) from None
+        for name, optimiser in self.optimisers.items():
+            optimiser.load_state_dict(
+                ckpt.optimiser_from_flat(f"optim.{name}", tensors, parts["optimisers"][name])
+            )
+        for name, scheduler in self.schedulers.items():
+            scheduler.load_state_dict(ckpt.scheduler_from_json(parts["schedulers"][name]))
+        if not data_position:
+            return
+        torch.set_rng_state(tensors["rng.torch"])
+        if self.device.type == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        key = f"rank{self.dist.rank}"
+        if f"rng.sampler.{key}" not in tensors:
+            raise InputError(
+                "checkpoint was written by fewer processes; resume with the same number of processes"
+            )
+        self.sampler.set_state(tensors[f"rng.sampler.{key}"])
+        self.degrade_generator.set_state(tensors[f"rng.degrade.{key}"])
+
+    def _remember_good_state(self) -> None:
+        tensors, parts = self._state_tensors()
+        self._good_state = {
+            "tensors": {k: v.detach().clone() for k, v in tensors.items()},
+            "parts": parts,
+            "step": self.step,
+        }
+
+    def _restore_good_state(self, reporter: Reporter) -> None:
+        self._restores += 1
+        if self._good_state is None or self._restores > MAX_RESTORES:
+            raise TrainingDivergedError(
+                f"{self.phase} step {self.step}: losses are not finite again after {MAX_RESTORES} restores; "
+                "lower the learning rate or check the data"
+            )
+        # Weights and optimisers go back; the data stream does not, so the retry sees new patches.
+        self._load_state(self._good_state["tensors"], self._good_state["parts"], data_position=False)
+        message = (
+            f"{self.phase} step {self.step}: non-finite loss; step skipped and the state of "
+            f"step {self._good_state['step']} restored"
+        )
+        logger.warning(message)
+        reporter.note(message)
+        self.step = self._good_state["step"]
+
+    def _sidecar(self, parts: dict) -> dict:
+        from srgan_med.train.provenance import provenance
+
+        return {
+            "phase": self.phase,
+            "step": self.step,
+            "global_step": self.global_step,
+            "config": self.config.to_dict(),
+            "metrics": self.metrics,
+            "world_size": self.dist.world_size,
+            **parts,
+            **provenance(self),
+        }
+
+    def _save_checkpoint(self) -> None:
+        self.dist.sync_buffers(self.generator)
+        self.dist.sync_buffers(self.discriminator)
+        tensors, parts = self._state_tensors()
+        if self.dist.is_main:
+            ckpt.save_checkpoint(
+                self.checkpoint_dir,
+                self.global_step,
+                tensors,
+                self._sidecar(parts),
+                self.config.checkpoint.keep,
+            )
+        self._good_state = {
+            "tensors": {k: v.clone() for k, v in tensors.items()},
+            "parts": parts,
+            "step": self.step,
+        }
+        self.dist.barrier()
+
+    def _resume(self) -> None:
+        tensors, sidecar = ckpt.load_checkpoint(self.resume_from)
+        if sidecar.get("phase") not in PHASES:
+            raise InputError(f"{self.resume_from}: unknown phase {sidecar.get('phase')!r}")
+        if int(sidecar.get("world_size", 1)) != self.dist.world_size:
+            raise InputError(
+                f"{self.resume_from}: written by {sidecar.get('world_size')} process(es); "
+                f"resume with the same number (now {self.dist.world_size})"
+            )
+        self.phase = sidecar["phase"]
+        self.step = int(sidecar["step"])
+        self.metrics = dict(sidecar.get("metrics", {}))
+        self._new_optimisers(self.phase)
+        self._load_state(tensors, sidecar)
+        self._good_state = {"tensors": tensors, "parts": sidecar, "step": self.step}
+
+    @property
+    def global_step(self) -> int:
+        offset = self.config.pretrain.steps if self.phase == "gan" else 0
+        return offset + self.step
+
+    # ------------------------------------------------------------------------------------ the loop
+    def run(self) -> TrainResult:
+        """Train both phases (from the last checkpoint when resuming); export a model per phase."""
+        config = self.config
+        result = TrainResult(self.output_dir)
+        if self.resume_from is not None:
+            self._resume()
+            result.resumed_from = self.global_step
+        total = config.pretrain.steps + config.gan.steps
+        reporter = Reporter(self, total, enabled=self.dist.is_main, quiet=self.quiet)
+        try:
+            with reporter:
+                if result.resumed_from is not None:
+                    reporter.note(f"resumed from {self.resume_from.name} ({self.phase} step {self.step})")
+                start = PHASES.index(self.phase)
+                for phase in PHASES[start:]:
+                    settings: PhaseConfig = getattr(config, phase)
+                    if phase != self.phase or not self.optimisers:
+                        self.phase, self.step = phase, 0
+                        self._new_optimisers(phase)
+                        self._good_state = None
+                    if settings.steps == 0:
+                        continue
+                    self._run_phase(settings, reporter)
+                    exported = self._finish_phase(reporter)
+                    if exported is not None:
+                        result.models[phase] = exported
+        finally:
+            self.dist.close()
+            torch.use_deterministic_algorithms(self._was_deterministic)
+            torch.set_num_threads(self._threads)
+        result.metrics = self.metrics
+        result.history = self.history
+        return result
+
+    def _run_phase(self, settings: PhaseConfig, reporter: Reporter) -> None:
+        config = self.config
+        step_function = self._pretrain_step if self.phase == "pretrain" else self._gan_step
+        self.generator_run.train()
+        self.discriminator_run.train()
+        if self._good_state is None:
+            self._remember_good_state()
+        while self.step < settings.steps:
+            self.step += 1
+            losses = step_function()
+            if losses is None:
+                self._restore_good_state(reporter)
+                continue
+            self._restores = 0
+            reporter.step(losses)
+            every = config.validation.every
+            if every and self.step % every == 0 and self.step < settings.steps:
+                self._validate(reporter)
+            if self.step % config.checkpoint.every == 0 and self.step < settings.steps:
+                self._save_checkpoint()
+
+    def _validate(self, reporter: Reporter) -> None:
+        if not self.validation_sets:
+            return
+        from srgan_med.train.validation import image_grid, validate
+
+        self.metrics = validate(
+            self.generator, self.validation_sets, self.config.scale, self.device, self.autocast
+        )
+        reporter.scalars({f"validation/{k}": v for k, v in self.metrics.items()})
+        images = self.config.logging.images_every
+        if images and (self.step % images == 0 or self.step == getattr(self.config, self.phase).steps):
+            grid = image_grid(
+                self.generator, self.validation_sets[0], self.config.scale, self.device, self.autocast
+            )
+            reporter.image("validation/lr_bicubic_sr_hr", grid)
+
+    def _finish_phase(self, reporter: Reporter) -> Path | None:
+        if self.dist.is_main:
+            self._validate(reporter)
+        self._save_checkpoint()  # every rank takes part (collectives), so no file-based condition here
+        if not self.dist.is_main:
+            return None
+        from srgan_med.train.provenance import export_model
+
+        path = export_model(self)
+        reporter.note(f"{self.phase} done: model written to {path}")
+        return path

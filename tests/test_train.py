@@ -1,0 +1,227 @@
+"""The two-phase trainer on the tiny CPU config: it learns, logs, checkpoints, resumes bit-exactly,
+guards against divergence, and runs under torchrun with DDP (gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from srgan_med.cli import app
+from srgan_med.errors import TrainingDivergedError
+from srgan_med.losses import AdversarialLoss, pixel_loss
+from srgan_med.losses.perceptual import RANDOM_SOURCE
+from srgan_med.models.bundle import load_bundle
+from srgan_med.train import Trainer, load_train_config
+from srgan_med.train.checkpoint import list_checkpoints, load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "tiny.yaml"
+
+
+def tiny(tmp_path: Path, *overrides: str):
+    return load_train_config(TINY, [f"output_dir={tmp_path / 'run'}", *overrides])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One uninterrupted tiny run of both phases, shared by the tests that only read its outputs."""
+    tmp_path = tmp_path_factory.mktemp("tiny")
+    started = time.perf_counter()
+    result = Trainer(tiny(tmp_path), quiet=True).run()
+    return result, time.perf_counter() - started
+
+
+def test_tiny_run_of_both_phases_learns_in_under_a_minute(tiny_run):
+    result, seconds = tiny_run
+    assert seconds < 60
+    pixel = [h["loss/pixel"] for h in result.history if h["phase"] == "pretrain"]
+    assert len(pixel) == 6  # logged every 5 of 30 steps
+    assert pixel[-1] < 0.5 * pixel[0]
+    gan = [h for h in result.history if h["phase"] == "gan"]
+    assert gan and all(0 < h["discriminator/real"] < 1 and 0 < h["discriminator/fake"] < 1 for h in gan)
+    assert {"psnr", "ssim", "psnr_bicubic", "ssim_bicubic"} <= set(result.metrics)
+
+
+def test_exported_models_are_loadable_bundles_that_say_the_vgg_was_random(tiny_run):
+    result, _ = tiny_run
+    assert set(result.models) == {"pretrain", "gan"}
+    for _phase, path in result.models.items():
+        bundle = load_bundle(str(path))
+        assert bundle.scale == 2 and bundle.modality == "CT"
+        assert bundle.card["vgg_weights"] == RANDOM_SOURCE
+        assert bundle.card["training_data"] == ["CT_small.dcm"]
+        low_res = torch.rand(1, 1, 10, 12)
+        assert bundle.generator(low_res).shape == (1, 1, 20, 24)
+    srresnet = load_bundle(str(result.models["pretrain"])).generator.state_dict()
+    srgan = load_bundle(str(result.models["gan"])).generator.state_dict()
+    assert not torch.equal(srresnet["tail.weight"], srgan["tail.weight"])  # phase 2 changed the weights
+
+
+def test_checkpoints_are_safetensors_and_json_only(tiny_run):
+    result, _ = tiny_run
+    folder = result.output_dir / "checkpoints"
+    assert {p.suffix for p in folder.iterdir()} == {".json", ".safetensors"}
+    newest = list_checkpoints(folder)[-1]
+    tensors, sidecar = load_checkpoint(newest)
+    assert sidecar["phase"] == "gan" and sidecar["step"] == 10 and sidecar["global_step"] == 40
+    assert sidecar["perceptual_weights"] == RANDOM_SOURCE
+    assert sidecar["degradation"]["modality"] == "CT" and sidecar["versions"]["torch"] == torch.__version__
+    assert sidecar["config"]["losses"]["perceptual"]["weights"] == "random"
+    assert "optim.discriminator.0.exp_avg" in tensors and "rng.sampler.rank0" in tensors
+    assert len(list_checkpoints(folder)) == 2  # checkpoint.keep
+
+
+def test_tensorboard_has_losses_metrics_and_image_grids(tiny_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result, _ = tiny_run
+    events = EventAccumulator(str(result.output_dir / "tensorboard")).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {
+        "loss/pixel",
+        "loss/content",
+        "loss/adversarial",
+        "loss/discriminator",
+        "discriminator/real",
+        "discriminator/fake",
+        "learning_rate",
+        "throughput/patches_per_s",
+        "validation/psnr",
+        "validation/ssim_bicubic",
+    } <= tags
+    pixel = events.Scalars("loss/pixel")
+    assert [e.step for e in pixel] == [5, 10, 15, 20, 25, 30]
+    image = events.Images("validation/lr_bicubic_sr_hr")[-1]
+    assert image.width == 4 * image.height  # LR | bicubic | SR | HR side by side
+
+
+def _train_command(output_dir: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "srgan_med", "train", str(TINY), "-q",
+        "--set", f"output_dir={output_dir}", "--set", "checkpoint.every=5",
+        "--set", "pretrain.steps=20", "--set", "gan.steps=30",
+    ]  # fmt: skip
+
+
+def test_sigkill_and_resume_ends_bit_for_bit_like_an_uninterrupted_run(tmp_path):
+    env = dict(os.environ)
+    straight = tmp_path / "straight"
+    subprocess.run(_train_command(straight), check=True, env=env, capture_output=True)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_train_command(killed), env=env, stderr=subprocess.DEVNULL)
+    marker = killed / "checkpoints" / "step-0000025.json"  # 5 steps into phase 2
+    deadline = time.monotonic() + 120
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / "models" / "tiny-ct-x2-srgan.safetensors").exists()
+
+    resumed = subprocess.run(_train_command(killed), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from step-00000" in resumed.stderr
+    for name in ("checkpoints/step-0000050.safetensors", "models/tiny-ct-x2-srgan.safetensors"):
+        expected, got = load_file(str(straight / name)), load_file(str(killed / name))
+        assert expected.keys() == got.keys()
+        different = [k for k in expected if not torch.equal(expected[k], got[k])]
+        assert not different, f"{name}: {different[:5]}"
+
+
+def test_non_finite_loss_restores_the_last_good_state(tmp_path, caplog, monkeypatch):
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("srgan_med"), "propagate", True)
+    trainer = Trainer(tiny(tmp_path, "gan.steps=0", "pretrain.steps=12", "checkpoint.every=5"), quiet=True)
+    real_loss, calls = trainer.pixel_loss, {"n": 0}
+
+    def sometimes_nan(output, target):
+        calls["n"] += 1
+        loss = real_loss(output, target)
+        return loss * float("nan") if calls["n"] == 8 else loss  # step 8: after the step-5 checkpoint
+
+    trainer.pixel_loss = sometimes_nan
+    with caplog.at_level("WARNING", logger="srgan_med"):
+        result = trainer.run()
+    assert "non-finite loss; step skipped and the state of step 5 restored" in caplog.text
+    assert (
+        result.history[-1]["step"] == 12
+        and torch.isfinite(torch.stack([p.detach().sum() for p in trainer.generator.parameters()])).all()
+    )
+
+    always = Trainer(tiny(tmp_path, "gan.steps=0", "output_dir=" + str(tmp_path / "nan")), quiet=True)
+    always.pixel_loss = lambda output, target: real_loss(output, target) * float("nan")
+    with pytest.raises(TrainingDivergedError, match="not finite again after 3 restores"):
+        always.run()
+
+
+def test_missing_vgg_weights_stop_before_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    output = tmp_path / "run"
+    result = CliRunner().invoke(
+        app,
+        ["train", str(TINY), "--set", f"output_dir={output}", "--set", "losses.perceptual.weights=imagenet"],
+    )
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: ImageNet VGG19 weights not found") and "vgg19-dcbb9e9d.pth" in line
+    assert not output.exists()
+
+
+def test_resume_flags_protect_existing_runs(tiny_run, tmp_path):
+    result, _ = tiny_run
+    existing = ["train", str(TINY), "--set", f"output_dir={result.output_dir}", "--no-resume"]
+    refused = CliRunner().invoke(app, existing)
+    assert refused.exit_code == 2 and "holds checkpoints of an earlier run" in refused.output
+    nothing = CliRunner().invoke(
+        app, ["train", str(TINY), "--set", f"output_dir={tmp_path / 'new'}", "--resume"]
+    )
+    assert nothing.exit_code == 2 and "no checkpoint in" in nothing.output
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_process_gloo_ddp_keeps_the_ranks_identical(tmp_path):
+    output = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+        str(REPO / "tests" / "ddp_worker.py"), str(TINY), str(output),
+        "pretrain.steps=6", "gan.steps=4", "checkpoint.every=3",
+    ]  # fmt: skip
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    first, second = (load_file(str(output / f"rank{r}.safetensors")) for r in (0, 1))
+    # The ranks trained on different patches...
+    assert not torch.equal(first.pop("sampler_state"), second.pop("sampler_state"))
+    # ...and DDP kept every weight and BatchNorm statistic identical.
+    assert first.keys() == second.keys()
+    assert [k for k in first if not torch.equal(first[k], second[k])] == []
+    sidecar = json.loads(sorted((output / "checkpoints").glob("*.json"))[-1].read_text())
+    assert sidecar["world_size"] == 2
+
+
+def test_adversarial_and_pixel_losses():
+    loss = AdversarialLoss(weight=1e-3)
+    logits = torch.tensor([[3.0], [-2.0]])
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.ones(2, 1))
+    torch.testing.assert_close(loss(logits, target_is_real=True), 1e-3 * expected)
+    torch.testing.assert_close(loss(logits, target_is_real=True, for_discriminator=True), expected)
+    assert loss(torch.full((4, 1), -30.0), target_is_real=False, for_discriminator=True) < 1e-6
+    assert pixel_loss("l1")(torch.zeros(2), torch.ones(2)) == 1.0
+    assert pixel_loss("mse")(torch.zeros(2), torch.full((2,), 2.0)) == 4.0

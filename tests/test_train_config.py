@@ -1,0 +1,88 @@
+"""Training configs: shipped configs load; unknown keys and bad values fail with the dotted key path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from srgan_med.cli import app
+from srgan_med.errors import ConfigError
+from srgan_med.schema import apply_overrides
+from srgan_med.train import load_train_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["ct.yaml", "mr.yaml", "tiny.yaml"])
+def test_shipped_configs_load(name):
+    config = load_train_config(REPO / "configs" / name)
+    assert config.base_dir == str((REPO / "configs").resolve())
+    assert config.data.patch_size % config.scale == 0
+    assert config.pretrain.steps > 0
+
+
+def test_ct_config_follows_the_paper():
+    config = load_train_config(REPO / "configs" / "ct.yaml")
+    assert (config.generator.blocks, config.generator.width) == (16, 64)
+    assert config.losses.adversarial_weight == pytest.approx(1e-3)
+    assert dict(config.losses.perceptual.layer_weights) == {"relu5_4": 1.0}
+    assert config.losses.perceptual.weights == "imagenet"
+
+
+def _write(tmp_path, text: str) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("data: {bogus: 1}\n", r"data\.bogus: unknown key"),
+        ("gan: {learning_rate: fast}\n", r"gan\.learning_rate: expected a number, got 'fast'"),
+        ("scale: 5\n", r"scale: must be one of 2, 3, 4, 8"),
+        ("scale: 4\ndata: {patch_size: 30}\n", r"data\.patch_size: must be a multiple of scale 4"),
+        (
+            "losses: {perceptual: {layer_weights: {relu9_9: 1}}}\n",
+            r"layer_weights\.relu9_9: not a VGG19 layer",
+        ),
+        ("losses: {pixel: huber}\n", r"losses\.pixel: must be one of mse, l1"),
+        ("pretrain: {steps: -1}\n", r"pretrain\.steps: must be non-negative"),
+        ("pretrain: {steps: 0}\ngan: {steps: 0}\n", r"at least one phase needs steps"),
+        ("gan: {decay_steps: [5, 2]}\n", r"gan\.decay_steps: must be increasing"),
+        ("performance: {compile: maybe}\n", r"performance\.compile: expected true or false"),
+        ("- a list\n", r"must be a mapping"),
+        ("data: [\n", r"cannot read training config"),
+    ],
+)
+def test_bad_configs_name_the_key(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_train_config(_write(tmp_path, text))
+
+
+def test_overrides_are_typed_and_checked(tmp_path):
+    path = _write(tmp_path, "gan: {steps: 3}\n")
+    config = load_train_config(path, ["gan.steps=7", "losses.perceptual.weights=random", "data.train=[a, b]"])
+    assert config.gan.steps == 7 and config.losses.perceptual.weights == "random"
+    assert config.data.train == ("a", "b")
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_train_config(path, ["gan.steps"])
+    with pytest.raises(ConfigError, match=r"gan\.steps\.x: unknown key|gan\.steps is not a section"):
+        load_train_config(path, ["gan.steps.x=1"])
+    with pytest.raises(ConfigError, match=r"gan\.stepz: unknown key"):
+        load_train_config(path, ["gan.stepz=1"])
+    # Overrides never change the caller's mapping.
+    data = {"gan": {"steps": 1}}
+    assert apply_overrides(data, ["gan.steps=2"]) == {"gan": {"steps": 2}} and data == {"gan": {"steps": 1}}
+
+
+def test_cli_reports_config_errors_in_one_line(tmp_path):
+    path = _write(tmp_path, "gan: {learning_rate: fast}\n")
+    result = CliRunner().invoke(app, ["train", str(path)])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert lines == [f"error: {path}: gan.learning_rate: expected a number, got 'fast'"]
+    missing = CliRunner().invoke(app, ["train", str(tmp_path / "nope.yaml")])
+    assert missing.exit_code == 2 and "training config not found" in missing.output
