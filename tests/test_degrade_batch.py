@@ -111,7 +111,10 @@ def test_bad_inputs_raise():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gpu_batch_matches_cpu_batch():
-    cfg = config(blur={"profile": "gaussian", "fwhm_mm": [1.0, 3.0]}, kspace={"enabled": True})
+    cfg = config(
+        blur={"profile": ["gaussian", "box", "bicubic", "none"], "fwhm_mm": [1.0, 3.0]},
+        kspace={"enabled": True},
+    )
     degrader = BatchDegradation(cfg, 4)
     high_res = torch.rand(8, 1, 64, 64, generator=torch.Generator().manual_seed(0))
     params = degrader.sample_params(8, torch.Generator().manual_seed(1))

@@ -1,9 +1,10 @@
 """LR/HR pair synthesis: a physical degradation model as MONAI dictionary transforms and a batched
 GPU implementation of the same steps.
 
-Per item (CPU): :func:`degradation_pipeline` or the single transforms. Whole batches on the device:
-:class:`BatchDegradation`. Geometry helpers shared with I/O and ``enhance``: :func:`downsampled_affine`,
-:func:`upsampled_affine`.
+PSF families: Gaussian, box (voxel averaging) and anti-aliased bicubic (:mod:`.bicubic`), or a
+mixture drawn per item. Per item (CPU): :func:`degradation_pipeline` or the single transforms. Whole
+batches on the device: :class:`BatchDegradation`. Geometry helpers shared with I/O and ``enhance``:
+:func:`downsampled_affine`, :func:`upsampled_affine`.
 """
 
 from srgan_med.degrade.batch import BatchDegradation, DegradationParams

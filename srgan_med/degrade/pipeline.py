@@ -1,8 +1,10 @@
 """The whole degradation as one MONAI ``Compose`` of dictionary transforms (CPU, per item).
 
 Order, as an acquisition would produce it: normalise ``high_res`` (invertibly) -> copy to ``low_res``
--> in-plane PSF -> k-space truncation (MR) -> block averaging / thick slices -> noise -> 8-bit
-quantisation. :class:`srgan_med.degrade.batch.BatchDegradation` runs the same steps on whole batches.
+-> in-plane PSF (one family per item when ``blur.profile`` is a mixture) -> k-space truncation (MR)
+-> block averaging / thick slices -> noise -> 8-bit quantisation. Every PSF family ends in the same
+block averaging, so all families share one low-res grid (see :mod:`srgan_med.degrade.bicubic`).
+:class:`srgan_med.degrade.batch.BatchDegradation` runs the same steps on whole batches.
 """
 
 from __future__ import annotations
