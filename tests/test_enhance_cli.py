@@ -146,6 +146,7 @@ def test_evaluate_scores_a_model_beside_the_interpolators(tmp_path, small_ct_vol
     assert result.exit_code == 0, result.stderr
     methods = {row["method"] for row in csv.DictReader(open(out / "metrics.csv"))}
     assert methods == {"bicubic", "tiny_x2"}
+    assert f"--model {model}" in (out / "report.md").read_text()  # the recorded command reproduces it
     wrong = runner.invoke(app, [*args, "--scale", "4", "-o", str(tmp_path / "e4")])
     assert wrong.exit_code == 2 and "upscales x2, the pair needs x4" in wrong.stderr
     assert not (tmp_path / "e4").exists()

@@ -20,6 +20,7 @@ def _command_line(
     scale: int,
     degradation: str | None,
     seed: int,
+    models: list[str] | None = None,
 ) -> str:
     """The exact command that reproduces this evaluation (recorded in report.md)."""
     words = ["srgan-med", "evaluate", *high_res]
@@ -29,6 +30,8 @@ def _command_line(
         words += ["--scale", str(scale), "--seed", str(seed)] + (
             ["--degradation", degradation] if degradation else []
         )
+    for name in models or []:
+        words += ["--model", name]
     words += ["--out", str(out), "--methods", methods, "--mask", mask]
     return shlex.join(words)
 
@@ -88,7 +91,7 @@ def evaluate(
         models=model or [],
         mask=mask,
         overwrite=overwrite,
-        command=_command_line(high_res, low_res or [], out, methods, mask, scale, degradation, seed),
+        command=_command_line(high_res, low_res or [], out, methods, mask, scale, degradation, seed, model),
         show_progress=not quiet,
     )
     if not quiet:
