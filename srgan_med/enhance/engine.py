@@ -49,9 +49,10 @@ class EnhanceResult:
 
 
 def _block_mean(volume: np.ndarray, scale: int) -> np.ndarray:
-    """``(H * s, W * s, N)`` -> ``(H, W, N)`` by averaging ``s x s`` blocks (the grid of the input)."""
-    h, w, n = volume.shape
-    return volume.reshape(h // scale, scale, w // scale, scale, n).mean(axis=(1, 3))
+    """``(B, H * s, W * s)`` -> ``(B, H, W)`` by averaging ``s x s`` blocks (the grid of the input),
+    in float64."""
+    b, h, w = volume.shape
+    return volume.reshape(b, h // scale, scale, w // scale, scale).mean(axis=(2, 4), dtype=np.float64)
 
 
 def enhance_volume(
@@ -66,9 +67,14 @@ def enhance_volume(
     batch_size: int = 8,
     tile: int = 256,
     halo: int = 48,
+    max_pixels_per_pass: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> EnhanceResult:
     """Upscale ``scan`` in the plane orthogonal to ``slice_axis``.
+
+    Memory: besides ``scan`` this holds one float32 output volume (written in place, in its final
+    layout) and one batch; the consistency PSNR is accumulated batch by batch, so no float64 or
+    transposed copy of either volume is made.
 
     Args:
         scan: ``MetaTensor`` ``(1, I, J, K)`` in physical units.
@@ -80,6 +86,8 @@ def enhance_volume(
         batch_size: slices per forward pass (halved automatically on CUDA out-of-memory).
         tile: tile size in input pixels for large slices (halved after batch size 1 runs out of memory).
         halo: context around each tile, at least the generator's receptive-field radius.
+        max_pixels_per_pass: cap on ``batch * H * W`` input pixels per forward pass (the batch is
+            lowered to fit, never below 1), bounding activation memory; ``None``: no cap.
         progress: called with the number of slices finished after each batch.
 
     Returns:
@@ -88,7 +96,6 @@ def enhance_volume(
     from monai.data import MetaTensor
 
     from srgan_med.io.geometry import rescaled_affine
-    from srgan_med.metrics import psnr
 
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
@@ -98,12 +105,18 @@ def enhance_volume(
         raise InputError(
             f"slices of {height}x{width} voxels are too small to upscale (plane axis {slice_axis})"
         )
-    output = np.empty((height * scale, width * scale, count), dtype=np.float32)
-    start = 0
+    if max_pixels_per_pass is not None:
+        batch_size = max(1, min(batch_size, max_pixels_per_pass // (height * width)))
+    out_shape = [height * scale, width * scale]
+    out_shape.insert(slice_axis, count)
+    output = np.empty(out_shape, dtype=np.float32)  # final (I', J', K') layout
+    output_slices = np.moveaxis(output, slice_axis, -1)  # (H * s, W * s, N) view
+    data_range = float(np.ptp(volume)) or 1.0
+    squared_error, start = 0.0, 0
     while start < count:
         stop = min(start + batch_size, count)
         batch = np.ascontiguousarray(np.moveaxis(volume[:, :, start:stop], -1, 0))[:, None]
-        low_res = torch.from_numpy(normalise(batch).astype(np.float32)).to(device)
+        low_res = torch.from_numpy(normalise(batch).astype(np.float32, copy=False)).to(device)
         try:
             with torch.inference_mode():
                 high_res = tiled_upscale(upscale, low_res, scale, tile, halo)
@@ -119,16 +132,21 @@ def enhance_volume(
                 ) from None
             logger.warning("CUDA out of memory: continuing with batch size %d, tile %d", batch_size, tile)
             continue
-        values = denormalise(high_res[:, 0].float().cpu().numpy())
-        output[:, :, start:stop] = np.moveaxis(values, 0, -1)
+        values = denormalise(high_res[:, 0].float().cpu().numpy())  # (B, H * s, W * s)
+        output_slices[:, :, start:stop] = np.moveaxis(values, 0, -1)
+        difference = _block_mean(values, scale) - batch[:, 0]
+        squared_error += float(np.vdot(difference, difference))
         if progress is not None:
             progress(stop - start)
         start = stop
-    consistency = psnr(volume, _block_mean(output, scale), data_range=float(np.ptp(volume)) or 1.0)
+    mean_squared_error = squared_error / volume.size
+    consistency = (
+        float("inf") if mean_squared_error == 0 else 10 * np.log10(data_range**2 / mean_squared_error)
+    )
     factors = [scale, scale, scale]
     factors[slice_axis] = 1
     image = MetaTensor(
-        torch.from_numpy(np.ascontiguousarray(np.moveaxis(output, -1, slice_axis))[None]),
+        torch.from_numpy(output[None]),
         affine=torch.as_tensor(rescaled_affine(scan.affine, factors)),
         meta={k: v for k, v in scan.meta.items() if k != "affine"},
     )

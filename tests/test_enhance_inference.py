@@ -1,0 +1,134 @@
+"""The optimised inference path computes the same function as the plain one (fp32, eager, one slice
+at a time), and ``enhance_volume`` keeps its memory to about one output volume."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from monai.data import MetaTensor
+from torch import nn
+
+from srgan_med.enhance.engine import enhance_volume
+from srgan_med.enhance.inference import fold_batch_norm, prepare_for_inference
+from srgan_med.metrics import psnr
+from srgan_med.nets import SRResNet
+
+
+def _generator(scale: int = 2) -> SRResNet:
+    """A small SRResNet in eval mode with non-trivial batch-norm statistics and affine parameters."""
+    torch.manual_seed(0)
+    generator = SRResNet(scale=scale, blocks=2, width=8).eval()
+    with torch.no_grad():
+        for module in generator.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    return generator
+
+
+def _plain(generator: nn.Module, low_res: torch.Tensor) -> torch.Tensor:
+    """The reference: fp32, eager, one slice at a time."""
+    with torch.no_grad():
+        return torch.cat([generator(low_res[i : i + 1]) for i in range(low_res.shape[0])])
+
+
+def test_folding_removes_every_batch_norm_and_keeps_the_function():
+    generator = _generator()
+    folded = fold_batch_norm(generator)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in generator.modules()) == 5  # original untouched
+    low_res = torch.rand(3, 1, 20, 17)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(low_res), _plain(generator, low_res), atol=1e-5, rtol=1e-5)
+
+
+def test_training_mode_batch_norm_is_not_folded():
+    generator = _generator().train()
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in fold_batch_norm(generator).modules()) == 5
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("scale", [2, 4])
+def test_prepared_generator_equals_plain(channels_last, scale):
+    generator = _generator(scale)
+    prepared = prepare_for_inference(generator, "cpu", channels_last=channels_last)
+    low_res = torch.rand(4, 1, 24, 31)
+    with torch.inference_mode():
+        fast = prepared(low_res)
+    assert fast.is_contiguous() and fast.dtype == torch.float32
+    torch.testing.assert_close(fast, _plain(generator, low_res), atol=1e-5, rtol=1e-5)
+    assert generator.body[0].body[1].running_var.requires_grad is False  # original kept as it was
+    assert next(generator.parameters()).requires_grad
+
+
+def _ct_scan(shape=(40, 36, 7)) -> MetaTensor:
+    rng = np.random.default_rng(0)
+    volume = rng.normal(40.0, 300.0, shape).astype(np.float32)
+    affine = np.diag([0.7, 0.7, 2.5, 1.0])
+    return MetaTensor(torch.from_numpy(volume[None]), affine=torch.as_tensor(affine), meta={"modality": "CT"})
+
+
+@pytest.mark.parametrize("slice_axis", [0, 2])
+def test_enhance_volume_with_the_optimised_path_equals_plain_slice_by_slice(slice_axis):
+    generator = _generator(2)
+    scan = _ct_scan()
+
+    def normalise(values):
+        return (values + 1000.0) / 3000.0
+
+    def denormalise(values):
+        return values * 3000.0 - 1000.0
+
+    result = enhance_volume(
+        scan,
+        prepare_for_inference(generator, "cpu"),
+        2,
+        normalise=normalise,
+        denormalise=denormalise,
+        slice_axis=slice_axis,
+        batch_size=8,
+        tile=16,  # tiled, with the receptive-field halo
+        halo=14,
+        max_pixels_per_pass=3 * 40 * 36,
+    )
+    height, width = (s for a, s in enumerate(scan.shape[1:]) if a != slice_axis)
+    assert result.batch_size == min(8, 3 * 40 * 36 // (height * width))
+    slices = np.moveaxis(scan[0].numpy(), slice_axis, 0)[:, None]
+    expected = denormalise(_plain(generator, torch.from_numpy(normalise(slices))).numpy()[:, 0])
+    expected = np.moveaxis(expected, 0, slice_axis)
+    np.testing.assert_allclose(result.image[0].numpy(), expected, atol=0.05)  # HU, from ~1e-5 in [0, 1]
+    block_mean = np.moveaxis(expected, slice_axis, -1)
+    h, w, n = block_mean.shape
+    block_mean = block_mean.reshape(h // 2, 2, w // 2, 2, n).mean(axis=(1, 3))
+    reference = np.moveaxis(scan[0].numpy(), slice_axis, -1)
+    data_range = float(np.ptp(reference))
+    assert result.consistency_psnr_db == pytest.approx(psnr(reference, block_mean, data_range), abs=1e-3)
+
+
+def test_enhance_volume_holds_about_one_output_volume():
+    """numpy allocations (tracked by tracemalloc) stay within 1.1x the float32 output: no float64,
+    transposed or normalised copy of a whole volume (each would add at least 0.25x)."""
+    scan = _ct_scan((160, 48, 40))
+    output_bytes = 160 * 48 * 2 * 40 * 2 * 4
+    tracemalloc.start()
+    try:
+        result = enhance_volume(
+            scan,
+            lambda x: F.interpolate(x, scale_factor=2, mode="nearest"),
+            2,
+            normalise=lambda v: v / 1000,
+            denormalise=lambda v: v * 1000,
+            slice_axis=0,  # the transposed case: the output must still be written in place
+            batch_size=2,
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert tuple(result.image.shape[1:]) == (160, 96, 80)
+    assert peak < 1.1 * output_bytes, f"peak {peak / output_bytes:.2f}x the output"
