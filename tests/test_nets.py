@@ -47,3 +47,16 @@ def test_bad_arguments():
         SRResNet(scale=5)
     with pytest.raises(ValueError, match="must be positive"):
         SRResNet(blocks=0)
+
+
+def test_bicubic_residual_starts_as_bicubic_and_learns_a_difference():
+    import torch.nn.functional as F
+
+    generator = SRResNet(scale=2, blocks=2, width=8, residual="bicubic")
+    low_res = torch.rand(2, 1, 11, 13)
+    expected = F.interpolate(low_res, scale_factor=2, mode="bicubic", align_corners=False)
+    torch.testing.assert_close(generator(low_res), expected)
+    generator(low_res).sum().backward()
+    assert generator.tail.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="residual must be one of none, bicubic"):
+        SRResNet(residual="lanczos")

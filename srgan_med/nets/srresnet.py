@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 SUPPORTED_SCALES = (2, 3, 4, 8)
+RESIDUALS = ("none", "bicubic")
 
 
 class ResidualBlock(nn.Module):
@@ -54,12 +55,18 @@ class SRResNet(nn.Module):
         blocks: residual blocks (16 in the paper).
         width: feature channels (64 in the paper).
         channels: image channels in and out (1 for grey-scale scans).
+        residual: ``"none"`` (the paper) or ``"bicubic"``: the network predicts the difference to the
+            bicubic upscaling of its input (a global skip as in VDSR, Kim et al. 2016,
+            https://arxiv.org/abs/1511.04587); the output convolution starts at zero, so the untrained
+            network *is* bicubic and short (CPU) training only has to learn the missing detail.
 
     Shapes:
         ``(B, channels, H, W) -> (B, channels, H * scale, W * scale)`` for any ``H``, ``W``.
     """
 
-    def __init__(self, scale: int = 4, blocks: int = 16, width: int = 64, channels: int = 1) -> None:
+    def __init__(
+        self, scale: int = 4, blocks: int = 16, width: int = 64, channels: int = 1, residual: str = "none"
+    ) -> None:
         super().__init__()
         if scale not in SUPPORTED_SCALES:
             raise ValueError(f"scale must be one of {SUPPORTED_SCALES}, got {scale}")
@@ -67,15 +74,26 @@ class SRResNet(nn.Module):
             raise ValueError(
                 f"blocks, width and channels must be positive, got {blocks}, {width}, {channels}"
             )
+        if residual not in RESIDUALS:
+            raise ValueError(f"residual must be one of {', '.join(RESIDUALS)}, got {residual!r}")
         self.scale = scale
+        self.residual = residual
         self.head = nn.Sequential(nn.Conv2d(channels, width, 9, padding=4), nn.PReLU(width))
         self.body = nn.Sequential(*[ResidualBlock(width) for _ in range(blocks)])
         self.body_tail = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width))
         factors = [3] if scale == 3 else [2] * {2: 1, 4: 2, 8: 3}[scale]
         self.upsample = nn.Sequential(*[UpsampleBlock(width, f) for f in factors])
         self.tail = nn.Conv2d(width, channels, 9, padding=4)
+        if residual == "bicubic":
+            nn.init.zeros_(self.tail.weight)
+            nn.init.zeros_(self.tail.bias)
 
     def forward(self, low_res: torch.Tensor) -> torch.Tensor:
         features = self.head(low_res)
         features = features + self.body_tail(self.body(features))
-        return self.tail(self.upsample(features))
+        output = self.tail(self.upsample(features))
+        if self.residual == "bicubic":
+            output = output + nn.functional.interpolate(
+                low_res, scale_factor=self.scale, mode="bicubic", align_corners=False
+            )
+        return output

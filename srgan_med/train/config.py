@@ -49,10 +49,16 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    """SRResNet size (16 blocks of 64 channels in the paper)."""
+    """SRResNet size (16 blocks of 64 channels in the paper) and global skip.
+
+    Attributes:
+        residual: ``"none"`` (the paper) or ``"bicubic"`` (predict the difference to bicubic; see
+            :class:`srgan_med.nets.SRResNet`).
+    """
 
     blocks: int = 16
     width: int = 64
+    residual: str = "none"
 
 
 @dataclass(frozen=True)
@@ -213,6 +219,7 @@ class TrainConfig:
 
 _CHOICES = {
     "modality": ("CT", "MR"),
+    "generator.residual": ("none", "bicubic"),
     "data.cache": ("memory", "disk", "none"),
     "losses.pixel": ("mse", "l1"),
     "losses.perceptual.criterion": ("mse", "l1"),

@@ -150,6 +150,7 @@ class Trainer:
                 "blocks": config.generator.blocks,
                 "width": config.generator.width,
                 "channels": 1,
+                "residual": config.generator.residual,
             },
         }
         self.generator = SRResNet(**self.architecture["kwargs"]).to(self.device)
