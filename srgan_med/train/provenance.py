@@ -96,3 +96,17 @@ def export_model(trainer) -> Path:
         card=card,
         overwrite=True,
     )
+
+
+def sidecar(trainer, parts: dict) -> dict:
+    """The JSON sidecar of a checkpoint: position, config, metrics, optimiser parts and provenance."""
+    return {
+        "phase": trainer.phase,
+        "step": trainer.step,
+        "global_step": trainer.global_step,
+        "config": trainer.config.to_dict(),
+        "metrics": trainer.metrics,
+        "world_size": trainer.dist.world_size,
+        **parts,
+        **provenance(trainer),
+    }

@@ -23,7 +23,9 @@ from srgan_med.errors import ConfigError, InputError, OutputExistsError, Trainin
 from srgan_med.train import checkpoint as ckpt
 from srgan_med.train.config import PhaseConfig, TrainConfig
 from srgan_med.train.distributed import Distributed, setup_distributed
+from srgan_med.train.provenance import sidecar
 from srgan_med.train.reporting import Reporter
+from srgan_med.train.state import capture_state, restore_state
 
 logger = logging.getLogger(__name__)
 
@@ -289,53 +291,8 @@ class Trainer:
         return result
 
     # ------------------------------------------------------------------------------ state handling
-    def _state_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
-        tensors = {f"generator.{k}": v for k, v in self.generator.state_dict().items()}
-        tensors.update({f"discriminator.{k}": v for k, v in self.discriminator.state_dict().items()})
-        optimisers = {}
-        for name, optimiser in self.optimisers.items():
-            flat, part = ckpt.optimiser_to_flat(f"optim.{name}", optimiser)
-            tensors.update(flat)
-            optimisers[name] = part
-        tensors["rng.torch"] = torch.get_rng_state()
-        if self.device.type == "cuda":
-            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        for rank, state in enumerate(self.dist.all_gather(self.sampler.get_state())):
-            tensors[f"rng.sampler.rank{rank}"] = state
-        for rank, state in enumerate(self.dist.all_gather(self.degrade_generator.get_state())):
-            tensors[f"rng.degrade.rank{rank}"] = state
-        schedulers = {name: ckpt.scheduler_to_json(s) for name, s in self.schedulers.items()}
-        return tensors, {"optimisers": optimisers, "schedulers": schedulers}
-
-    def _load_state(self, tensors: dict[str, torch.Tensor], parts: dict, data_position: bool = True) -> None:
-        try:
-            self.generator.load_state_dict(ckpt.prefixed(tensors, "generator"))
-            self.discriminator.load_state_dict(ckpt.prefixed(tensors, "discriminator"))
-        except RuntimeError as error:
-            raise InputError(
-                f"checkpoint does not fit this config's networks ({str(error).splitlines()[0]})"
-            ) from None
-        for name, optimiser in self.optimisers.items():
-            optimiser.load_state_dict(
-                ckpt.optimiser_from_flat(f"optim.{name}", tensors, parts["optimisers"][name])
-            )
-        for name, scheduler in self.schedulers.items():
-            scheduler.load_state_dict(ckpt.scheduler_from_json(parts["schedulers"][name]))
-        if not data_position:
-            return
-        torch.set_rng_state(tensors["rng.torch"])
-        if self.device.type == "cuda" and "rng.cuda" in tensors:
-            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
-        key = f"rank{self.dist.rank}"
-        if f"rng.sampler.{key}" not in tensors:
-            raise InputError(
-                "checkpoint was written by fewer processes; resume with the same number of processes"
-            )
-        self.sampler.set_state(tensors[f"rng.sampler.{key}"])
-        self.degrade_generator.set_state(tensors[f"rng.degrade.{key}"])
-
     def _remember_good_state(self) -> None:
-        tensors, parts = self._state_tensors()
+        tensors, parts = capture_state(self)
         self._good_state = {
             "tensors": {k: v.detach().clone() for k, v in tensors.items()},
             "parts": parts,
@@ -350,7 +307,7 @@ class Trainer:
                 "lower the learning rate or check the data"
             )
         # Weights and optimisers go back; the data stream does not, so the retry sees new patches.
-        self._load_state(self._good_state["tensors"], self._good_state["parts"], data_position=False)
+        restore_state(self, self._good_state["tensors"], self._good_state["parts"], data_position=False)
         message = (
             f"{self.phase} step {self.step}: non-finite loss; step skipped and the state of "
             f"step {self._good_state['step']} restored"
@@ -359,30 +316,16 @@ class Trainer:
         reporter.note(message)
         self.step = self._good_state["step"]
 
-    def _sidecar(self, parts: dict) -> dict:
-        from srgan_med.train.provenance import provenance
-
-        return {
-            "phase": self.phase,
-            "step": self.step,
-            "global_step": self.global_step,
-            "config": self.config.to_dict(),
-            "metrics": self.metrics,
-            "world_size": self.dist.world_size,
-            **parts,
-            **provenance(self),
-        }
-
     def _save_checkpoint(self) -> None:
         self.dist.sync_buffers(self.generator)
         self.dist.sync_buffers(self.discriminator)
-        tensors, parts = self._state_tensors()
+        tensors, parts = capture_state(self)
         if self.dist.is_main:
             ckpt.save_checkpoint(
                 self.checkpoint_dir,
                 self.global_step,
                 tensors,
-                self._sidecar(parts),
+                sidecar(self, parts),
                 self.config.checkpoint.keep,
             )
         self._good_state = {
@@ -405,7 +348,7 @@ class Trainer:
         self.step = int(sidecar["step"])
         self.metrics = dict(sidecar.get("metrics", {}))
         self._new_optimisers(self.phase)
-        self._load_state(tensors, sidecar)
+        restore_state(self, tensors, sidecar)
         self._good_state = {"tensors": tensors, "parts": sidecar, "step": self.step}
 
     @property
