@@ -1,0 +1,359 @@
+"""Speed of ``srgan-med enhance`` against a naive baseline, in one process (issue #7).
+
+Times, on a synthetic int16 CT NIfTI (default 128x128x300) and a random-init x4 SRResNet (16 blocks,
+64 channels; speed does not depend on weight values):
+
+- the naive baseline: the same generator, fp32, eager, one slice per forward pass, ``torch.no_grad``;
+- the engine exactly as ``srgan-med enhance`` runs it (``prepare_for_inference`` + ``enhance_volume``
+  with ``engine_settings``), checked to give the same voxels as the baseline;
+- ``enhance_files`` end to end (load, upscale, write NIfTI and its JSON report);
+- bf16 autocast on CPU (not used by enhance), to show its error in HU;
+- on CUDA only: the engine in fp32, with bf16 autocast + channels_last, and (``--compile``) compiled.
+
+Baseline and engine alternate for ``--repeats`` rounds, so a machine shared with other jobs slows
+both alike; the ratio is the median of the per-round wall-time ratios, and the ratio of process CPU
+time (less sensitive to other jobs' load) is reported beside it.
+
+Usage:
+    python benchmarks/enhance_speed.py --out bench_out/                 # full size
+    python benchmarks/enhance_speed.py --slices 16 --repeats 3 --out bench_out/   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from enhance_common import environment, markdown_table, random_bundle, write_synthetic_ct  # noqa: E402
+
+
+def flops_per_slice(generator: torch.nn.Module, height: int, width: int) -> int:
+    """Floating-point operations of one forward pass on one ``height x width`` slice."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        generator(torch.zeros(1, 1, height, width))
+    return int(counter.get_total_flops())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def naive_upscale(volume: np.ndarray, generator, scale: int, normalise, denormalise, device) -> np.ndarray:
+    """The baseline: ``(H, W, N)`` physical units -> ``(H * s, W * s, N)``, one slice per pass."""
+    height, width, count = volume.shape
+    output = np.empty((height * scale, width * scale, count), dtype=np.float32)
+    with torch.no_grad():
+        for k in range(count):
+            low_res = torch.from_numpy(normalise(volume[:, :, k]).astype(np.float32))[None, None]
+            output[:, :, k] = denormalise(generator(low_res.to(device))[0, 0].cpu().numpy())
+    return output
+
+
+def _timed(function: Callable[[], Any], device: torch.device) -> tuple[float, float, Any]:
+    _sync(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    value = function()
+    _sync(device)
+    return time.perf_counter() - wall, time.process_time() - cpu, value
+
+
+def _row(figure, seconds, count, flops, device_name, ratio=None, **extra) -> dict[str, Any]:
+    row = {
+        "figure": figure,
+        "seconds": round(seconds, 3),
+        "slices_per_s": round(count / seconds, 3),
+        "gflop_per_s": round(flops * count / seconds / 1e9, 1),
+        "ratio_vs_baseline": None if ratio is None else round(ratio, 2),
+        "device": device_name,
+    }
+    row.update(extra)
+    return row
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from srgan_med.enhance.engine import enhance_volume
+    from srgan_med.enhance.inference import prepare_for_inference
+    from srgan_med.enhance.run import engine_settings, enhance_files
+    from srgan_med.enhance.tiling import receptive_field_radius
+    from srgan_med.io import load_scan
+    from srgan_med.models.bundle import load_bundle
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    env = environment()
+    cpu = torch.device("cpu")
+    rows: list[dict[str, Any]] = []
+    rounds: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        shape = (args.size, args.size, args.slices)
+        model = random_bundle(folder / "model.safetensors", args.scale, args.blocks, args.width)
+        source = write_synthetic_ct(folder / "ct.nii", shape)
+        bundle = load_bundle(str(model), device="cpu")
+        scan = load_scan(source)
+        normalise, denormalise = bundle.intensity_maps(scan[0])
+        volume = scan[0].numpy()  # (H, W, N): the slice axis of this synthetic scan is the last
+        flops = flops_per_slice(bundle.generator, args.size, args.size)
+        halo = receptive_field_radius(bundle.generator)
+
+        def engine(device, generator=None, volume_scan=scan):
+            generator = generator or prepare_for_inference(bundle.generator, device)
+            return enhance_volume(
+                volume_scan,
+                generator,
+                bundle.scale,
+                normalise=normalise,
+                denormalise=denormalise,
+                slice_axis=2,
+                device=device,
+                batch_size=args.batch_size,
+                halo=halo,
+                **engine_settings(device),
+            )
+
+        warm = scan[..., :2]  # first primitives / allocations are not what is measured
+        naive_upscale(volume[:, :, :1], bundle.generator, bundle.scale, normalise, denormalise, cpu)
+        engine(cpu, volume_scan=warm)
+        for _ in range(args.repeats):
+            naive_s, naive_cpu, naive_out = _timed(
+                lambda: naive_upscale(volume, bundle.generator, bundle.scale, normalise, denormalise, cpu),
+                cpu,
+            )
+            engine_s, engine_cpu, result = _timed(lambda: engine(cpu), cpu)
+            rounds.append(
+                {
+                    "naive_s": round(naive_s, 3),
+                    "engine_s": round(engine_s, 3),
+                    "naive_cpu_s": round(naive_cpu, 3),
+                    "engine_cpu_s": round(engine_cpu, 3),
+                    "ratio": round(naive_s / engine_s, 3),
+                }
+            )
+        max_diff_hu = float(np.abs(result.image[0].numpy() - naive_out).max())
+        cpu_name = f"CPU: {env['cpu']} ({env['torch_threads']} threads)"
+        naive_med = statistics.median(r["naive_s"] for r in rounds)
+        engine_med = statistics.median(r["engine_s"] for r in rounds)
+        ratio_med = statistics.median(r["ratio"] for r in rounds)
+        rows.append(_row("naive baseline: fp32 eager, 1 slice/pass", naive_med, args.slices, flops, cpu_name))
+        rows.append(
+            _row(
+                "enhance engine (CPU path of srgan-med enhance)",
+                engine_med,
+                args.slices,
+                flops,
+                cpu_name,
+                ratio_med,
+                max_abs_diff_vs_baseline_hu=round(max_diff_hu, 4),
+                cpu_time_ratio_vs_baseline=round(
+                    statistics.median(r["naive_cpu_s"] / r["engine_cpu_s"] for r in rounds), 2
+                ),
+            )
+        )
+
+        started = time.perf_counter()
+        enhance_files(
+            [str(source)],
+            output=folder / "ct_sr.nii",
+            model=str(model),
+            device="cpu",
+            batch_size=args.batch_size,
+            quiet=True,
+        )
+        end_to_end = time.perf_counter() - started
+        rows.append(
+            _row(
+                "srgan-med enhance end to end (load, upscale, write)",
+                end_to_end,
+                args.slices,
+                flops,
+                cpu_name,
+            )
+        )
+
+        rows.append(_bf16_cpu_row(args, scan, bundle, engine, flops, cpu_name, naive_out, naive_med))
+        if torch.cuda.is_available():
+            rows.extend(_cuda_rows(args, scan, bundle, engine, flops, naive_out))
+    return {
+        "benchmark": "enhance_speed",
+        "environment": env | {"load_average_end": [round(v, 2) for v in os.getloadavg()]},
+        "settings": {
+            "volume": list(shape),
+            "dtype": "int16 NIfTI (synthetic CT)",
+            "model": f"SRResNet x{args.scale}, {args.blocks} blocks, {args.width} channels (random init)",
+            "batch_size": args.batch_size,
+            "repeats": args.repeats,
+            "halo": halo,
+        },
+        "flops_per_slice": flops,
+        "rounds": rounds,
+        "rows": rows,
+    }
+
+
+def _bf16_cpu_row(args, scan, bundle, engine, flops, cpu_name, naive_out, naive_seconds):
+    """bf16 autocast on a few slices: its speed and its error in HU against fp32 (why it is not used)."""
+    count = min(args.slices, args.bf16_slices)
+    prepared = _prepare(bundle, "cpu")
+
+    def bf16(x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return prepared(x).float()
+
+    engine(torch.device("cpu"), bf16, scan[..., :1])
+    seconds, _, result = _timed(
+        lambda: engine(torch.device("cpu"), bf16, scan[..., :count]), torch.device("cpu")
+    )
+    error = np.abs(result.image[0].numpy() - naive_out[:, :, :count])
+    changed = np.mean(np.rint(result.image[0].numpy()) != np.rint(naive_out[:, :, :count]))
+    return _row(
+        f"not used: bf16 autocast + channels_last ({count} slices)",
+        seconds,
+        count,
+        flops,
+        cpu_name,
+        naive_seconds / args.slices * count / seconds,
+        max_abs_diff_vs_baseline_hu=round(float(error.max()), 2),
+        mean_abs_diff_vs_baseline_hu=round(float(error.mean()), 3),
+        fraction_of_rounded_hu_changed=round(float(changed), 3),
+    )
+
+
+def _prepare(bundle, device, channels_last=None):
+    from srgan_med.enhance.inference import prepare_for_inference
+
+    return prepare_for_inference(bundle.generator, device, channels_last=channels_last)
+
+
+def _cuda_rows(args, scan, bundle, engine, flops, naive_out) -> list[dict[str, Any]]:
+    """GPU figures: only reached when CUDA exists."""
+    device = torch.device("cuda")
+    name = f"GPU: {torch.cuda.get_device_name(0)}"
+    gpu_generator = bundle.generator.to(device)
+    volume = scan[0].numpy()
+    normalise, denormalise = bundle.intensity_maps(scan[0])
+    naive_upscale(volume[:, :, :1], gpu_generator, bundle.scale, normalise, denormalise, device)
+    naive_s, _, _ = _timed(
+        lambda: naive_upscale(volume, gpu_generator, bundle.scale, normalise, denormalise, device), device
+    )
+    bundle.generator.to("cpu")
+    rows = [_row("GPU naive baseline: fp32 eager, 1 slice/pass", naive_s, args.slices, flops, name)]
+    prepared_cl = _prepare(bundle, device, channels_last=True)
+
+    def bf16(x):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return prepared_cl(x).float()
+
+    variants: list[tuple[str, Callable | None]] = [
+        ("GPU engine fp32", None),
+        ("GPU engine bf16 autocast + channels_last", bf16),
+    ]
+    if args.compile:
+        compiled = torch.compile(_prepare(bundle, device, channels_last=True))
+
+        def compiled_bf16(x):
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return compiled(x).float()
+
+        started = time.perf_counter()
+        engine(device, compiled_bf16, scan[..., : args.batch_size])
+        rows.append(
+            {
+                "figure": "torch.compile warm-up (s)",
+                "seconds": round(time.perf_counter() - started, 1),
+                "device": name,
+            }
+        )
+        variants.append(("GPU engine bf16 + channels_last + torch.compile", compiled_bf16))
+    for figure, generator in variants:
+        engine(device, generator, scan[..., : args.batch_size])
+        seconds, _, result = _timed(lambda g=generator: engine(device, g), device)
+        error = np.abs(result.image[0].numpy() - naive_out)
+        rows.append(
+            _row(
+                figure,
+                seconds,
+                args.slices,
+                flops,
+                name,
+                naive_s / seconds,
+                max_abs_diff_vs_baseline_hu=round(float(error.max()), 3),
+            )
+        )
+    return rows
+
+
+def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / "enhance_speed.json", out / "enhance_speed.md"
+    json_path.write_text(json.dumps(report, indent=2))
+    env, settings = report["environment"], report["settings"]
+    columns = ["figure", "seconds", "slices_per_s", "gflop_per_s", "ratio_vs_baseline", "device"]
+    extra = sorted({k for row in report["rows"] for k in row} - set(columns))
+    lines = [
+        "# enhance speed",
+        "",
+        f"- date: {env['date']}",
+        f"- command: `{env['command']}`",
+        f"- CPU: {env['cpu']} ({env['cpu_count']} cores), {env['torch_threads']} torch threads",
+        f"- torch {env['torch']}, srgan-med {env.get('srgan_med', '?')}, Python {env['python']}",
+        f"- GPU: {env['cuda'] or 'none (GPU figures pending a lent GPU)'}",
+        f"- load average at start / end: {env['load_average_start']} / {env['load_average_end']}",
+        f"- volume: {settings['volume']} {settings['dtype']}; model: {settings['model']}",
+        f"- weights: {env['weights']}",
+        f"- FLOPs per slice: {report['flops_per_slice'] / 1e9:.2f} GFLOP (torch FlopCounterMode)",
+        f"- rounds (baseline, engine alternating): {report['rounds']}",
+        "",
+        markdown_table(report["rows"], columns + extra),
+        "",
+    ]
+    md_path.write_text("\n".join(lines))
+    return json_path, md_path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="folder for enhance_speed.json / .md")
+    parser.add_argument("--slices", type=int, default=300, help="slices in the synthetic volume")
+    parser.add_argument("--size", type=int, default=128, help="in-plane size of each slice")
+    parser.add_argument("--scale", type=int, default=4)
+    parser.add_argument("--blocks", type=int, default=16)
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=8, help="as srgan-med enhance --batch-size")
+    parser.add_argument("--repeats", type=int, default=1, help="alternating baseline/engine rounds")
+    parser.add_argument("--bf16-slices", type=int, default=4, help="slices for the CPU bf16 check")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (CUDA only)")
+    args = parser.parse_args(argv)
+    for name in ("slices", "size", "repeats", "batch_size", "bf16_slices"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    report = run(args)
+    json_path, md_path = write_report(report, args.out)
+    print(md_path.read_text())
+    print(f"wrote {json_path} and {md_path}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""The enhance benchmarks run end to end on a tiny volume and model, and report what they promise."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    sys.path.insert(0, str(BENCHMARKS))  # the scripts import enhance_common beside them
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # the memory benchmark's spawned child imports it by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_speed_benchmark_reports_rows_ratio_and_flops(tmp_path):
+    speed = _load("enhance_speed")
+    tiny = ["--slices", "3", "--size", "24", "--blocks", "1", "--width", "8", "--scale", "2"]
+    report = speed.main([*tiny, "--repeats", "2", "--bf16-slices", "1", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "enhance_speed.json").read_text())
+    assert saved["rows"] == report["rows"]
+    figures = {row["figure"]: row for row in report["rows"]}
+    engine = figures["enhance engine (CPU path of srgan-med enhance)"]
+    assert engine["ratio_vs_baseline"] > 0 and engine["max_abs_diff_vs_baseline_hu"] < 0.05
+    assert len(report["rounds"]) == 2
+    assert any(name.startswith("not used: bf16") for name in figures)
+    assert report["flops_per_slice"] > 0 and engine["gflop_per_s"] > 0
+    gpu_rows = [name for name in figures if name.startswith("GPU")]
+    assert bool(gpu_rows) == torch.cuda.is_available()  # GPU rows only where CUDA exists
+    markdown = (tmp_path / "enhance_speed.md").read_text()
+    assert "randomly initialised" in markdown and "command: `python" in markdown
+
+
+def test_flop_count_of_one_convolution():
+    speed = _load("enhance_speed")
+    conv = torch.nn.Conv2d(1, 4, 3, padding=1, bias=False)
+    assert speed.flops_per_slice(conv, 10, 12) == 2 * 9 * 4 * 10 * 12  # multiply-adds x 2
+
+
+def test_memory_benchmark_holds_the_whole_volume_but_runs_few_real_slices(tmp_path):
+    memory = _load("enhance_memory")
+    report = memory.main(
+        [
+            "--shape",
+            "48",
+            "40",
+            "12",
+            "--slices",
+            "3",
+            "--blocks",
+            "1",
+            "--width",
+            "8",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert report["settings"]["real_slices"] == 3
+    assert report["output_float32_bytes"] == 96 * 80 * 12 * 4
+    assert report["output_file_bytes"] > 96 * 80 * 12 * 2  # int16 output, all slices written
+    assert report["peak_rss_bytes"] >= report["rss_before_bytes"] > 0
+    assert (tmp_path / "enhance_memory.md").read_text().count("|") > 10
