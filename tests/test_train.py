@@ -225,3 +225,26 @@ def test_adversarial_and_pixel_losses():
     assert loss(torch.full((4, 1), -30.0), target_is_real=False, for_discriminator=True) < 1e-6
     assert pixel_loss("l1")(torch.zeros(2), torch.ones(2)) == 1.0
     assert pixel_loss("mse")(torch.zeros(2), torch.full((2,), 2.0)) == 4.0
+
+
+def test_bf16_and_channels_last_switches_train_the_same_function(tmp_path):
+    """The GPU speed switches also run on CPU: the first step's losses match fp32 NCHW closely."""
+    runs = {}
+    variants = {
+        "plain": ["performance.bf16=false", "performance.channels_last=false"],
+        "fast": ["performance.bf16=true", "performance.channels_last=true"],
+    }
+    for name, switches in variants.items():
+        config = tiny(
+            tmp_path / name,
+            "pretrain.steps=2",
+            "gan.steps=2",
+            "logging.every=1",
+            "data.validation=[]",
+            *switches,
+        )
+        runs[name] = Trainer(config, quiet=True).run().history
+    for plain, fast in zip(runs["plain"], runs["fast"], strict=True):
+        for key in ("loss/pixel", "loss/content", "loss/discriminator"):
+            if key in plain:
+                assert fast[key] == pytest.approx(plain[key], rel=0.05), (plain["phase"], plain["step"], key)

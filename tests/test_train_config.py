@@ -53,6 +53,7 @@ def _write(tmp_path, text: str) -> Path:
         ("pretrain: {steps: 0}\ngan: {steps: 0}\n", r"at least one phase needs steps"),
         ("gan: {decay_steps: [5, 2]}\n", r"gan\.decay_steps: must be increasing"),
         ("performance: {compile: maybe}\n", r"performance\.compile: expected true or false"),
+        ("performance: {bf16: fast}\n", r"performance\.bf16: must be one of auto, true, false, got 'fast'"),
         ("- a list\n", r"must be a mapping"),
         ("data: [\n", r"cannot read training config"),
     ],

@@ -155,16 +155,16 @@ class PerformanceConfig:
 
     Attributes:
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
-        bf16: bf16 autocast (``"auto"``: on CUDA only).
-        channels_last: NHWC memory format (``"auto"``: on CUDA only).
+        bf16: bf16 autocast: true, false or ``"auto"`` (on CUDA only).
+        channels_last: NHWC memory format: true, false or ``"auto"`` (on CUDA only).
         compile: ``torch.compile`` the generator and discriminator.
         deterministic: deterministic algorithms (bit-exact resume on CPU; slower on GPU).
         cpu_threads: intra-op threads on the CPU (0: torch's default). Tiny networks run faster on one.
     """
 
     device: str = "auto"
-    bf16: str = "auto"
-    channels_last: str = "auto"
+    bf16: bool | str = "auto"
+    channels_last: bool | str = "auto"
     compile: bool = False
     deterministic: bool = False
     cpu_threads: int = 0
@@ -224,8 +224,8 @@ _CHOICES = {
     "losses.pixel": ("mse", "l1"),
     "losses.perceptual.criterion": ("mse", "l1"),
     "performance.device": ("auto", "cpu", "cuda"),
-    "performance.bf16": ("auto", "on", "off"),
-    "performance.channels_last": ("auto", "on", "off"),
+    "performance.bf16": ("auto", True, False),
+    "performance.channels_last": ("auto", True, False),
 }
 
 
@@ -246,7 +246,8 @@ def _validate(config: TrainConfig) -> None:
 
     for path, allowed in _CHOICES.items():
         if _get(config, path) not in allowed:
-            raise ConfigError(f"{path}: must be one of {', '.join(allowed)}, got {_get(config, path)!r}")
+            names = ", ".join(str(a).lower() for a in allowed)
+            raise ConfigError(f"{path}: must be one of {names}, got {_get(config, path)!r}")
     if config.scale not in SUPPORTED_SCALES:
         raise ConfigError(
             f"scale: must be one of {', '.join(map(str, SUPPORTED_SCALES))}, got {config.scale}"

@@ -45,8 +45,8 @@ class TrainResult:
     resumed_from: int | None = None
 
 
-def _flag(value: str, device: torch.device) -> bool:
-    return device.type == "cuda" if value == "auto" else value == "on"
+def _flag(value: bool | str, device: torch.device) -> bool:
+    return device.type == "cuda" if value == "auto" else bool(value)
 
 
 class Trainer:
@@ -208,6 +208,8 @@ class Trainer:
     # ---------------------------------------------------------------------------------- one step
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         high_res, spacing = self.sampler.sample(self.config.data.batch_size)
+        if self.device.type == "cuda":
+            high_res = high_res.pin_memory()  # page-locked, so the copy below is truly asynchronous
         high_res = high_res.to(self.device, non_blocking=True)
         with torch.no_grad():
             low_res = self.degrader(high_res, self.degrade_generator, spacing_mm=spacing)
