@@ -1,0 +1,405 @@
+"""Training throughput of the real trainer's step functions against a naive baseline (issue #7).
+
+A :class:`srgan_med.train.Trainer` is built from ``configs/ct.yaml`` (``--set``-style overrides: a
+synthetic int16 CT NIfTI written to a temporary folder as training and validation data, the patch
+size, the scale, the device and the speed switches), and its own ``_pretrain_step`` (phase 1:
+SRResNet, pixel loss) and ``_gan_step`` (phase 2: generator, discriminator, VGG19 content loss,
+degradation on the training device, both optimiser steps) are timed on warm steps, with
+``torch.cuda.synchronize()`` around the timed region on CUDA. Nothing of the step is copied here.
+
+Rows, each for both phases:
+
+- baseline: our networks run the naive way, fp32, eager, NCHW, batch 16 (the paper's);
+- channels_last (fp32);
+- CUDA only: bf16 autocast; bf16 + channels_last; bf16 + channels_last + ``torch.compile``;
+- the best variant of the device at each of ``--batch-sizes``.
+
+Each row gives HR patches/s, the ratio to the same phase's baseline and the achieved TFLOP/s, from the
+FLOPs ``torch.utils.flop_counter.FlopCounterMode`` counts over one whole eager step (forward and
+backward of generator, discriminator and VGG19, and the degradation), with a per-component breakdown.
+Weights are random-init (speed does not depend on their values); the VGG19 is ImageNet when
+torchvision's cache holds it, else random, and the report says which.
+
+Issue #7's targets (H100, 128x128 HR patches, x4, batch 16): phase 2 >= 2,000 patches/s, phase 1
+>= 6,000 patches/s.
+
+Usage:
+    python benchmarks/train_speed.py --out bench_out/       # GPU session: the full table
+    python benchmarks/train_speed.py --device cpu --patch-size 32 --steps 2 --batch-sizes 2 --out /tmp/b
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from enhance_common import environment, markdown_table, write_synthetic_ct  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PHASES = ("pretrain", "gan")
+TARGETS = {"pretrain": 6000.0, "gan": 2000.0}  # issue #7, H100, 128x128 x4, batch 16
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One configuration of the trainer's speed switches."""
+
+    name: str
+    batch: int
+    bf16: bool = False
+    channels_last: bool = False
+    compile: bool = False
+
+    def overrides(self) -> list[str]:
+        return [
+            f"data.batch_size={self.batch}",
+            f"performance.bf16={switch(self.bf16)}",
+            f"performance.channels_last={switch(self.channels_last)}",
+            f"performance.compile={str(self.compile).lower()}",
+        ]
+
+
+def switch(on: bool) -> str:
+    """A ``--set`` value for ``performance.bf16`` / ``channels_last`` that this config schema takes:
+    ``true``/``false`` where it takes booleans, else the quoted words ``'on'``/``'off'`` (YAML reads a
+    bare on/off as a boolean)."""
+    import typing
+
+    from srgan_med.train.config import PerformanceConfig
+
+    if bool in typing.get_args(typing.get_type_hints(PerformanceConfig)["bf16"]):
+        return str(on).lower()
+    return "'on'" if on else "'off'"
+
+
+def vgg_weights() -> tuple[str, str]:
+    """``("imagenet", note)`` when torchvision's cache holds VGG19, else ``("random", note)``."""
+    from srgan_med.errors import WeightsNotFoundError
+    from srgan_med.losses import find_vgg19_weights
+
+    try:
+        path = find_vgg19_weights("imagenet")
+    except WeightsNotFoundError as error:
+        return "random", f"RANDOM-INIT VGG19 (same FLOPs and speed as ImageNet weights): {error}"
+    return "imagenet", f"ImageNet VGG19 from {path}"
+
+
+def variants(device: torch.device, batch: int, batch_sizes: list[int], compile_: bool):
+    """``(variant, reason it is skipped or None)`` in report order."""
+    cuda = device.type == "cuda"
+    gpu_only = None if cuda else "GPU-only row (bf16 autocast and torch.compile are timed on CUDA only)"
+    best = Variant("channels_last", batch, channels_last=True)
+    rows = [(Variant("baseline: fp32 eager NCHW", batch), None), (best, None)]
+    rows.append((Variant("bf16", batch, bf16=True), gpu_only))
+    rows.append((Variant("bf16 + channels_last", batch, bf16=True, channels_last=True), gpu_only))
+    if cuda:
+        best = rows[-1][0]
+    compiled = Variant("bf16 + channels_last + compile", batch, True, True, True)
+    rows.append((compiled, gpu_only or (None if compile_ else "--no-compile given")))
+    if cuda and compile_:
+        best = compiled
+    for size in batch_sizes:
+        rows.append(
+            (Variant(f"{best.name}, batch {size}", size, best.bf16, best.channels_last, best.compile), None)
+        )
+    return rows
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def build_trainer(config_path: Path, overrides: list[str]):
+    """A real :class:`Trainer`, restoring the global torch settings its constructor changes."""
+    from srgan_med.train import Trainer, load_train_config
+
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    config = load_train_config(config_path, overrides)
+    trainer = Trainer(config, resume=False, quiet=True)
+    return trainer, lambda: (
+        torch.set_num_threads(threads),
+        torch.use_deterministic_algorithms(deterministic),
+    )
+
+
+def start_phase(trainer, phase: str) -> Callable[[], Any]:
+    """Fresh optimisers for ``phase`` (as ``Trainer.run`` makes them); returns the step function."""
+    trainer.phase, trainer.step = phase, 0
+    trainer._new_optimisers(phase)
+    trainer.generator_run.train()
+    trainer.discriminator_run.train()
+    return trainer._pretrain_step if phase == "pretrain" else trainer._gan_step
+
+
+def _flops(function: Callable[[], Any]) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        function()
+    return int(counter.get_total_flops())
+
+
+def count_flops(trainer, phase: str) -> dict[str, int]:
+    """FLOPs of one step of ``phase``: ``total`` over the trainer's own step, and a breakdown.
+
+    ``FlopCounterMode``'s per-module attribution is wrong across the step's backward passes (the
+    VGG's backward lands on other modules too), so each network's share is counted on its own, on
+    copies of the trainer's modules, with the passes the step makes: generator forward + backward;
+    in phase 2 also the frozen discriminator on the output (backward to the input only), VGG19 on
+    output and target (backward to the output only), and the discriminator on real and on fake
+    patches (backward to the weights only). What the step counts beyond these is reported as
+    ``unattributed``: about 0 while the breakdown mirrors the step (the degradation's FLOPs vary a
+    little with its draw: the blur kernel's length depends on the PSF family and width).
+    """
+    import copy
+
+    def component_flops(low_res: torch.Tensor, high_res: torch.Tensor) -> dict[str, int]:
+        generator = copy.deepcopy(trainer.generator)
+        parts = {"generator": _flops(lambda: generator(low_res).square().mean().backward())}
+        if phase == "gan":
+            discriminator = copy.deepcopy(trainer.discriminator)
+            perceptual = copy.deepcopy(trainer.perceptual)
+            fake = generator(low_res).detach().requires_grad_(True)
+            discriminator.requires_grad_(False)
+            frozen = _flops(lambda: discriminator(fake).mean().backward())
+            parts["VGG19 content loss"] = _flops(lambda: perceptual(fake, high_res).backward())
+            discriminator.requires_grad_(True)
+            real_and_fake = _flops(lambda: discriminator(high_res).mean().backward()) + _flops(
+                lambda: discriminator(fake.detach()).mean().backward()
+            )
+            parts["discriminator"] = frozen + real_and_fake
+        return parts
+
+    step = start_phase(trainer, phase)
+    batch: list[tuple[torch.Tensor, torch.Tensor]] = []
+    parts = {"degradation": _flops(lambda: batch.append(trainer._batch()))}
+    parts.update(component_flops(*batch[0]))
+    total = _flops(step)
+    parts["unattributed"] = total - sum(parts.values())
+    parts["total"] = total
+    return parts
+
+
+def time_steps(step: Callable[[], Any], steps: int, warmup: int, device: torch.device):
+    """Seconds of ``warmup`` calls, then of ``steps`` warm calls (synchronised around them on CUDA),
+    and how many of those the trainer skipped (non-finite loss)."""
+    started = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    warm = time.perf_counter()
+    skipped = sum(step() is None for _ in range(steps))
+    synchronize(device)
+    return warm - started, time.perf_counter() - warm, skipped
+
+
+def measure(trainer, phase: str, variant: Variant, args, device, flops_per_patch: float) -> dict[str, Any]:
+    step = start_phase(trainer, phase)
+    warmup = max(args.warmup, 3) if variant.compile else args.warmup
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    warmup_seconds, seconds, skipped = time_steps(step, args.steps, warmup, device)
+    _, data_seconds, _ = time_steps(trainer._batch, args.steps, 0, device)
+    patches = variant.batch * args.steps / seconds
+    row = {
+        "phase": phase,
+        "variant": variant.name,
+        "batch": variant.batch,
+        "bf16": variant.bf16,
+        "channels_last": variant.channels_last,
+        "compile": variant.compile,
+        "steps": args.steps,
+        "ms_per_step": round(1000 * seconds / args.steps, 2),
+        "data_ms_per_step": round(1000 * data_seconds / args.steps, 2),
+        "patches_per_s": round(patches, 2),
+        "tflop_per_s": round(patches * flops_per_patch / 1e12, 4),
+        "skipped_steps": skipped,
+    }
+    if variant.compile:
+        row["warmup_s_incl_compile"] = round(warmup_seconds, 1)
+    if device.type == "cuda":
+        row["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        row["meets_issue7_target"] = patches >= TARGETS[phase]
+    return row
+
+
+def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    cuda = torch.cuda.is_available() if args.device == "auto" else args.device == "cuda"
+    device = torch.device("cuda" if cuda else "cpu")
+    weights, vgg_note = vgg_weights()
+    print(f"*** VGG19 for the content loss: {vgg_note} ***", flush=True)
+    env = environment() | {"command": command, "weights": "random-init generator and discriminator"}
+    env["vgg19"] = vgg_note
+    env["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
+    env["matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU: {env['cpu']}"
+    rows: list[dict[str, Any]] = []
+    flops: dict[str, dict[str, int]] = {}
+    baseline: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        side = max(2 * args.patch_size, 64)
+        scan = write_synthetic_ct(folder / "ct.nii", (side, side, args.slices), spacing_mm=(0.7, 0.7, 1.0))
+        common = [
+            f"output_dir={folder / 'run'}",
+            f"data.train={json.dumps([str(scan)])}",
+            f"data.validation={json.dumps([str(scan)])}",
+            "data.validation_slices=1",
+            f"data.patch_size={args.patch_size}",
+            f"scale={args.scale}",
+            f"losses.perceptual.weights={weights}",
+            f"performance.device={device.type}",
+            "performance.deterministic=false",
+            f"performance.cpu_threads={args.threads}",
+            *args.set,
+        ]
+        for variant, reason in variants(device, args.batch_size, args.batch_sizes, not args.no_compile):
+            if reason is not None:
+                print(f"skipped: {variant.name}: {reason}", flush=True)
+                rows.extend({"phase": p, "variant": variant.name, "skipped": reason} for p in args.phases)
+                continue
+            trainer, restore = build_trainer(args.config, common + variant.overrides())
+            try:
+                for phase in args.phases:
+                    if phase not in flops:  # the first row is the eager fp32 baseline: count there
+                        counted = count_flops(trainer, phase)
+                        flops[phase] = {k: v // variant.batch for k, v in counted.items()}
+                    row = measure(trainer, phase, variant, args, device, flops[phase]["total"])
+                    baseline.setdefault(phase, row["patches_per_s"])
+                    row["ratio_vs_baseline"] = round(row["patches_per_s"] / baseline[phase], 3)
+                    row["device"] = device_name
+                    rows.append(row)
+                    print(_line(row), flush=True)
+            except torch.cuda.OutOfMemoryError:
+                reason = "CUDA out of memory"
+                print(f"skipped: {variant.name}: {reason}", flush=True)
+                rows.extend({"phase": p, "variant": variant.name, "skipped": reason} for p in args.phases)
+            finally:
+                restore()
+                del trainer
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+    return {
+        "benchmark": "train_speed",
+        "environment": env,
+        "device": device_name,
+        "settings": {
+            "config": str(args.config),
+            "patch_size": args.patch_size,
+            "scale": args.scale,
+            "baseline_batch": args.batch_size,
+            "batch_sizes": args.batch_sizes,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "overrides": list(args.set),
+            "vgg19_weights": weights,
+            "targets_patches_per_s_h100": TARGETS,
+        },
+        "flops_per_patch": flops,
+        "rows": rows,
+    }
+
+
+def _line(row: dict[str, Any]) -> str:
+    return (
+        f"{row['phase']:8s} {row['variant']:42s} batch {row['batch']:4d}: {row['patches_per_s']:10.1f} "
+        f"patches/s  x{row['ratio_vs_baseline']:.2f}  {row['tflop_per_s']:.3f} TFLOP/s"
+    )
+
+
+def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / "train_speed.json", out / "train_speed.md"
+    json_path.write_text(json.dumps(report, indent=2))
+    env, settings = report["environment"], report["settings"]
+    lines = [
+        "# training speed (issue #7)",
+        "",
+        f"- date: {env['date']}",
+        f"- command: `{env['command']}`",
+        f"- device: {report['device']}",
+        f"- CPU: {env['cpu']} ({env['cpu_count']} cores), {env['torch_threads']} torch threads",
+        f"- torch {env['torch']}, srgan-med {env.get('srgan_med', '?')}, Python {env['python']}",
+        f"- TF32: cudnn {env['cudnn_allow_tf32']}, matmul {env['matmul_allow_tf32']} (torch defaults)",
+        f"- load average at start: {env['load_average_start']}",
+        f"- {settings['patch_size']}x{settings['patch_size']} HR patches, x{settings['scale']}, "
+        f"config {settings['config']} with {settings['overrides'] or 'no extra overrides'}",
+        f"- weights: {env['weights']}; **VGG19: {env['vgg19']}**",
+        f"- issue #7 targets (H100, 128x128, x4, batch 16): {TARGETS} patches/s",
+        "",
+    ]
+    columns = ["variant", "batch", "ms_per_step", "data_ms_per_step", "patches_per_s", "ratio_vs_baseline"]
+    columns += ["tflop_per_s", "skipped_steps", "skipped"]
+    extra = sorted({k for row in report["rows"] for k in row} - set(columns) - {"phase", "device"})
+    extra = [k for k in extra if k not in ("bf16", "channels_last", "compile", "steps")]
+    for phase, counts in report["flops_per_patch"].items():
+        title = "phase 1 (SRResNet, pixel loss)" if phase == "pretrain" else "phase 2 (full SRGAN step)"
+        lines += [f"## {title}", "", markdown_table([r for r in report["rows"] if r["phase"] == phase],
+                                                    columns + extra), ""]  # fmt: skip
+        total = counts["total"]
+        parts = [
+            {"component": name, "GFLOP_per_patch": round(value / 1e9, 4),
+             "share": f"{100 * value / total:.1f}%"}
+            for name, value in counts.items()
+        ]  # fmt: skip
+        lines += ["FLOPs per HR patch (forward + backward, FlopCounterMode):", ""]
+        lines += [markdown_table(parts, ["component", "GFLOP_per_patch", "share"]), ""]
+    md_path.write_text("\n".join(lines))
+    return json_path, md_path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="folder for train_speed.json / .md")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "ct.yaml")
+    parser.add_argument("--patch-size", type=int, default=128, help="HR patch side")
+    parser.add_argument("--scale", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=16, help="batch of the baseline and variants")
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[32, 64, 128],
+                        help="batches for the device's best variant")  # fmt: skip
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per row")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (3 at least with compile)")
+    parser.add_argument("--slices", type=int, default=16, help="slices in the synthetic volume")
+    parser.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES))
+    parser.add_argument("--threads", type=int, default=0, help="CPU torch threads (0: torch's default)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra config override, as srgan-med train --set")  # fmt: skip
+    args = parser.parse_args(argv)
+    for name in ("patch_size", "batch_size", "steps", "slices"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.warmup < 0 or args.threads < 0 or any(size < 1 for size in args.batch_sizes):
+        parser.error("--warmup and --threads must be >= 0, --batch-sizes >= 1")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    shown = sys.argv[1:] if argv is None else argv
+    command = "python " + shlex.join(["benchmarks/train_speed.py", *shown])
+    report = run(args, command)
+    json_path, md_path = write_report(report, args.out)
+    print(md_path.read_text())
+    print(f"wrote {json_path} and {md_path}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
