@@ -64,23 +64,10 @@ class Variant:
     def overrides(self) -> list[str]:
         return [
             f"data.batch_size={self.batch}",
-            f"performance.bf16={switch(self.bf16)}",
-            f"performance.channels_last={switch(self.channels_last)}",
+            f"performance.bf16={str(self.bf16).lower()}",
+            f"performance.channels_last={str(self.channels_last).lower()}",
             f"performance.compile={str(self.compile).lower()}",
         ]
-
-
-def switch(on: bool) -> str:
-    """A ``--set`` value for ``performance.bf16`` / ``channels_last`` that this config schema takes:
-    ``true``/``false`` where it takes booleans, else the quoted words ``'on'``/``'off'`` (YAML reads a
-    bare on/off as a boolean)."""
-    import typing
-
-    from srgan_med.train.config import PerformanceConfig
-
-    if bool in typing.get_args(typing.get_type_hints(PerformanceConfig)["bf16"]):
-        return str(on).lower()
-    return "'on'" if on else "'off'"
 
 
 def vgg_weights() -> tuple[str, str]:
