@@ -169,6 +169,8 @@ class Trainer:
         memory = torch.channels_last if self.channels_last else torch.contiguous_format
         self.generator.to(memory_format=memory)
         self.discriminator.to(memory_format=memory)
+        if self.perceptual is not None:
+            self.perceptual.to(memory_format=memory)
         self.generator_run: nn.Module = self.generator
         self.discriminator_run: nn.Module = self.discriminator
         discriminator_core: nn.Module = self.discriminator
@@ -244,12 +246,12 @@ class Trainer:
     def _gan_step(self) -> dict[str, torch.Tensor] | None:
         losses = self.config.losses
         low_res, high_res = self._batch()
-        for parameter in self.discriminator.parameters():
-            parameter.requires_grad_(False)
+        self.discriminator.requires_grad_(False)
         with self._autocast():
             output = self.generator_run(low_res)
             fake_logits = self.discriminator_frozen(output).float()
-        content = losses.perceptual.weight * self.perceptual(output.float(), high_res)
+            # The VGG is half of a phase-2 step's FLOPs: it runs under autocast too.
+            content = losses.perceptual.weight * self.perceptual(output, high_res).float()
         adversarial = self.adversarial_loss(fake_logits, target_is_real=True)
         generator_loss = content + adversarial
         pixel = None
@@ -260,8 +262,7 @@ class Trainer:
             return None
         self._optimise("generator", generator_loss)
 
-        for parameter in self.discriminator.parameters():
-            parameter.requires_grad_(True)
+        self.discriminator.requires_grad_(True)
         optimiser = self.optimisers["discriminator"]
         optimiser.zero_grad(set_to_none=True)
         # Real and fake go through separately (BasicSR), so BatchNorm never mixes their statistics;
