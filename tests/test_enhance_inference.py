@@ -13,7 +13,7 @@ from monai.data import MetaTensor
 from torch import nn
 
 from srgan_med.enhance.engine import enhance_volume
-from srgan_med.enhance.inference import fold_batch_norm, prepare_for_inference
+from srgan_med.enhance.inference import fold_batch_norm, fold_tail_before_shuffle, prepare_for_inference
 from srgan_med.metrics import psnr
 from srgan_med.nets import SRResNet
 
@@ -51,6 +51,25 @@ def test_folding_removes_every_batch_norm_and_keeps_the_function():
 def test_training_mode_batch_norm_is_not_folded():
     generator = _generator().train()
     assert sum(isinstance(m, nn.BatchNorm2d) for m in fold_batch_norm(generator).modules()) == 5
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4, 8])
+def test_output_convolution_moved_before_the_last_shuffle_keeps_the_function(scale):
+    generator = _generator(scale)
+    with torch.no_grad():
+        for module in generator.modules():
+            if isinstance(module, nn.PReLU):
+                module.weight.uniform_(-0.5, 0.5)  # per-channel slopes must follow their channels
+    folded = fold_tail_before_shuffle(generator)
+    assert isinstance(folded.tail, nn.Identity) and isinstance(generator.tail, nn.Conv2d)
+    low_res = torch.rand(2, 1, 13, 17)  # odd sizes: the borders' zero padding must map exactly
+    with torch.no_grad():
+        torch.testing.assert_close(folded(low_res), generator(low_res), atol=1e-5, rtol=1e-5)
+
+
+def test_networks_of_another_shape_are_left_as_they_are():
+    network = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.PixelShuffle(2))
+    assert isinstance(fold_tail_before_shuffle(network)[0], nn.Conv2d)
 
 
 @pytest.mark.parametrize("channels_last", [True, False])

@@ -1,13 +1,18 @@
 """A generator made ready for fast inference without changing the function it computes.
 
-Two exact rewrites (equal to the trained generator up to float32 rounding, checked in
+Three exact rewrites (equal to the trained generator up to float32 rounding, checked in
 ``tests/test_enhance_inference.py``):
 
 - eval-mode ``BatchNorm2d`` folded into the ``Conv2d`` before it (one pass over the activations
   fewer per convolution; ``torch.nn.utils.fusion.fuse_conv_bn_eval``);
+- SRResNet's output convolution moved before the last pixel shuffle, to the low-resolution grid
+  (:func:`fold_tail_before_shuffle`): at full resolution this one-output-channel 9x9 convolution took
+  a fifth of a x4 forward pass on CPU;
 - on CPU, activations and weights in ``channels_last`` (NHWC), the layout oneDNN's convolutions work
-  in, so every convolution skips two layout conversions. Measured ~1.2x on a Zen 4 CPU for a 16-block
-  SRResNet (``benchmarks/enhance_speed.py``); on CUDA the fp32 gain is small, so it is left off there.
+  in, so every convolution skips two layout conversions; on CUDA the fp32 gain is small, so it is
+  left off there.
+
+Measured with ``benchmarks/enhance_speed.py`` (figures in ``docs/benchmarks.md``).
 
 bfloat16 is deliberately not used: rounding a CT slice normalised to the -1000..2000 HU window to
 bfloat16 already moves soft tissue by up to ~6 HU before the network runs (the benchmark reports the
@@ -50,6 +55,83 @@ def fold_batch_norm(network: nn.Module) -> nn.Module:
     return folded
 
 
+def _low_res_tail(tail: nn.Conv2d, factor: int) -> nn.Conv2d:
+    """The convolution ``tail`` applied after ``PixelShuffle(factor)``, rewritten to run before it.
+
+    ``tail(shuffle(z)) == shuffle(low_res(z))``: output phase ``(p, q)`` of high-res pixel
+    ``(f * Y + p, f * X + q)`` reads shuffled input ``(c, f * Y + p + dy, ...)`` = ``z[c * f * f + i * f
+    + j, Y + m, ...]`` with ``p + dy = f * m + i``, so each tap of ``tail`` lands in one tap of a
+    ``(2M + 1)``-wide low-res kernel, ``M = ceil(pad / f)``. Zero padding maps to zero padding (a
+    high-res index is outside the image exactly when its low-res index is), so the rewrite is exact.
+    """
+    out_channels, in_channels, size, _ = tail.weight.shape
+    pad = size // 2
+    reach = -(-pad // factor)
+    low = nn.Conv2d(in_channels * factor**2, out_channels * factor**2, 2 * reach + 1, padding=reach)
+    weight = torch.zeros_like(low.weight)
+    source = tail.weight.detach()
+    for p in range(factor):
+        for q in range(factor):
+            outputs = torch.arange(out_channels) * factor**2 + p * factor + q
+            for dy in range(-pad, pad + 1):
+                m_y, i = divmod(p + dy, factor)
+                for dx in range(-pad, pad + 1):
+                    m_x, j = divmod(q + dx, factor)
+                    inputs = torch.arange(in_channels) * factor**2 + i * factor + j
+                    weight[outputs[:, None], inputs[None, :], reach + m_y, reach + m_x] = source[
+                        :, :, pad + dy, pad + dx
+                    ]
+    with torch.no_grad():
+        low.weight.copy_(weight)
+        if tail.bias is None:
+            low.bias.zero_()
+        else:
+            low.bias.copy_(tail.bias.detach().repeat_interleave(factor**2))
+    return low
+
+
+def fold_tail_before_shuffle(network: nn.Module) -> nn.Module:
+    """A copy of an SRResNet-shaped ``network`` whose output convolution runs before the last
+    pixel shuffle, at low resolution.
+
+    SRResNet's 9x9 output convolution with one output channel runs at full output resolution, where
+    oneDNN reaches a fraction of its speed (a fifth of a x4 forward pass on CPU); the rewritten 5x5
+    convolution with ``factor**2`` outputs runs on the ``factor``-times smaller grid, and the last
+    shuffle and PReLU move to smaller tensors. Exact (:func:`_low_res_tail`); networks of another
+    shape are returned unchanged.
+    """
+    folded = copy.deepcopy(network)
+    upsample, tail = getattr(folded, "upsample", None), getattr(folded, "tail", None)
+    if not isinstance(upsample, nn.Sequential) or not isinstance(tail, nn.Conv2d) or not len(upsample):
+        return folded
+    last = upsample[-1]
+    conv, shuffle = getattr(last, "conv", None), getattr(last, "shuffle", None)
+    activation = getattr(last, "activation", None)
+    exact = (
+        isinstance(conv, nn.Conv2d)
+        and isinstance(shuffle, nn.PixelShuffle)
+        and isinstance(activation, nn.PReLU)
+        and tail.kernel_size[0] == tail.kernel_size[1]
+        and tail.kernel_size[0] % 2 == 1
+        and tail.padding == (tail.kernel_size[0] // 2,) * 2
+        and tail.stride == (1, 1)
+        and tail.dilation == (1, 1)
+        and tail.groups == 1
+        and tail.padding_mode == "zeros"
+    )
+    if not exact:
+        return folded
+    factor = shuffle.upscale_factor
+    prelu = nn.PReLU(activation.num_parameters * (factor**2 if activation.num_parameters > 1 else 1))
+    with torch.no_grad():
+        prelu.weight.copy_(
+            activation.weight.detach().repeat_interleave(prelu.num_parameters // activation.num_parameters)
+        )
+    upsample[-1] = nn.Sequential(conv, prelu, _low_res_tail(tail, factor), nn.PixelShuffle(factor))
+    folded.tail = nn.Identity()
+    return folded.eval()
+
+
 class InferenceGenerator(nn.Module):
     """Wraps a generator prepared by :func:`prepare_for_inference`.
 
@@ -85,7 +167,7 @@ def prepare_for_inference(
     device = torch.device(device)
     if channels_last is None:
         channels_last = device.type == "cpu"
-    network = fold_batch_norm(copy.deepcopy(generator).eval()).to(device)
+    network = fold_tail_before_shuffle(fold_batch_norm(copy.deepcopy(generator).eval())).to(device)
     if channels_last:
         network = network.to(memory_format=torch.channels_last)
     for parameter in network.parameters():
