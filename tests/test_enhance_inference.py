@@ -18,11 +18,12 @@ from srgan_med.metrics import psnr
 from srgan_med.nets import SRResNet
 
 
-def _generator(scale: int = 2) -> SRResNet:
+def _generator(scale: int = 2, residual: str = "none") -> SRResNet:
     """A small SRResNet in eval mode with non-trivial batch-norm statistics and affine parameters."""
     torch.manual_seed(0)
-    generator = SRResNet(scale=scale, blocks=2, width=8).eval()
+    generator = SRResNet(scale=scale, blocks=2, width=8, residual=residual).eval()
     with torch.no_grad():
+        generator.tail.weight.normal_(0.0, 0.05)  # the bicubic-residual variant starts at zero
         for module in generator.modules():
             if isinstance(module, nn.BatchNorm2d):
                 module.running_mean.uniform_(-0.5, 0.5)
@@ -72,10 +73,11 @@ def test_networks_of_another_shape_are_left_as_they_are():
     assert isinstance(fold_tail_before_shuffle(network)[0], nn.Conv2d)
 
 
+@pytest.mark.parametrize("residual", ["none", "bicubic"])
 @pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize("scale", [2, 4])
-def test_prepared_generator_equals_plain(channels_last, scale):
-    generator = _generator(scale)
+def test_prepared_generator_equals_plain(channels_last, scale, residual):
+    generator = _generator(scale, residual)
     prepared = prepare_for_inference(generator, "cpu", channels_last=channels_last)
     low_res = torch.rand(4, 1, 24, 31)
     with torch.inference_mode():
