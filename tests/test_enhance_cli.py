@@ -150,3 +150,22 @@ def test_evaluate_scores_a_model_beside_the_interpolators(tmp_path, small_ct_vol
     wrong = runner.invoke(app, [*args, "--scale", "4", "-o", str(tmp_path / "e4")])
     assert wrong.exit_code == 2 and "upscales x2, the pair needs x4" in wrong.stderr
     assert not (tmp_path / "e4").exists()
+
+
+def test_auto_model_follows_modality_and_scale(tmp_path, monkeypatch):
+    import json
+
+    import srgan_med.models.bundle as bundle_module
+
+    shipped = tmp_path / "weights"
+    shipped.mkdir()
+    _bundle(tmp_path).rename(shipped / "ct-x2.safetensors")
+    monkeypatch.setattr(bundle_module, "SHIPPED_DIR", shipped)
+    result = _invoke("example:ct-small", "-o", str(tmp_path / "auto"))  # a CT DICOM file
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((tmp_path / "auto.json").read_text())["model"] == "ct-x2"
+    four = _invoke("example:ct-small", "--scale", "4", "-o", str(tmp_path / "x4"))
+    assert four.exit_code == 2 and "no shipped model for a CT scan at x4 (shipped: ct-x2)" in four.stderr
+    assert not (tmp_path / "x4").exists()
+    mr = _invoke("example:mr-small", "-o", str(tmp_path / "mr"))
+    assert mr.exit_code == 2 and "no shipped model for a MR scan at x2" in mr.stderr

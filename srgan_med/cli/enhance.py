@@ -19,8 +19,13 @@ def enhance(
         Path | None, typer.Option("--output", "-o", help="Output file/folder (a folder for several inputs).")
     ] = None,
     model: Annotated[
-        str, typer.Option("--model", help="Shipped model name or path to a .safetensors model.")
-    ] = "ct-x2",
+        str,
+        typer.Option(
+            "--model",
+            help="auto (the shipped model for the scan's modality and --scale: ct-x2, ct-x4, mr-x2, "
+            "mr-x4), a shipped model name (srgan-med models), or a path to a .safetensors model.",
+        ),
+    ] = "auto",
     scale: Annotated[
         int | None, typer.Option("--scale", help="Expected upscaling factor (checked against the model).")
     ] = None,

@@ -91,8 +91,10 @@ def enhance_files(
 ) -> list[Path]:
     """Upscale every input with one model load; returns the written outputs.
 
-    Each output gets a JSON report beside it (``<output>.json``): model, scale, device, seconds, and
-    the consistency PSNR of the block-averaged output against the input.
+    ``model="auto"`` picks the shipped model for the first input's modality and ``scale`` (x2 by
+    default): ``ct-x2``, ``ct-x4``, ``mr-x2``, ``mr-x4``. Each output gets a JSON report beside it
+    (``<output>.json``): model, scale, device, seconds, and the consistency PSNR of the
+    block-averaged output against the input.
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -102,10 +104,14 @@ def enhance_files(
     from srgan_med.enhance.tiling import receptive_field_radius
     from srgan_med.io import load_scan, save_scan
     from srgan_med.io.atomic import atomic_output, check_output
-    from srgan_med.models.bundle import load_bundle
+    from srgan_med.models.bundle import default_model, load_bundle
 
     sources = expand_inputs(inputs)
     torch_device = pick_device(device)
+    loaded = {}
+    if model == "auto":
+        loaded[sources[0]] = load_scan(sources[0])  # read once: it also picks the model
+        model = default_model(loaded[sources[0]].meta["modality"], scale)
     bundle = load_bundle(model, device=str(torch_device))
     if scale is not None and scale != bundle.scale:
         raise InputError(
@@ -125,7 +131,7 @@ def enhance_files(
     )
     for source in sources:
         started = time.perf_counter()
-        scan = load_scan(source)
+        scan = loaded.pop(source) if source in loaded else load_scan(source)
         if scan.meta["modality"] != bundle.modality:
             logger.warning(
                 "%s is %s but model %s was trained on %s",

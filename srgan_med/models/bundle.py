@@ -103,6 +103,19 @@ def shipped_models() -> dict[str, Path]:
     return {p.name.removesuffix(".safetensors"): p for p in sorted(SHIPPED_DIR.glob("*.safetensors"))}
 
 
+def default_model(modality: str, scale: int | None = None) -> str:
+    """The shipped model ``enhance --model auto`` picks: ``{ct,mr}-x{scale}`` (x2 by default)."""
+    shipped = shipped_models()
+    name = f"{str(modality).lower()}-x{scale or 2}"
+    if name not in shipped:
+        available = ", ".join(shipped) or "none are shipped in this version"
+        raise WeightsNotFoundError(
+            f"no shipped model for a {modality} scan at x{scale or 2} (shipped: {available}); "
+            "pass --model NAME or --model PATH to a trained .safetensors file"
+        )
+    return name
+
+
 def resolve_model(name_or_path: str) -> Path:
     """A shipped model name, or a path to a ``.safetensors`` bundle."""
     shipped = shipped_models()
