@@ -74,6 +74,9 @@ LIMITS = [
     "acquisition never measured. No GAN-phase weights are shipped.",
     "The low-resolution inputs it was trained on were simulated (Gaussian, box and anti-aliased bicubic "
     "PSFs, block averaging, noise); real low-dose or thick-slice acquisitions differ.",
+    "Trained on 1-3 mm voxels: on much finer pixels it is weaker. On pydicom's CT_small (0.66 mm pixels, "
+    "outside the benchmark) the x2 CT model falls below bicubic under anti-aliased bicubic downsampling "
+    "while beating it under box and Gaussian PSFs (tests/test_shipped_models.py checks the average only).",
     "Research use only; not a medical device.",
 ]
 
