@@ -24,16 +24,17 @@ def convert(value: Any, annotation: Any, path: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) == 1:
-            return convert(value, inner[0], path)
-        for candidate in inner:  # e.g. ``str | float``: the first type that accepts the value
+        candidates = [a for a in args if a is not type(None)]
+        # A list picks a tuple alternative (e.g. ``str | tuple[str, ...]``), so a bad item is named
+        # by its index; otherwise the first alternative that accepts the value (``bool | str``).
+        is_list = isinstance(value, (list, tuple))
+        fitting = [a for a in candidates if (typing.get_origin(a) is tuple) == is_list] or candidates
+        for candidate in fitting[:-1]:
             try:
                 return convert(value, candidate, path)
             except ConfigError:
                 continue
-        names = " or ".join(getattr(a, "__name__", str(a)) for a in inner)
-        raise ConfigError(f"{path}: expected {names}, got {value!r}")
+        return convert(value, fitting[-1], path)
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             if not isinstance(value, (list, tuple)):
@@ -69,11 +70,14 @@ def convert(value: Any, annotation: Any, path: str) -> Any:
     raise ConfigError(f"{path}: unsupported value {value!r}")  # pragma: no cover - schema bug
 
 
-def from_dict(cls: type, data: Any, path: str = "") -> Any:
-    """Build dataclass ``cls`` from ``data``; unknown keys and bad values raise ConfigError."""
+def from_dict(cls: type, data: Any, path: str = "", name: str = "config") -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown keys and bad values raise ConfigError.
+
+    ``name`` is what a top-level error calls the whole mapping (e.g. ``"degradation config"``).
+    """
     prefix = f"{path}." if path else ""
     if not isinstance(data, dict):
-        raise ConfigError(f"{path or 'config'}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{path or name}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in data:

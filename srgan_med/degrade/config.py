@@ -10,14 +10,12 @@ path to a YAML file.
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from srgan_med.errors import ConfigError
+from srgan_med.schema import from_dict
 
 Range = tuple[float, float]
 
@@ -209,68 +207,13 @@ def _validate(config: DegradationConfig) -> None:
     _check_range(config.quantise.quality, "quantise.quality", 1.0, 100.0)
 
 
-def _convert(value: Any, annotation: Any, path: str) -> Any:
-    """Turn a YAML value into the annotated type, or raise ConfigError naming ``path``."""
-    if dataclasses.is_dataclass(annotation):
-        return _from_dict(annotation, value, path)
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        candidates = [a for a in args if a is not type(None)]
-        # A list picks the tuple alternative (e.g. ``str | tuple[str, ...]``), anything else the other.
-        is_list = isinstance(value, (list, tuple))
-        fitting = [a for a in candidates if (typing.get_origin(a) is tuple) == is_list]
-        return _convert(value, (fitting or candidates)[0], path)
-    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
-        return tuple(_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ConfigError(f"{path}: expected a list of {len(args)} values, got {value!r}")
-        return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true or false, got {value!r}")
-        return value
-    if annotation in (int, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        if annotation is int and value != int(value):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
-        return annotation(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected text, got {value!r}")
-        return value
-    raise ConfigError(f"{path}: unsupported value {value!r}")  # pragma: no cover - schema bug
-
-
-def _from_dict(cls: type, data: Any, path: str) -> Any:
-    prefix = f"{path}." if path else ""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path or 'degradation config'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in names:
-            raise ConfigError(f"{prefix}{key}: unknown key (known: {', '.join(sorted(names))})")
-    values = {key: _convert(value, hints[key], f"{prefix}{key}") for key, value in data.items()}
-    try:
-        return cls(**values)
-    except TypeError as error:  # pragma: no cover - all keys were checked above
-        raise ConfigError(f"{path}: {error}") from None
-
-
 def config_from_dict(data: dict[str, Any]) -> DegradationConfig:
     """Build a :class:`DegradationConfig` from a plain mapping (e.g. parsed YAML).
 
     Raises:
         ConfigError: unknown key or bad value; the message names the dotted key path.
     """
-    return _from_dict(DegradationConfig, data, "")
+    return from_dict(DegradationConfig, data, "", name="degradation config")
 
 
 def load_degradation_preset(name_or_path: str | Path) -> DegradationConfig:
