@@ -79,6 +79,10 @@ class Trainer:
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.quiet = quiet
+        if config.gan.steps > 0 and config.losses.perceptual.weights != "random":
+            from srgan_med.losses import find_vgg19_weights
+
+            find_vgg19_weights(config.losses.perceptual.weights)  # missing VGG: stop before loading data
         self._build_data()
         self._build_models()
         self.phase = PHASES[0]
