@@ -98,9 +98,14 @@ def write_nifti(
 
     data = np.asarray(volume)
     if np.dtype(dtype).kind in "iu":
-        data = np.rint(data).astype(dtype)
+        # Rounded slab by slab into the output array: a whole-volume np.rint would hold a second
+        # float copy of an output that can be gigabytes (e.g. a 512x512x1200 CT after x2).
+        rounded = np.empty(data.shape, dtype=dtype)
+        for start in range(0, data.shape[-1], 16):
+            rounded[..., start : start + 16] = np.rint(data[..., start : start + 16])
+        data = rounded
     else:
-        data = data.astype(dtype)
+        data = data.astype(dtype, copy=False)
     image = nib.Nifti1Image(data, affine)
     image.set_sform(affine, code=int(header.get("sform_code", 1)))
     image.set_qform(affine, code=int(header.get("qform_code", 1)))
