@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 RANDOM_WEIGHTS_NOTE = (
-    "randomly initialised generator (no pretrained weights ship yet); speed and memory do not depend "
+    "randomly initialised paper-sized generator (not a shipped model); speed and memory do not depend "
     "on weight values"
 )
 
