@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 RANDOM_WEIGHTS_NOTE = (
-    "randomly initialised paper-sized generator (not a shipped model); speed and memory do not depend "
+    "randomly initialised generator of the size stated (not a shipped model); speed and memory do not depend "
     "on weight values"
 )
 
