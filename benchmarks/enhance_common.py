@@ -1,8 +1,9 @@
-"""What the enhance benchmarks share: a random-init model bundle, a synthetic CT, the environment."""
+"""What the benchmarks share: a random-init model bundle, a synthetic CT, the environment, the report."""
 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import shlex
@@ -107,3 +108,24 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     for row in rows:
         lines.append("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
     return "\n".join(lines)
+
+
+def environment_lines(env: dict[str, Any]) -> list[str]:
+    """The Markdown header lines every report starts with: date, exact command, CPU, versions."""
+    return [
+        f"- date: {env['date']}",
+        f"- command: `{env['command']}`",
+        f"- CPU: {env['cpu']} ({env['cpu_count']} cores), {env['torch_threads']} torch threads",
+        f"- torch {env['torch']}, srgan-med {env.get('srgan_med', '?')}, Python {env['python']}",
+    ]
+
+
+def save_report(report: dict[str, Any], out: Path, name: str, lines: list[str]) -> tuple[Path, Path]:
+    """Write ``out/name.json`` (the report) and ``out/name.md`` (``lines``), print the Markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / f"{name}.json", out / f"{name}.md"
+    json_path.write_text(json.dumps(report, indent=2))
+    md_path.write_text("\n".join(lines))
+    print(md_path.read_text())
+    print(f"wrote {json_path} and {md_path}")
+    return json_path, md_path

@@ -20,7 +20,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import resource
@@ -36,7 +35,14 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from enhance_common import environment, markdown_table, random_bundle, write_synthetic_ct  # noqa: E402
+from enhance_common import (  # noqa: E402
+    environment,
+    environment_lines,
+    markdown_table,
+    random_bundle,
+    save_report,
+    write_synthetic_ct,
+)
 
 GIB = 2**30
 
@@ -226,17 +232,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out / "enhance_memory.json", out / "enhance_memory.md"
-    json_path.write_text(json.dumps(report, indent=2))
     env, settings = report["environment"], report["settings"]
     lines = [
         "# enhance memory (CPU)",
         "",
-        f"- date: {env['date']}",
-        f"- command: `{env['command']}`",
-        f"- CPU: {env['cpu']} ({env['cpu_count']} cores), {env['torch_threads']} torch threads",
-        f"- torch {env['torch']}, srgan-med {env.get('srgan_med', '?')}, Python {env['python']}",
+        *environment_lines(env),
         f"- model: {settings['model']}; batch size {settings['batch_size']}",
         f"- weights: {env['weights']}",
         f"- load average at start / end: {env['load_average_start']} / {env['load_average_end']}",
@@ -244,8 +244,7 @@ def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
         markdown_table(report["rows"], ["figure", "value", "unit"]),
         "",
     ]
-    md_path.write_text("\n".join(lines))
-    return json_path, md_path
+    return save_report(report, out, "enhance_memory", lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -268,9 +267,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     report = run(args)
-    json_path, md_path = write_report(report, args.out)
-    print(md_path.read_text())
-    print(f"wrote {json_path} and {md_path}")
+    write_report(report, args.out)
     return report
 
 

@@ -22,7 +22,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -36,7 +35,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from enhance_common import environment, markdown_table, random_bundle, write_synthetic_ct  # noqa: E402
+from enhance_common import (  # noqa: E402
+    environment,
+    environment_lines,
+    markdown_table,
+    random_bundle,
+    save_report,
+    write_synthetic_ct,
+)
 
 
 def flops_per_slice(generator: torch.nn.Module, height: int, width: int) -> int:
@@ -299,19 +305,13 @@ def _cuda_rows(args, scan, bundle, engine, flops, naive_out) -> list[dict[str, A
 
 
 def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out / "enhance_speed.json", out / "enhance_speed.md"
-    json_path.write_text(json.dumps(report, indent=2))
     env, settings = report["environment"], report["settings"]
     columns = ["figure", "seconds", "slices_per_s", "gflop_per_s", "ratio_vs_baseline", "device"]
     extra = sorted({k for row in report["rows"] for k in row} - set(columns))
     lines = [
         "# enhance speed",
         "",
-        f"- date: {env['date']}",
-        f"- command: `{env['command']}`",
-        f"- CPU: {env['cpu']} ({env['cpu_count']} cores), {env['torch_threads']} torch threads",
-        f"- torch {env['torch']}, srgan-med {env.get('srgan_med', '?')}, Python {env['python']}",
+        *environment_lines(env),
         f"- GPU: {env['cuda'] or 'none (GPU figures pending a lent GPU)'}",
         f"- load average at start / end: {env['load_average_start']} / {env['load_average_end']}",
         f"- volume: {settings['volume']} {settings['dtype']}; model: {settings['model']}",
@@ -322,8 +322,7 @@ def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
         markdown_table(report["rows"], columns + extra),
         "",
     ]
-    md_path.write_text("\n".join(lines))
-    return json_path, md_path
+    return save_report(report, out, "enhance_speed", lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -349,9 +348,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     report = run(args)
-    json_path, md_path = write_report(report, args.out)
-    print(md_path.read_text())
-    print(f"wrote {json_path} and {md_path}")
+    write_report(report, args.out)
     return report
 
 

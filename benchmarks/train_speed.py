@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from enhance_common import environment, markdown_table, write_synthetic_ct  # noqa: E402
+from enhance_common import environment, environment_lines, markdown_table, save_report, write_synthetic_ct  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PHASES = ("pretrain", "gan")
@@ -308,18 +308,12 @@ def _line(row: dict[str, Any]) -> str:
 
 
 def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out / "train_speed.json", out / "train_speed.md"
-    json_path.write_text(json.dumps(report, indent=2))
     env, settings = report["environment"], report["settings"]
     lines = [
         "# training speed (issue #7)",
         "",
-        f"- date: {env['date']}",
-        f"- command: `{env['command']}`",
+        *environment_lines(env),
         f"- device: {report['device']}",
-        f"- CPU: {env['cpu']} ({env['cpu_count']} cores), {env['torch_threads']} torch threads",
-        f"- torch {env['torch']}, srgan-med {env.get('srgan_med', '?')}, Python {env['python']}",
         f"- TF32: cudnn {env['cudnn_allow_tf32']}, matmul {env['matmul_allow_tf32']} (torch defaults)",
         f"- load average at start: {env['load_average_start']}",
         f"- {settings['patch_size']}x{settings['patch_size']} HR patches, x{settings['scale']}, "
@@ -344,8 +338,7 @@ def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
         ]  # fmt: skip
         lines += ["FLOPs per HR patch (forward + backward, FlopCounterMode):", ""]
         lines += [markdown_table(parts, ["component", "GFLOP_per_patch", "share"]), ""]
-    md_path.write_text("\n".join(lines))
-    return json_path, md_path
+    return save_report(report, out, "train_speed", lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -382,9 +375,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     shown = sys.argv[1:] if argv is None else argv
     command = "python " + shlex.join(["benchmarks/train_speed.py", *shown])
     report = run(args, command)
-    json_path, md_path = write_report(report, args.out)
-    print(md_path.read_text())
-    print(f"wrote {json_path} and {md_path}")
+    write_report(report, args.out)
     return report
 
 
