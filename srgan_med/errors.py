@@ -30,3 +30,18 @@ class WeightsNotFoundError(SrganMedError, FileNotFoundError):
 
 class TrainingDivergedError(SrganMedError, RuntimeError):
     """Training produced non-finite losses again and again after restoring the last good state."""
+
+
+def wrapped_user_error(
+    error: BaseException, kind: type[SrganMedError] = SrganMedError
+) -> SrganMedError | None:
+    """The ``kind`` error that ``error`` wraps, if any.
+
+    MONAI wraps every exception raised inside a transform (or a dataset's transform) in a
+    ``RuntimeError``, sometimes twice; the user-facing error underneath should reach the CLI as itself,
+    one line, not as an internal error.
+    """
+    cause = error.__cause__
+    while cause is not None and not isinstance(cause, kind):
+        cause = cause.__cause__
+    return cause

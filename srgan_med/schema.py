@@ -129,3 +129,15 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = child
         node[parts[-1]] = value
     return result
+
+
+def check_choices(config: Any, choices: dict[str, tuple]) -> None:
+    """Raise ConfigError unless every dotted ``path`` of ``config`` holds one of its allowed values."""
+    for path, allowed in choices.items():
+        value = config
+        for part in path.split("."):
+            value = getattr(value, part)
+        if value not in allowed:
+            # YAML spells booleans true/false; everything else as written.
+            names = ", ".join(str(a).lower() if isinstance(a, bool) else str(a) for a in allowed)
+            raise ConfigError(f"{path}: must be one of {names}, got {value!r}")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from srgan_med.errors import ConfigError, InputError
+from srgan_med.errors import ConfigError, InputError, wrapped_user_error
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +91,7 @@ def load_volumes(
         try:
             image = dataset[index]["high_res"]
         except RuntimeError as error:  # MONAI wraps transform errors; surface ours as one line
-            cause = error.__cause__
-            while cause is not None and not isinstance(cause, InputError):
-                cause = cause.__cause__
+            cause = wrapped_user_error(error, InputError)
             if cause is None:
                 raise
             raise cause from None

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from srgan_med.errors import ConfigError
-from srgan_med.schema import from_dict
+from srgan_med.schema import check_choices, from_dict
 
 Range = tuple[float, float]
 
@@ -169,11 +169,7 @@ def _check_range(value: Range | None, path: str, low: float = 0.0, high: float =
 
 
 def _validate(config: DegradationConfig) -> None:
-    for path, allowed in _CHOICES.items():
-        section, name = path.split(".")
-        value = getattr(getattr(config, section), name)
-        if value not in allowed:
-            raise ConfigError(f"{path}: must be one of {', '.join(allowed)}, got {value!r}")
+    check_choices(config, _CHOICES)
     profile = config.blur.profile
     if not isinstance(profile, str) and not profile:
         raise ConfigError(f"blur.profile: a mixture needs at least one of {', '.join(PSF_PROFILES)}")

@@ -21,7 +21,7 @@ from srgan_med.degrade.kspace import RandKSpaceTruncated
 from srgan_med.degrade.noise import RandNoised
 from srgan_med.degrade.normalise import NormaliseIntensityd
 from srgan_med.degrade.quantise import RandQuantised
-from srgan_med.errors import SrganMedError
+from srgan_med.errors import wrapped_user_error
 
 
 class CopyToLowResd(MapTransform):
@@ -53,9 +53,7 @@ class DegradationPipeline(Compose):
         try:
             return super().__call__(data, *args, **kwargs)
         except RuntimeError as error:
-            cause = error.__cause__
-            while cause is not None and not isinstance(cause, SrganMedError):
-                cause = cause.__cause__
+            cause = wrapped_user_error(error)
             if cause is None:
                 raise
             raise cause from None

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from srgan_med.errors import ConfigError
-from srgan_med.schema import apply_overrides, from_dict, to_dict
+from srgan_med.schema import apply_overrides, check_choices, from_dict, to_dict
 
 
 @dataclass(frozen=True)
@@ -229,12 +229,6 @@ _CHOICES = {
 }
 
 
-def _get(config: Any, path: str) -> Any:
-    for part in path.split("."):
-        config = getattr(config, part)
-    return config
-
-
 def _positive(value: float, path: str, allow_zero: bool = False) -> None:
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{path}: must be {'non-negative' if allow_zero else 'positive'}, got {value}")
@@ -244,10 +238,7 @@ def _validate(config: TrainConfig) -> None:
     from srgan_med.losses.perceptual import LAYERS
     from srgan_med.nets.srresnet import SUPPORTED_SCALES
 
-    for path, allowed in _CHOICES.items():
-        if _get(config, path) not in allowed:
-            names = ", ".join(str(a).lower() for a in allowed)
-            raise ConfigError(f"{path}: must be one of {names}, got {_get(config, path)!r}")
+    check_choices(config, _CHOICES)
     if config.scale not in SUPPORTED_SCALES:
         raise ConfigError(
             f"scale: must be one of {', '.join(map(str, SUPPORTED_SCALES))}, got {config.scale}"
