@@ -298,8 +298,12 @@ class Trainer:
         return result
 
     # ------------------------------------------------------------------------------ state handling
-    def _remember_good_state(self) -> None:
-        tensors, parts = capture_state(self)
+    def _remember_good_state(
+        self, tensors: dict[str, torch.Tensor] | None = None, parts: dict | None = None
+    ) -> None:
+        """Keep (a copy of) the state the divergence guard goes back to: now's, or the one given."""
+        if tensors is None or parts is None:
+            tensors, parts = capture_state(self)
         self._good_state = {
             "tensors": {k: v.detach().clone() for k, v in tensors.items()},
             "parts": parts,
@@ -335,11 +339,7 @@ class Trainer:
                 sidecar(self, parts),
                 self.config.checkpoint.keep,
             )
-        self._good_state = {
-            "tensors": {k: v.clone() for k, v in tensors.items()},
-            "parts": parts,
-            "step": self.step,
-        }
+        self._remember_good_state(tensors, parts)
         self.dist.barrier()
 
     def _resume(self) -> None:
@@ -356,7 +356,7 @@ class Trainer:
         self.metrics = dict(sidecar.get("metrics", {}))
         self._new_optimisers(self.phase)
         restore_state(self, tensors, sidecar)
-        self._good_state = {"tensors": tensors, "parts": sidecar, "step": self.step}
+        self._remember_good_state(tensors, sidecar)
 
     @property
     def global_step(self) -> int:
