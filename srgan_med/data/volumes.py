@@ -11,7 +11,7 @@ so a checkpoint that stores it resumes the exact patch stream.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +194,8 @@ class ValidationSet:
         name: file name.
         high_res: ``(N, 1, H, W)``; ``low_res``: ``(N, 1, H / s, W / s)``.
         low / high: physical values of model units 0 and 1; ``data_range``: the metrics' data range.
+        bicubic_scores: the bicubic baseline's metrics; fixed inputs, so computed once, at the first
+            validation.
     """
 
     name: str
@@ -202,6 +204,7 @@ class ValidationSet:
     low: float
     high: float
     data_range: float
+    bicubic_scores: dict[str, float] = field(default_factory=dict)
 
     def to_physical(self, values: torch.Tensor) -> np.ndarray:
         """Model units -> HU / scanner units, ``(N, 1, H, W)`` -> ``(H, W, N)`` float64 for the metrics."""
