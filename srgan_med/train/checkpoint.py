@@ -26,14 +26,13 @@ _NAME = re.compile(r"^step-(\d{7,})\.json$")
 
 
 def _atomic_write(path: Path, write) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    """``write(temporary)``, flushed to disk, then renamed onto ``path`` (the project's atomic output)."""
+    from srgan_med.io.atomic import atomic_output
+
+    with atomic_output(path, overwrite=True) as temporary:
         write(temporary)
         with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def optimiser_to_flat(prefix: str, optimiser: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
