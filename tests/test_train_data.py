@@ -75,12 +75,97 @@ def test_sampler_is_seeded_resumable_and_reports_spacing():
 def test_sampler_skips_background_and_small_slices():
     data = torch.zeros(64, 64, 4)
     data[40:, 40:, :] = torch.rand(24, 24, 4, generator=torch.Generator().manual_seed(1))
-    patches, _ = PatchSampler([_volume(data)], patch_size=16, seed=0).sample(16)
+    patches, _ = PatchSampler([_volume(data)], patch_size=16, seed=0).sample(64)
     spans = patches.amax(dim=(1, 2, 3)) - patches.amin(dim=(1, 2, 3))
-    # Without the redraw most 16x16 crops of this volume would be flat zeros.
+    # Without the redraw most 16x16 crops of this volume would be flat zeros; with it about 89% are
+    # textured (64 items, so one seed's count stays clear of the bound).
     assert (spans > 0.02).float().mean() > 0.8
     with pytest.raises(ConfigError, match="no training slice is at least 96x96"):
         PatchSampler([_volume(data)], patch_size=96)
     sampler = PatchSampler([_volume(torch.rand(20, 64, 64)), _volume(data)], patch_size=32, slice_axes=(0, 2))
     # Left out: axis 2 of the first volume (20x64 slices) and axis 0 of the second (64x4).
     assert sampler.candidates == [(0, 0), (1, 2)]
+
+
+def _crop(data: torch.Tensor, axis: int, index: int, top: int, left: int, size: int) -> torch.Tensor:
+    return data.select(axis, index)[top : top + size, left : left + size]
+
+
+def test_every_patch_is_the_crop_it_names_across_axes_and_volume_shapes():
+    generator = torch.Generator().manual_seed(2)
+    originals = [torch.rand(20, 24, 18, generator=generator), torch.rand(16, 30, 22, generator=generator)]
+    volumes = [
+        Volume("a", originals[0].clone(), (0.5, 0.6, 2.0), 0.0, 1.0, "CT"),
+        Volume("b", originals[1].clone(), (0.8, 0.9, 3.0), 0.0, 1.0, "MR"),
+    ]
+    sampler = PatchSampler(volumes, patch_size=12, slice_axes=(0, 1, 2), seed=5)
+    drawn = sampler.sample_with_origins(96)
+    assert drawn.high_res.shape == (96, 1, 12, 12) and drawn.high_res.is_contiguous()
+    assert drawn.spacing_mm.dtype == torch.float64
+    # Both volumes and every slice axis occur, so the test covers each memory layout.
+    assert set(zip(drawn.volume.tolist(), drawn.axis.tolist(), strict=True)) == {
+        (v, a) for v in (0, 1) for a in (0, 1, 2)
+    }
+    for b in range(96):
+        volume, axis = int(drawn.volume[b]), int(drawn.axis[b])
+        where = (axis, int(drawn.slice_index[b]), int(drawn.top[b]), int(drawn.left[b]), 12)
+        assert torch.equal(drawn.high_res[b, 0], _crop(originals[volume], *where))
+        assert torch.equal(drawn.high_res[b, 0], _crop(volumes[volume].data, *where))
+        rows, cols = (a for a in (0, 1, 2) if a != axis)
+        spacing = volumes[volume].spacing_mm
+        assert drawn.spacing_mm[b].tolist() == [spacing[rows], spacing[cols]]
+    # The volumes now view the sampler's one buffer, with their shape and values unchanged.
+    for volume, original in zip(volumes, originals, strict=True):
+        assert volume.data.shape == original.shape and torch.equal(volume.data, original)
+        assert volume.data.untyped_storage().data_ptr() == sampler._flat.untyped_storage().data_ptr()
+
+
+def test_background_items_alone_are_redrawn(monkeypatch):
+    from srgan_med.data import volumes as volumes_module
+
+    data = torch.zeros(64, 64, 4)
+    data[40:, 40:, :] = torch.rand(24, 24, 4, generator=torch.Generator().manual_seed(1))
+
+    def draw(draws: int):
+        monkeypatch.setattr(volumes_module, "PATCH_DRAWS", draws)
+        return PatchSampler([_volume(data.clone())], patch_size=16, seed=0).sample_with_origins(64)
+
+    def textured(patches: torch.Tensor) -> torch.Tensor:
+        return patches.amax(dim=(1, 2, 3)) - patches.amin(dim=(1, 2, 3)) >= volumes_module.MIN_PATCH_SPAN
+
+    draws = volumes_module.PATCH_DRAWS
+    first, redrawn = draw(1), draw(draws)
+    kept = textured(first.high_res)
+    # About a quarter of single draws overlap the textured corner; redraws find it for most items.
+    assert 0.1 < kept.float().mean() < 0.5 and textured(redrawn.high_res).float().mean() > 0.8
+    # Items that were textured at the first draw are untouched; only the flat ones were drawn again.
+    assert torch.equal(redrawn.high_res[kept], first.high_res[kept])
+    assert torch.equal(redrawn.top[kept], first.top[kept]) and torch.equal(
+        redrawn.left[kept], first.left[kept]
+    )
+    assert not torch.equal(redrawn.top[~kept], first.top[~kept])
+    # A volume with no texture at all still fills the batch (each item keeps its last draw).
+    patches, spacing = PatchSampler([_volume(torch.zeros(32, 32, 3))], patch_size=16).sample(8)
+    assert patches.shape == (8, 1, 16, 16) and spacing.shape == (8, 2) and not patches.any()
+    # Between a flat volume and a textured one, the redraws land on the textured one.
+    volumes = [_volume(torch.zeros(64, 64, 4)), _volume(torch.rand(64, 64, 4))]
+    drawn = PatchSampler(volumes, patch_size=16, seed=1).sample_with_origins(64)
+    assert drawn.volume.float().mean() > 0.95 and textured(drawn.high_res[drawn.volume == 1]).all()
+
+
+def test_same_seed_same_batches_and_state_replays_them():
+    data = torch.zeros(48, 40, 10)
+    data[:, 20:, :] = torch.rand(48, 20, 10, generator=torch.Generator().manual_seed(3))
+    volumes = [_volume(data), _volume(torch.rand(30, 30, 12, generator=torch.Generator().manual_seed(4)))]
+    one = PatchSampler(volumes, patch_size=16, slice_axes=(0, 2), seed=11)
+    two = PatchSampler(volumes, patch_size=16, slice_axes=(0, 2), seed=11)
+    for _ in range(3):
+        first, second = one.sample_with_origins(32), two.sample_with_origins(32)
+        assert torch.equal(first.high_res, second.high_res) and torch.equal(first.volume, second.volume)
+        assert torch.equal(first.spacing_mm, second.spacing_mm)
+    state = one.get_state()
+    expected = [one.sample(32) for _ in range(2)]
+    one.set_state(state)
+    for patches, spacing in expected:
+        again, again_spacing = one.sample(32)
+        assert torch.equal(patches, again) and torch.equal(spacing, again_spacing)

@@ -113,11 +113,42 @@ def _in_plane(axis: int) -> tuple[int, int]:
     return tuple(a for a in (0, 1, 2) if a != axis)  # type: ignore[return-value]
 
 
+@dataclass
+class PatchBatch:
+    """A sampled batch and where each patch was cut.
+
+    Item ``b`` is ``volumes[volume[b]].data.select(axis[b], slice_index[b])`` cropped to
+    ``[top[b] : top[b] + P, left[b] : left[b] + P]``.
+
+    Attributes:
+        high_res: ``(B, 1, P, P)`` float32, contiguous.
+        spacing_mm: ``(B, 2)`` float64, the pixel spacing along the patch's rows and columns.
+        volume / axis / slice_index / top / left: ``(B,)`` int64, the patch's origin.
+    """
+
+    high_res: torch.Tensor
+    spacing_mm: torch.Tensor
+    volume: torch.Tensor
+    axis: torch.Tensor
+    slice_index: torch.Tensor
+    top: torch.Tensor
+    left: torch.Tensor
+
+
 class PatchSampler:
     """Seeded sampler of square HR patches from 2-D slices of cached volumes.
 
     A draw picks a (volume, slice axis) pair with probability proportional to its number of slices,
-    a slice, and a crop; background crops are redrawn (see :data:`MIN_PATCH_SPAN`).
+    a slice, and a crop; background crops are redrawn (see :data:`MIN_PATCH_SPAN`). A batch is drawn
+    at once: one random draw for all items, one gather of all patches from a flat buffer holding every
+    volume, then redraws for the background items only, in rounds.
+
+    The volumes' voxels are moved into that one float32 buffer and each ``Volume.data`` becomes an
+    ``(I, J, K)`` view of it, so the voxels are held once, not twice (the volumes' old tensors are
+    freed unless something else holds them). The view is in general not contiguous: each volume is
+    stored with its most-sampled slice axis outermost, so that a slice is one block of memory and a
+    patch's rows are runs of adjacent voxels (cutting 128x128 patches across the fastest-varying
+    axis instead reads one cache line per voxel and is several times slower).
 
     Args:
         volumes: cached volumes.
@@ -126,6 +157,10 @@ class PatchSampler:
         seed: seed of the sampler's own generator.
 
     Call: ``sample(batch)`` -> ``(high_res (B, 1, P, P) float32, spacing_mm (B, 2) float64)``.
+
+    Example:
+        >>> sampler = PatchSampler(volumes, patch_size=96, slice_axes=(2,), seed=0)
+        >>> high_res, spacing_mm = sampler.sample(64)
     """
 
     def __init__(self, volumes: list[Volume], patch_size: int, slice_axes=(2,), seed: int = 0) -> None:
@@ -153,30 +188,84 @@ class PatchSampler:
         counts = torch.tensor([float(volumes[i].data.shape[a]) for i, a in self.candidates])
         self.weights = counts / counts.sum()
         self.generator = torch.Generator().manual_seed(int(seed))
+        self._flat, offsets = _share_one_buffer(volumes, self.candidates)
+        self._tables = _candidate_tables(volumes, self.candidates, offsets, self.patch_size)
+        side = self.patch_size - 1
+        self._windows = [
+            self._flat.as_strided(
+                (len(self._flat) - side * (row + column), side + 1, side + 1), (1, row, column)
+            )
+            for row, column in self._tables.pop("window_strides").tolist()
+        ]
 
-    def _draw(self) -> tuple[torch.Tensor, tuple[float, float]]:
-        choice = int(torch.multinomial(self.weights, 1, generator=self.generator))
-        index, axis = self.candidates[choice]
-        volume = self.volumes[index]
-        depth = volume.data.shape[axis]
-        section = volume.data.select(axis, int(torch.randint(depth, (1,), generator=self.generator)))
-        height, width = section.shape
-        top = int(torch.randint(height - self.patch_size + 1, (1,), generator=self.generator))
-        left = int(torch.randint(width - self.patch_size + 1, (1,), generator=self.generator))
-        patch = section[top : top + self.patch_size, left : left + self.patch_size]
-        rows, cols = _in_plane(axis)
-        return patch, (volume.spacing_mm[rows], volume.spacing_mm[cols])
+    def _draw(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``count`` fresh draws: ``(candidate (n,), position (n, 3) = slice, top, left)`` int64."""
+        choice = torch.multinomial(self.weights, count, replacement=True, generator=self.generator)
+        ranges = self._tables["ranges"][choice]
+        uniform = torch.rand(count, 3, dtype=torch.float64, generator=self.generator)
+        # floor(u * n) of a float64 u in [0, 1) is uniform over 0..n-1; the clamp only guards rounding.
+        position = torch.minimum((uniform * ranges).long(), ranges.long() - 1)
+        return choice, position
+
+    def _cut(self, choice: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """The ``(n, P, P)`` patches of the draws, gathered from the flat buffer.
+
+        A window is the flat buffer seen as ``(L, P, P)`` with strides ``(1, row, column)``: window
+        ``w`` is the patch whose first voxel is flat element ``w``, so one ``index_select`` of the
+        patches' first voxels cuts them all. That copies rows of voxels, where a ``(n, P, P)`` index
+        of single voxels (``torch.take``) is several times slower. One window per (row, column)
+        stride pair: volumes with the same in-plane size share one, so a batch is usually one gather.
+        """
+        start = self._tables["offset"][choice] + (position * self._tables["strides"][choice]).sum(dim=1)
+        if len(self._windows) == 1:
+            return torch.index_select(self._windows[0], 0, start)
+        window_of = self._tables["window"][choice]
+        patches = torch.empty(len(choice), self.patch_size, self.patch_size)
+        for window in window_of.unique().tolist():
+            items = (window_of == window).nonzero()[:, 0]
+            patches.index_copy_(0, items, torch.index_select(self._windows[window], 0, start[items]))
+        return patches
+
+    def sample_with_origins(self, batch: int) -> PatchBatch:
+        """Draw ``batch`` patches, redrawing background ones, and say where each was cut.
+
+        All items are drawn at once; the background ones (span below :data:`MIN_PATCH_SPAN`) are
+        redrawn together, in rounds, until each item has been drawn :data:`PATCH_DRAWS` times; one
+        still flat after that keeps its last draw. Every random number comes from the sampler's
+        generator in a fixed order, so a state from :meth:`get_state` replays the same batches.
+        """
+        choice, position = self._draw(batch)
+        high_res = self._cut(choice, position)
+        pending = torch.arange(batch)
+        patches = high_res
+        for _redraw in range(PATCH_DRAWS - 1):
+            # amax and amin: aminmax over a dimension is ~20x slower on CPU. The span is compared in
+            # float64 like the threshold, and a NaN span counts as flat.
+            span = patches.amax(dim=(1, 2)) - patches.amin(dim=(1, 2))
+            background = ~(span.double() >= MIN_PATCH_SPAN)
+            pending = pending[background]
+            if not len(pending):
+                break
+            redrawn, redrawn_position = self._draw(len(pending))
+            patches = self._cut(redrawn, redrawn_position)
+            choice[pending] = redrawn
+            position[pending] = redrawn_position
+            high_res[pending] = patches
+        tables = self._tables
+        return PatchBatch(
+            high_res=high_res[:, None].contiguous(),
+            spacing_mm=tables["spacing_mm"][choice],
+            volume=tables["volume"][choice],
+            axis=tables["axis"][choice],
+            slice_index=position[:, 0],
+            top=position[:, 1],
+            left=position[:, 2],
+        )
 
     def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        patches, spacings = [], []
-        for _ in range(batch):
-            for _attempt in range(PATCH_DRAWS):
-                patch, spacing = self._draw()
-                if float(patch.max() - patch.min()) >= MIN_PATCH_SPAN:
-                    break
-            patches.append(patch)
-            spacings.append(spacing)
-        return torch.stack(patches)[:, None].contiguous(), torch.tensor(spacings, dtype=torch.float64)
+        """``batch`` patches: ``(high_res (B, 1, P, P) float32, spacing_mm (B, 2) float64)``."""
+        drawn = self.sample_with_origins(batch)
+        return drawn.high_res, drawn.spacing_mm
 
     def get_state(self) -> torch.Tensor:
         """The data position: the generator's state (a ``uint8`` tensor)."""
@@ -184,6 +273,60 @@ class PatchSampler:
 
     def set_state(self, state: torch.Tensor) -> None:
         self.generator.set_state(state)
+
+
+def _share_one_buffer(
+    volumes: list[Volume], candidates: list[tuple[int, int]]
+) -> tuple[torch.Tensor, list[int]]:
+    """Copy every volume into one flat float32 buffer and make each ``Volume.data`` a view of it.
+
+    One buffer lets a single gather cut patches from any volume. Copying volume by volume and
+    rebinding at once keeps the peak at the buffer plus one volume (when nothing else holds them).
+    Each volume's axes are stored by decreasing number of sampled slices (an axis not sampled counts
+    none; ties keep voxel order), so the most-sampled slices are contiguous and the fastest-varying
+    axis is one that is rarely or never sliced across.
+    """
+    sampled = set(candidates)
+    sizes = [volume.data.numel() for volume in volumes]
+    flat = torch.empty(sum(sizes), dtype=torch.float32)
+    offsets, start = [], 0
+    for index, (volume, size) in enumerate(zip(volumes, sizes, strict=True)):
+        shape = volume.data.shape
+        order = sorted((0, 1, 2), key=lambda a: -shape[a] if (index, a) in sampled else 0)
+        stored = flat[start : start + size].view([shape[a] for a in order])
+        stored.copy_(volume.data.permute(order))
+        volume.data = stored.permute([order.index(a) for a in (0, 1, 2)])
+        offsets.append(start)
+        start += size
+    return flat, offsets
+
+
+def _candidate_tables(
+    volumes: list[Volume], candidates: list[tuple[int, int]], offsets: list[int], patch_size: int
+) -> dict[str, torch.Tensor]:
+    """Per (volume, axis) candidate: ranges of slice/top/left, flat-buffer strides, spacing, and
+    which gather window (distinct in-plane stride pair, listed in ``window_strides``) it uses."""
+    volume_index, axis_index, ranges, strides, spacing = [], [], [], [], []
+    for index, axis in candidates:
+        volume = volumes[index]
+        shape, stride = volume.data.shape, volume.data.stride()
+        rows, cols = _in_plane(axis)
+        volume_index.append(index)
+        axis_index.append(axis)
+        ranges.append([shape[axis], shape[rows] - patch_size + 1, shape[cols] - patch_size + 1])
+        strides.append([stride[axis], stride[rows], stride[cols]])
+        spacing.append([volume.spacing_mm[rows], volume.spacing_mm[cols]])
+    window_strides = sorted({(row, col) for _, row, col in strides})
+    return {
+        "window": torch.tensor([window_strides.index((row, col)) for _, row, col in strides]),
+        "window_strides": torch.tensor(window_strides, dtype=torch.int64),
+        "volume": torch.tensor(volume_index, dtype=torch.int64),
+        "axis": torch.tensor(axis_index, dtype=torch.int64),
+        "offset": torch.tensor([offsets[i] for i in volume_index], dtype=torch.int64),
+        "ranges": torch.tensor(ranges, dtype=torch.float64),
+        "strides": torch.tensor(strides, dtype=torch.int64),
+        "spacing_mm": torch.tensor(spacing, dtype=torch.float64),
+    }
 
 
 @dataclass
