@@ -22,6 +22,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         flops = flops_per_slice(bundle.generator, args.size, args.size)
         halo = receptive_field_radius(bundle.generator)
 
-        def engine(device, generator=None, volume_scan=scan):
+        def engine(device, generator=None, volume_scan=scan, batch_size=args.batch_size):
             generator = generator or prepare_for_inference(bundle.generator, device)
             return enhance_volume(
                 volume_scan,
@@ -128,73 +129,79 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 denormalise=denormalise,
                 slice_axis=2,
                 device=device,
-                batch_size=args.batch_size,
+                batch_size=batch_size,
                 halo=halo,
                 **engine_settings(device),
             )
 
-        warm = scan[..., :2]  # first primitives / allocations are not what is measured
-        naive_upscale(volume[:, :, :1], bundle.generator, bundle.scale, normalise, denormalise, cpu)
-        engine(cpu, volume_scan=warm)
-        for _ in range(args.repeats):
-            naive_s, naive_cpu, naive_out = _timed(
-                lambda: naive_upscale(volume, bundle.generator, bundle.scale, normalise, denormalise, cpu),
-                cpu,
+        if not args.skip_cpu:
+            warm = scan[..., :2]  # first primitives / allocations are not what is measured
+            naive_upscale(volume[:, :, :1], bundle.generator, bundle.scale, normalise, denormalise, cpu)
+            engine(cpu, volume_scan=warm)
+            for _ in range(args.repeats):
+                naive_s, naive_cpu, naive_out = _timed(
+                    lambda: naive_upscale(
+                        volume, bundle.generator, bundle.scale, normalise, denormalise, cpu
+                    ),
+                    cpu,
+                )
+                engine_s, engine_cpu, result = _timed(lambda: engine(cpu), cpu)
+                rounds.append(
+                    {
+                        "naive_s": round(naive_s, 3),
+                        "engine_s": round(engine_s, 3),
+                        "naive_cpu_s": round(naive_cpu, 3),
+                        "engine_cpu_s": round(engine_cpu, 3),
+                        "ratio": round(naive_s / engine_s, 3),
+                    }
+                )
+            max_diff_hu = float(np.abs(result.image[0].numpy() - naive_out).max())
+            cpu_name = f"CPU: {env['cpu']} ({env['torch_threads']} threads)"
+            naive_med = statistics.median(r["naive_s"] for r in rounds)
+            engine_med = statistics.median(r["engine_s"] for r in rounds)
+            ratio_med = statistics.median(r["ratio"] for r in rounds)
+            rows.append(
+                _row("naive baseline: fp32 eager, 1 slice/pass", naive_med, args.slices, flops, cpu_name)
             )
-            engine_s, engine_cpu, result = _timed(lambda: engine(cpu), cpu)
-            rounds.append(
-                {
-                    "naive_s": round(naive_s, 3),
-                    "engine_s": round(engine_s, 3),
-                    "naive_cpu_s": round(naive_cpu, 3),
-                    "engine_cpu_s": round(engine_cpu, 3),
-                    "ratio": round(naive_s / engine_s, 3),
-                }
+            rows.append(
+                _row(
+                    "enhance engine (CPU path of srgan-med enhance)",
+                    engine_med,
+                    args.slices,
+                    flops,
+                    cpu_name,
+                    ratio_med,
+                    max_abs_diff_vs_baseline_hu=round(max_diff_hu, 4),
+                    cpu_time_ratio_vs_baseline=round(
+                        statistics.median(r["naive_cpu_s"] / r["engine_cpu_s"] for r in rounds), 2
+                    ),
+                )
             )
-        max_diff_hu = float(np.abs(result.image[0].numpy() - naive_out).max())
-        cpu_name = f"CPU: {env['cpu']} ({env['torch_threads']} threads)"
-        naive_med = statistics.median(r["naive_s"] for r in rounds)
-        engine_med = statistics.median(r["engine_s"] for r in rounds)
-        ratio_med = statistics.median(r["ratio"] for r in rounds)
-        rows.append(_row("naive baseline: fp32 eager, 1 slice/pass", naive_med, args.slices, flops, cpu_name))
-        rows.append(
-            _row(
-                "enhance engine (CPU path of srgan-med enhance)",
-                engine_med,
-                args.slices,
-                flops,
-                cpu_name,
-                ratio_med,
-                max_abs_diff_vs_baseline_hu=round(max_diff_hu, 4),
-                cpu_time_ratio_vs_baseline=round(
-                    statistics.median(r["naive_cpu_s"] / r["engine_cpu_s"] for r in rounds), 2
-                ),
-            )
-        )
 
-        started = time.perf_counter()
-        enhance_files(
-            [str(source)],
-            output=folder / "ct_sr.nii",
-            model=str(model),
-            device="cpu",
-            batch_size=args.batch_size,
-            quiet=True,
-        )
-        end_to_end = time.perf_counter() - started
-        rows.append(
-            _row(
-                "srgan-med enhance end to end (load, upscale, write)",
-                end_to_end,
-                args.slices,
-                flops,
-                cpu_name,
+            started = time.perf_counter()
+            enhance_files(
+                [str(source)],
+                output=folder / "ct_sr.nii",
+                model=str(model),
+                device="cpu",
+                batch_size=args.batch_size,
+                quiet=True,
             )
-        )
+            end_to_end = time.perf_counter() - started
+            rows.append(
+                _row(
+                    "srgan-med enhance end to end (load, upscale, write)",
+                    end_to_end,
+                    args.slices,
+                    flops,
+                    cpu_name,
+                )
+            )
 
-        rows.append(_bf16_cpu_row(args, scan, bundle, engine, flops, cpu_name, naive_out, naive_med))
+            rows.append(_bf16_cpu_row(args, scan, bundle, engine, flops, cpu_name, naive_out, naive_med))
         if torch.cuda.is_available():
-            rows.extend(_cuda_rows(args, scan, bundle, engine, flops, naive_out))
+            rows.extend(_cuda_rows(args, scan, bundle, engine, flops))
+            rows.extend(_cuda_end_to_end_rows(args, source, model, flops, folder))
     return {
         "benchmark": "enhance_speed",
         "environment": env | {"load_average_end": [round(v, 2) for v in os.getloadavg()]},
@@ -240,44 +247,41 @@ def _bf16_cpu_row(args, scan, bundle, engine, flops, cpu_name, naive_out, naive_
     )
 
 
-def _prepare(bundle, device, channels_last=None):
+def _prepare(bundle, device, channels_last=None, precision=None):
     from srgan_med.enhance.inference import prepare_for_inference
 
-    return prepare_for_inference(bundle.generator, device, channels_last=channels_last)
+    return prepare_for_inference(bundle.generator, device, channels_last=channels_last, precision=precision)
 
 
-def _cuda_rows(args, scan, bundle, engine, flops, naive_out) -> list[dict[str, Any]]:
-    """GPU figures: only reached when CUDA exists."""
+def _cuda_rows(args, scan, bundle, engine, flops) -> list[dict[str, Any]]:
+    """GPU figures: only reached when CUDA exists. Voxel differences are against the GPU baseline."""
     device = torch.device("cuda")
     name = f"GPU: {torch.cuda.get_device_name(0)}"
     gpu_generator = bundle.generator.to(device)
     volume = scan[0].numpy()
     normalise, denormalise = bundle.intensity_maps(scan[0])
     naive_upscale(volume[:, :, :1], gpu_generator, bundle.scale, normalise, denormalise, device)
-    naive_s, _, _ = _timed(
+    naive_s, _, naive_out = _timed(
         lambda: naive_upscale(volume, gpu_generator, bundle.scale, normalise, denormalise, device), device
     )
     bundle.generator.to("cpu")
-    rows = [_row("GPU naive baseline: fp32 eager, 1 slice/pass", naive_s, args.slices, flops, name)]
-    prepared_cl = _prepare(bundle, device, channels_last=True)
-
-    def bf16(x):
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            return prepared_cl(x).float()
-
-    variants: list[tuple[str, Callable | None]] = [
-        ("GPU engine fp32", None),
-        ("GPU engine bf16 autocast + channels_last", bf16),
+    rows = [
+        _row(
+            "GPU naive baseline: fp32 eager, 1 slice/pass, torch defaults", naive_s, args.slices, flops, name
+        )
+    ]
+    torch.backends.cudnn.benchmark = True  # as srgan-med enhance sets it on CUDA
+    variants: list[tuple[str, Callable]] = [
+        (
+            f"GPU engine {precision}, batch {args.cuda_batch_size}",
+            _prepare(bundle, device, precision=precision),
+        )
+        for precision in ("fp32", "tf32", "bf16")
     ]
     if args.compile:
-        compiled = torch.compile(_prepare(bundle, device, channels_last=True))
-
-        def compiled_bf16(x):
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                return compiled(x).float()
-
+        compiled = torch.compile(_prepare(bundle, device, precision="bf16"), dynamic=False)
         started = time.perf_counter()
-        engine(device, compiled_bf16, scan[..., : args.batch_size])
+        engine(device, compiled, scan[..., : args.cuda_batch_size], batch_size=args.cuda_batch_size)
         rows.append(
             {
                 "figure": "torch.compile warm-up (s)",
@@ -285,10 +289,12 @@ def _cuda_rows(args, scan, bundle, engine, flops, naive_out) -> list[dict[str, A
                 "device": name,
             }
         )
-        variants.append(("GPU engine bf16 + channels_last + torch.compile", compiled_bf16))
+        variants.append((f"GPU engine bf16 + torch.compile, batch {args.cuda_batch_size}", compiled))
     for figure, generator in variants:
-        engine(device, generator, scan[..., : args.batch_size])
-        seconds, _, result = _timed(lambda g=generator: engine(device, g), device)
+        engine(device, generator, scan[..., : args.cuda_batch_size], batch_size=args.cuda_batch_size)
+        seconds, _, result = _timed(
+            lambda g=generator: engine(device, g, batch_size=args.cuda_batch_size), device
+        )
         error = np.abs(result.image[0].numpy() - naive_out)
         rows.append(
             _row(
@@ -298,9 +304,53 @@ def _cuda_rows(args, scan, bundle, engine, flops, naive_out) -> list[dict[str, A
                 flops,
                 name,
                 naive_s / seconds,
-                max_abs_diff_vs_baseline_hu=round(float(error.max()), 3),
+                max_abs_diff_vs_gpu_baseline_hu=round(float(error.max()), 3),
             )
         )
+    return rows
+
+
+def _cuda_end_to_end_rows(args, source: Path, model: Path, flops, folder: Path) -> list[dict[str, Any]]:
+    """``srgan-med enhance`` on CUDA: in this process (model load, read, upscale, write) and as a fresh
+    command (Python start-up, imports and CUDA initialisation included)."""
+    import subprocess
+
+    from srgan_med.enhance.run import enhance_files
+
+    name = f"GPU: {torch.cuda.get_device_name(0)}"
+    rows = []
+    for attempt in ("first call", "second call"):
+        target = folder / f"ct_sr_cuda_{attempt.split()[0]}.nii"
+        started = time.perf_counter()
+        enhance_files([str(source)], output=target, model=str(model), device="cuda", quiet=True)
+        seconds = time.perf_counter() - started
+        report = json.loads(target.with_name(target.name + ".json").read_text())
+        rows.append(
+            _row(
+                f"srgan-med enhance end to end on CUDA, in process ({attempt})",
+                seconds,
+                args.slices,
+                flops,
+                name,
+                precision=report["precision"],
+                batch=report["batch_size"],
+            )
+        )
+    target = folder / "ct_sr_cli.nii"
+    command = [sys.executable, "-m", "srgan_med", "enhance", str(source), "-o", str(target)]
+    command += ["--model", str(model), "--device", "cuda", "-q"]
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    rows.append(
+        _row(
+            "srgan-med enhance end to end on CUDA, fresh command",
+            time.perf_counter() - started,
+            args.slices,
+            flops,
+            name,
+            includes="python start-up, imports, CUDA init",
+        )  # fmt: skip
+    )
     return rows
 
 
@@ -338,6 +388,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bf16-slices", type=int, default=4, help="slices for the CPU bf16 check")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (CUDA only)")
+    parser.add_argument("--cuda-batch-size", type=int, default=32, help="slices per pass on CUDA")
+    parser.add_argument("--skip-cpu", action="store_true", help="only the CUDA rows (GPU session)")
     args = parser.parse_args(argv)
     for name in ("slices", "size", "repeats", "batch_size", "bf16_slices"):
         if getattr(args, name) < 1:

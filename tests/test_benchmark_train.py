@@ -60,7 +60,7 @@ def test_cpu_smoke_run_writes_rows_with_positive_numbers(smoke_report):
         assert (phase, "channels_last, batch 3", 3) in variants  # CPU's best variant at --batch-sizes
     for row in timed:
         assert row["patches_per_s"] > 0 and row["tflop_per_s"] > 0 and row["ratio_vs_baseline"] > 0
-        assert row["ms_per_step"] > 0 and row["data_ms_per_step"] > 0 and row["skipped_steps"] == 0
+        assert row["ms_per_step"] > 0 and row["data_ms_per_step"] > 0 and row["losses_finite"]
     baselines = [row for row in timed if row["variant"].startswith("baseline")]
     assert [row["ratio_vs_baseline"] for row in baselines] == [1.0, 1.0]
 

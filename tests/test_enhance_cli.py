@@ -169,3 +169,22 @@ def test_auto_model_follows_modality_and_scale(tmp_path, monkeypatch):
     assert not (tmp_path / "x4").exists()
     mr = _invoke("example:mr-small", "-o", str(tmp_path / "mr"))
     assert mr.exit_code == 2 and "no shipped model for a MR scan at x2" in mr.stderr
+
+
+def test_unknown_precision_is_one_line_error_and_writes_nothing(tmp_path, small_ct_volume):
+    volume, affine = small_ct_volume
+    source = write_nifti(tmp_path / "ct.nii.gz", volume, affine)
+    result = _invoke(str(source), "--model", str(_bundle(tmp_path)), "--precision", "fp16")
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: --precision must be auto, fp32, tf32, bf16")
+    assert not (tmp_path / "ct_sr.nii.gz").exists()
+
+
+def test_bf16_precision_is_recorded_in_the_report(tmp_path, small_ct_volume):
+    volume, affine = small_ct_volume
+    source = write_nifti(tmp_path / "ct.nii.gz", volume, affine)
+    result = _invoke(str(source), "--model", str(_bundle(tmp_path)), "--precision", "bf16")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "ct_sr.nii.gz.json").read_text())
+    assert report["precision"] == "bf16" and report["batch_size"] == 8  # CPU default batch

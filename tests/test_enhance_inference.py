@@ -88,6 +88,29 @@ def test_prepared_generator_equals_plain(channels_last, scale, residual):
     assert next(generator.parameters()).requires_grad
 
 
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
+def test_each_precision_computes_the_plain_function(precision):
+    """fp32 and tf32 are IEEE float32 on CPU (TF32 exists on CUDA only); bf16 autocast is close, in
+    float32 NCHW out; the CUDA versions are compared on a GPU by benchmarks/gpu_inference.py."""
+    generator = _generator(4, "bicubic")
+    prepared = prepare_for_inference(generator, "cpu", precision=precision)
+    assert prepared.precision == precision and prepared.channels_last
+    low_res = torch.rand(3, 1, 20, 22)
+    with torch.inference_mode():
+        fast = prepared(low_res)
+    plain = _plain(generator, low_res)
+    assert fast.is_contiguous() and fast.dtype == torch.float32
+    if precision == "bf16":
+        assert 0 < float((fast - plain).norm() / plain.norm()) < 2e-2
+    else:
+        torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="precision must be one of"):
+        prepare_for_inference(_generator(2), "cpu", precision="fp16")
+
+
 def _ct_scan(shape=(40, 36, 7)) -> MetaTensor:
     rng = np.random.default_rng(0)
     volume = rng.normal(40.0, 300.0, shape).astype(np.float32)

@@ -154,7 +154,7 @@ def test_non_finite_loss_restores_the_last_good_state(tmp_path, caplog, monkeypa
     trainer.pixel_loss = sometimes_nan
     with caplog.at_level("WARNING", logger="srgan_med"):
         result = trainer.run()
-    assert "non-finite loss; step skipped and the state of step 5 restored" in caplog.text
+    assert "pretrain steps 6-10: non-finite loss; the state of step 5 restored" in caplog.text
     assert (
         result.history[-1]["step"] == 12
         and torch.isfinite(torch.stack([p.detach().sum() for p in trainer.generator.parameters()])).all()

@@ -39,7 +39,18 @@ def enhance(
         ),
     ] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Slices per forward pass.")] = 8,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", min=1, help="Slices per forward pass [default: 8 on CPU, 32 on CUDA]."),
+    ] = None,
+    precision: Annotated[
+        str,
+        typer.Option(
+            "--precision",
+            help="auto, fp32, tf32 or bf16 (GPU arithmetic; auto: fp32 on CPU, the measured default "
+            "on CUDA, see docs/benchmarks.md).",
+        ),
+    ] = "auto",
     fmt: Annotated[
         str | None, typer.Option("--format", help="nifti or dicom (default: the input's).")
     ] = None,
@@ -59,6 +70,7 @@ def enhance(
         through_plane=through_plane,
         device=device,
         batch_size=batch_size,
+        precision=precision,
         fmt=fmt,
         overwrite=overwrite,
         quiet=quiet,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from srgan_med.enhance.tiling import tiled_upscale
 from srgan_med.errors import InputError, SrganMedError
@@ -46,13 +47,6 @@ class EnhanceResult:
     batch_size: int
     tile: int
     consistency_psnr_db: float
-
-
-def _block_mean(volume: np.ndarray, scale: int) -> np.ndarray:
-    """``(B, H * s, W * s)`` -> ``(B, H, W)`` by averaging ``s x s`` blocks (the grid of the input),
-    in float64."""
-    b, h, w = volume.shape
-    return volume.reshape(b, h // scale, scale, w // scale, scale).mean(axis=(2, 4), dtype=np.float64)
 
 
 def enhance_volume(
@@ -132,14 +126,18 @@ def enhance_volume(
                 ) from None
             logger.warning("CUDA out of memory: continuing with batch size %d, tile %d", batch_size, tile)
             continue
-        values = denormalise(high_res[:, 0].float().cpu().numpy())  # (B, H * s, W * s)
+        # Physical units and the consistency error where the batch is (on a GPU the host only
+        # copies the result); the error is summed on the device, read once at the end.
+        values_device = denormalise(high_res[:, 0].float())  # (B, H * s, W * s)
+        blocks = F.avg_pool2d(values_device[:, None].double(), scale)[:, 0]
+        difference = (blocks - torch.from_numpy(batch[:, 0]).to(blocks.device, torch.float64)).flatten()
+        squared_error = squared_error + torch.vdot(difference, difference)
+        values = values_device.cpu().numpy()
         output_slices[:, :, start:stop] = np.moveaxis(values, 0, -1)
-        difference = _block_mean(values, scale) - batch[:, 0]
-        squared_error += float(np.vdot(difference, difference))
         if progress is not None:
             progress(stop - start)
         start = stop
-    mean_squared_error = squared_error / volume.size
+    mean_squared_error = float(squared_error) / volume.size
     consistency = (
         float("inf") if mean_squared_error == 0 else 10 * np.log10(data_range**2 / mean_squared_error)
     )

@@ -9,18 +9,21 @@ Three exact rewrites (equal to the trained generator up to float32 rounding, che
   (:func:`fold_tail_before_shuffle`): at full resolution this one-output-channel 9x9 convolution took
   a fifth of a x4 forward pass on CPU;
 - on CPU, activations and weights in ``channels_last`` (NHWC), the layout oneDNN's convolutions work
-  in, so every convolution skips two layout conversions; on CUDA the fp32 gain is small, so it is
-  left off there.
+  in, so every convolution skips two layout conversions; on CUDA with bf16 too.
 
-Measured with ``benchmarks/enhance_speed.py`` (figures in ``docs/benchmarks.md``).
+Measured with ``benchmarks/enhance_speed.py`` and ``benchmarks/gpu_inference.py`` (figures in
+``docs/benchmarks.md``).
 
-bfloat16 is deliberately not used: rounding a CT slice normalised to the -1000..2000 HU window to
-bfloat16 already moves soft tissue by up to ~6 HU before the network runs (the benchmark reports the
-measured end-to-end error).
+Precision is a separate, explicit choice (:func:`precision_context`): strict IEEE fp32 on CPU; on
+CUDA, :data:`CUDA_DEFAULT_PRECISION`. bfloat16 is not the CPU default: rounding a CT slice normalised
+to the -1000..2000 HU window to bfloat16 already moves soft tissue by up to ~6 HU before the network
+runs (``enhance_speed.py`` reports the measured end-to-end error), and ``gpu_inference.py`` measures
+what each precision costs in PSNR on the public scans.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -132,26 +135,65 @@ def fold_tail_before_shuffle(network: nn.Module) -> nn.Module:
     return folded.eval()
 
 
+PRECISIONS = ("fp32", "tf32", "bf16")
+# What ``prepare_for_inference`` runs on CUDA when no precision is asked for. Chosen by
+# ``benchmarks/gpu_inference.py`` (docs/benchmarks.md): the fastest precision whose PSNR on the public
+# scans stays within 0.01 dB of strict fp32 for every shipped model.
+CUDA_DEFAULT_PRECISION = "fp32"
+
+
+@contextlib.contextmanager
+def precision_context(precision: str, device_type: str):
+    """Run the enclosed convolutions in ``precision``: ``"fp32"`` (IEEE float32; cuDNN's TF32 off),
+    ``"tf32"`` (float32 tensors, TF32 tensor-core convolutions on CUDA) or ``"bf16"`` (autocast)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bf16":
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            yield
+        return
+    if device_type != "cuda":
+        yield  # CPU convolutions are IEEE float32 either way
+        return
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
+
+
 class InferenceGenerator(nn.Module):
     """Wraps a generator prepared by :func:`prepare_for_inference`.
 
     ``(B, C, h, w)`` float32 in any layout -> ``(B, C, h * s, w * s)`` float32, contiguous (NCHW),
-    so callers see exactly the tensor the plain generator would return.
+    so callers see exactly the tensor the plain generator would return (in ``precision``).
     """
 
-    def __init__(self, network: nn.Module, channels_last: bool) -> None:
+    def __init__(self, network: nn.Module, channels_last: bool, precision: str = "fp32") -> None:
         super().__init__()
         self.network = network
         self.channels_last = channels_last
+        self.precision = precision
 
     def forward(self, low_res: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             low_res = low_res.contiguous(memory_format=torch.channels_last)
-        return self.network(low_res).contiguous()
+        if self.precision == "bf16":  # autocast itself, so torch.compile traces it without a break
+            with torch.autocast(low_res.device.type, dtype=torch.bfloat16):
+                high_res = self.network(low_res)
+        else:
+            with precision_context(self.precision, low_res.device.type):
+                high_res = self.network(low_res)
+        return high_res.float().contiguous()
 
 
 def prepare_for_inference(
-    generator: nn.Module, device: torch.device | str = "cpu", *, channels_last: bool | None = None
+    generator: nn.Module,
+    device: torch.device | str = "cpu",
+    *,
+    channels_last: bool | None = None,
+    precision: str | None = None,
 ) -> InferenceGenerator:
     """An eval-mode copy of ``generator`` on ``device``, with batch norm folded and, on CPU, the
     channels-last layout. The original module is not modified.
@@ -159,17 +201,23 @@ def prepare_for_inference(
     Args:
         generator: a convolutional generator (e.g. :class:`srgan_med.nets.SRResNet`).
         device: where it will run.
-        channels_last: use NHWC; default: on CPU only.
+        channels_last: use NHWC; default: on CPU, and on CUDA with bf16.
+        precision: ``"fp32"``, ``"tf32"`` or ``"bf16"`` (see :func:`precision_context`); default:
+            ``"fp32"`` on CPU, :data:`CUDA_DEFAULT_PRECISION` on CUDA.
 
     Returns:
         :class:`InferenceGenerator` computing the same function as ``generator.eval()``.
     """
     device = torch.device(device)
+    if precision is None:
+        precision = CUDA_DEFAULT_PRECISION if device.type == "cuda" else "fp32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if channels_last is None:
-        channels_last = device.type == "cpu"
+        channels_last = device.type == "cpu" or precision == "bf16"
     network = fold_tail_before_shuffle(fold_batch_norm(copy.deepcopy(generator).eval())).to(device)
     if channels_last:
         network = network.to(memory_format=torch.channels_last)
     for parameter in network.parameters():
         parameter.requires_grad_(False)
-    return InferenceGenerator(network, channels_last).eval()
+    return InferenceGenerator(network, channels_last, precision).eval()

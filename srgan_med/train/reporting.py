@@ -83,6 +83,10 @@ class Reporter:
         if self.writer is not None:
             self.writer.add_image(tag, image, self.trainer.global_step, dataformats="CHW")
 
+    def discard(self) -> None:
+        """Forget the losses summed since the last log (steps the divergence guard dropped)."""
+        self._sums, self._count, self._since = {}, 0, time.perf_counter()
+
     def step(self, losses: dict[str, torch.Tensor]) -> None:
         if not self.enabled:
             return

@@ -93,6 +93,11 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self._good_state: dict | None = None
         self._restores = 0
+        # Every loss of every step since the last check is folded into this flag on the device, so a
+        # step never waits for the host; it is read (one sync) only at logging, validation and
+        # checkpoint steps (see ``_check_due``).
+        self._all_finite = torch.ones((), dtype=torch.bool, device=self.device)
+        self._checked_step = 0
 
     # ----------------------------------------------------------------------------------- set-up
     def _find_resume(self, resume: bool | None) -> Path | None:
@@ -227,8 +232,15 @@ class Trainer:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
 
-    def _finite(self, loss: torch.Tensor) -> bool:
-        return self.dist.all_true(torch.isfinite(loss.detach()))
+    def _track_finite(self, loss: torch.Tensor) -> None:
+        """Fold ``loss``'s finiteness into the device-side flag (no host sync)."""
+        self._all_finite.logical_and_(torch.isfinite(loss.detach()))
+
+    def _losses_finite(self) -> bool:
+        """Whether every loss since the last call was finite on every rank (one host sync); resets."""
+        finite = self.dist.all_true(self._all_finite)
+        self._all_finite.fill_(True)
+        return finite
 
     def _optimise(self, name: str, loss: torch.Tensor) -> None:
         optimiser = self.optimisers[name]
@@ -237,17 +249,16 @@ class Trainer:
         optimiser.step()
         self.schedulers[name].step()
 
-    def _pretrain_step(self) -> dict[str, torch.Tensor] | None:
+    def _pretrain_step(self) -> dict[str, torch.Tensor]:
         low_res, high_res = self._batch()
         with self._autocast():
             output = self.generator_run(low_res)
         loss = self.pixel_loss(output.float(), high_res)
-        if not self._finite(loss):
-            return None
+        self._track_finite(loss)
         self._optimise("generator", loss)
         return {"loss/pixel": loss.detach()}
 
-    def _gan_step(self) -> dict[str, torch.Tensor] | None:
+    def _gan_step(self) -> dict[str, torch.Tensor]:
         losses = self.config.losses
         low_res, high_res = self._batch()
         self.discriminator.requires_grad_(False)
@@ -262,8 +273,7 @@ class Trainer:
         if losses.pixel_weight_gan > 0:
             pixel = self.pixel_loss(output.float(), high_res)
             generator_loss = generator_loss + losses.pixel_weight_gan * pixel
-        if not self._finite(generator_loss):
-            return None
+        self._track_finite(generator_loss)
         self._optimise("generator", generator_loss)
 
         self.discriminator.requires_grad_(True)
@@ -274,14 +284,12 @@ class Trainer:
         with self._autocast():
             real_logits = self.discriminator_run(high_res).float()
         real_loss = self.adversarial_loss(real_logits, target_is_real=True, for_discriminator=True)
-        if not self._finite(real_loss):
-            return None
+        self._track_finite(real_loss)
         real_loss.backward()
         with self._autocast():
             fake_logits_d = self.discriminator_run(output.detach()).float()
         fake_loss = self.adversarial_loss(fake_logits_d, target_is_real=False, for_discriminator=True)
-        if not self._finite(fake_loss):
-            return None
+        self._track_finite(fake_loss)
         fake_loss.backward()
         optimiser.step()
         self.schedulers["discriminator"].step()
@@ -320,12 +328,12 @@ class Trainer:
         # Weights and optimisers go back; the data stream does not, so the retry sees new patches.
         restore_state(self, self._good_state["tensors"], self._good_state["parts"], data_position=False)
         message = (
-            f"{self.phase} step {self.step}: non-finite loss; step skipped and the state of "
+            f"{self.phase} steps {self._checked_step + 1}-{self.step}: non-finite loss; the state of "
             f"step {self._good_state['step']} restored"
         )
         logger.warning(message)
         reporter.note(message)
-        self.step = self._good_state["step"]
+        self.step = self._checked_step = self._good_state["step"]
 
     def _save_checkpoint(self) -> None:
         self.dist.sync_buffers(self.generator)
@@ -405,19 +413,33 @@ class Trainer:
         self.discriminator_run.train()
         if self._good_state is None:
             self._remember_good_state()
+        self._all_finite.fill_(True)
+        self._checked_step = self.step
         while self.step < settings.steps:
             self.step += 1
             losses = step_function()
-            if losses is None:
-                self._restore_good_state(reporter)
-                continue
-            self._restores = 0
+            if self._check_due(settings):
+                if not self._losses_finite():
+                    reporter.discard()
+                    self._restore_good_state(reporter)
+                    continue
+                self._restores = 0
+                self._checked_step = self.step
             reporter.step(losses)
             every = config.validation.every
             if every and self.step % every == 0 and self.step < settings.steps:
                 self._validate(reporter)
             if self.step % config.checkpoint.every == 0 and self.step < settings.steps:
                 self._save_checkpoint()
+
+    def _check_due(self, settings: PhaseConfig) -> bool:
+        """Whether the losses are checked at this step: before anything reads or keeps the state
+        (logging, validation, checkpoint, the phase's end). Between checks no step waits for the host;
+        a non-finite loss found at a check sends the run back to the last good state (a checkpoint),
+        so the steps in between are dropped, as the skipped step was when every step was checked."""
+        config, step = self.config, self.step
+        every = (config.logging.every, config.checkpoint.every, config.validation.every)
+        return step >= settings.steps or any(n and step % n == 0 for n in every)
 
     def _validate(self, reporter: Reporter) -> None:
         if not self.validation_sets:

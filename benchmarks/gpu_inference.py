@@ -1,0 +1,381 @@
+"""GPU inference: generator throughput against a naive baseline, and what each precision costs in PSNR
+(issue #7).
+
+Part 1, throughput. The x4 SRResNet of the paper (16 blocks, 64 channels, random init: speed does not
+depend on weight values) on 128x128 slices resident on the device, timed with CUDA events (median of
+``--repeats`` timed runs after warm-up, two input sets alternating, random data, never zeros):
+
+- baseline: the plain generator, eval, fp32, eager, NCHW, one slice per pass, torch's defaults;
+- the engine's generator (:func:`srgan_med.enhance.inference.prepare_for_inference`: batch norm folded,
+  output conv before the last pixel shuffle) in strict fp32, TF32 and bf16 + channels_last, batched;
+- bf16 + channels_last replayed from a CUDA graph; ``torch.compile`` (``--compile``).
+
+Each row: slices/s, ratio to the baseline, achieved TFLOP/s (FLOPs from ``FlopCounterMode``), and the
+measured bf16 matrix-product and copy ceilings of the device for comparison.
+
+Part 2, precision. Every shipped model of each public scan's modality (``--scans``: the ``*.nii.gz``
+of ``../shared/data/scans`` when present, plus the package's example scans) enhances the scan's
+simulated low-res version (the evaluation's own :func:`srgan_med.evaluate.run.synthesise_pair`, the
+modality's preset, seed 0, ``--max-slices`` central slices) in each precision; PSNR against the
+high-res scan uses ``srgan-med evaluate``'s data range and foreground mask. Issue #7's bar: within
+0.01 dB of strict fp32.
+
+On a machine without CUDA part 1 is skipped with a reason and part 2 runs the CPU precisions (fp32,
+bf16), so the script is checked by the test suite.
+
+Usage:
+    python benchmarks/gpu_inference.py --out bench_out/ --compile
+    python benchmarks/gpu_inference.py --out /tmp/b --max-slices 2 --skip-throughput   # CPU check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from enhance_common import environment, environment_lines, markdown_table, save_report  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SCANS = REPO.parent / "shared" / "data" / "scans"
+TARGET_SLICES_PER_S = 4000.0  # issue #7, H100, x4 generator, 128x128 slices
+PSNR_BAR_DB = 0.01
+
+
+def _events_ms(function: Callable[[], Any], repeats: int, warmup: int) -> float:
+    """Median milliseconds of one call of ``function`` (CUDA events)."""
+    for _ in range(warmup):
+        function()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        function()
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop))
+    return statistics.median(times)
+
+
+def ceilings() -> dict[str, float]:
+    """Measured bf16 matrix-product rate (TFLOP/s) and device-to-device copy bandwidth (GB/s)."""
+    size = 8192
+    a = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
+    ms = _events_ms(lambda: a @ b, repeats=10, warmup=3)
+    source = torch.randn(2**28, device="cuda")  # 1 GiB
+    target = torch.empty_like(source)
+    copy_ms = _events_ms(lambda: target.copy_(source), repeats=10, warmup=3)
+    return {
+        "bf16_matmul_tflop_per_s": round(2 * size**3 / ms / 1e9, 1),
+        "copy_gb_per_s": round(2 * source.numel() * 4 / copy_ms / 1e6, 1),
+    }
+
+
+def _flops_per_slice(generator: torch.nn.Module, size: int) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        generator(torch.randn(1, 1, size, size, device=next(generator.parameters()).device))
+    return int(counter.get_total_flops())
+
+
+def _cuda_graph(module: torch.nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``module`` captured once for ``example``'s shape; calls copy the input in and replay."""
+    static_input = example.clone()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream), torch.inference_mode():
+        for _ in range(3):
+            module(static_input)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), torch.inference_mode():
+        static_output = module(static_input)
+
+    def replay(low_res: torch.Tensor) -> torch.Tensor:
+        static_input.copy_(low_res)
+        graph.replay()
+        return static_output
+
+    return replay
+
+
+def throughput(args: argparse.Namespace) -> dict[str, Any]:
+    from srgan_med.enhance.inference import prepare_for_inference
+    from srgan_med.nets import SRResNet
+
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    plain = SRResNet(scale=4, blocks=16, width=64, channels=1).to(device).eval()
+    flops = _flops_per_slice(plain, args.size)
+    result: dict[str, Any] = {"ceilings": ceilings(), "flops_per_slice": flops, "rows": []}
+    rows = result["rows"]
+    inputs = {}
+
+    def batch_of(size: int) -> list[torch.Tensor]:
+        if size not in inputs:
+            inputs[size] = [torch.rand(size, 1, args.size, args.size, device=device) for _ in range(2)]
+        return inputs[size]
+
+    references: dict[int, torch.Tensor] = {}
+
+    def relative_error(function: Callable[[torch.Tensor], Any], batch: int) -> float:
+        """||out - ref|| / ||ref|| against the engine in strict fp32, on fresh random input."""
+        probe = batch_of(batch)[0]
+        with torch.inference_mode():
+            if batch not in references:
+                references[batch] = engines["fp32"](probe).double()
+            output = function(probe).double()
+        return float((output - references[batch]).norm() / references[batch].norm())
+
+    def measure(name: str, function: Callable[[torch.Tensor], Any], batch: int, **extra) -> None:
+        data, calls = batch_of(batch), [0]
+
+        def call() -> None:
+            calls[0] += 1
+            function(data[calls[0] % 2])
+
+        try:
+            with torch.inference_mode():
+                ms = _events_ms(call, repeats=args.repeats, warmup=args.warmup)
+        except torch.cuda.OutOfMemoryError:
+            rows.append({"variant": name, "batch": batch, "skipped": "CUDA out of memory"})
+            torch.cuda.empty_cache()
+            return
+        slices = batch / ms * 1000
+        row = {"variant": name, "batch": batch, "ms_per_pass": round(ms, 3), "slices_per_s": round(slices, 1)}
+        row["tflop_per_s"] = round(slices * flops / 1e12, 1)
+        row["ratio_vs_baseline"] = round(slices / rows[0]["slices_per_s"], 2) if rows else 1.0
+        row.update(extra)
+        if engines:
+            row["rel_error_vs_fp32"] = f"{relative_error(function, batch):.1e}"
+        rows.append(row)
+        print(
+            f"{name:55s} batch {batch:4d}: {slices:9.1f} slices/s  x{row['ratio_vs_baseline']:.2f}",
+            flush=True,
+        )
+
+    engines: dict[str, torch.nn.Module] = {}
+    measure("baseline: plain generator, fp32 eager NCHW, torch defaults", plain, 1)
+    torch.backends.cudnn.benchmark = True
+    engines.update({p: prepare_for_inference(plain, device, precision=p) for p in ("fp32", "tf32", "bf16")})
+    measure("engine fp32 (IEEE), cudnn.benchmark", engines["fp32"], args.batch)
+    measure("engine tf32, cudnn.benchmark", engines["tf32"], args.batch)
+    for batch in args.batches:
+        measure("engine bf16 + channels_last, cudnn.benchmark", engines["bf16"], batch)
+    best = max(
+        (r for r in rows if "slices_per_s" in r and "bf16" in r["variant"]), key=lambda r: r["slices_per_s"]
+    )
+    graph_batch = best["batch"]
+    try:
+        replay = _cuda_graph(engines["bf16"], batch_of(graph_batch)[0])
+        measure("engine bf16 + channels_last, CUDA graph", replay, graph_batch)
+    except Exception as error:  # a capture failure is reported, not fatal
+        rows.append(
+            {
+                "variant": "engine bf16 + channels_last, CUDA graph",
+                "skipped": f"{type(error).__name__}: {error}",
+            }
+        )
+    if args.compile:
+        for mode in args.compile_modes:
+            name = f"engine bf16 + channels_last, torch.compile(mode={mode!r})"
+            try:
+                started = time.perf_counter()
+                compiled = torch.compile(engines["bf16"], mode=mode, dynamic=False)
+                with torch.inference_mode():
+                    compiled(batch_of(graph_batch)[0])
+                torch.cuda.synchronize()
+                measure(name, compiled, graph_batch, compile_s=round(time.perf_counter() - started, 1))
+            except Exception as error:
+                rows.append({"variant": name, "skipped": f"{type(error).__name__}: {str(error)[:200]}"})
+    for row in rows:
+        if "slices_per_s" in row:
+            row["meets_issue7_target"] = row["slices_per_s"] >= TARGET_SLICES_PER_S
+    return result
+
+
+def find_scans(scans_dir: Path) -> list[str]:
+    found = [str(p) for p in sorted(scans_dir.glob("*.nii.gz"))] if scans_dir.is_dir() else []
+    return found + ["example:ct-small", "example:mr-small"]
+
+
+def _central(volume, max_slices: int, axis: int):
+    depth = volume.shape[1 + axis]
+    if max_slices <= 0 or depth <= max_slices:
+        return volume
+    start = (depth - max_slices) // 2
+    index = [slice(None)] * 4
+    index[1 + axis] = slice(start, start + max_slices)
+    return volume[tuple(index)]
+
+
+def precision_check(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    from srgan_med.enhance.engine import enhance_volume, slice_axis_for
+    from srgan_med.enhance.inference import prepare_for_inference
+    from srgan_med.enhance.tiling import receptive_field_radius
+    from srgan_med.evaluate.core import data_range_for
+    from srgan_med.evaluate.mask import foreground_mask
+    from srgan_med.evaluate.run import synthesise_pair
+    from srgan_med.examples import resolve_input
+    from srgan_med.io import load_scan
+    from srgan_med.metrics import psnr
+    from srgan_med.models.bundle import load_bundle, shipped_models
+
+    precisions = ["fp32", "tf32", "bf16"] if device.type == "cuda" else ["fp32", "bf16"]
+    bundles = {name: load_bundle(name, device=str(device)) for name in shipped_models()}
+    rows = []
+    for source in find_scans(args.scans):
+        scan = load_scan(resolve_input(source))
+        modality = str(scan.meta["modality"])
+        axis = slice_axis_for(scan.affine.numpy(), "auto")
+        scan = _central(scan, args.max_slices, axis)
+        for name, bundle in bundles.items():
+            if bundle.modality != modality:
+                continue
+            high_res, low_res = synthesise_pair(scan, None, bundle.scale, 0, source)
+            reference = high_res[0].numpy().astype(np.float64)
+            data_range = data_range_for(reference, modality)
+            mask = foreground_mask(reference, modality)
+            normalise, denormalise = bundle.intensity_maps(low_res[0])
+            halo = receptive_field_radius(bundle.generator)
+            row: dict[str, Any] = {
+                "scan": Path(source).name,
+                "model": name,
+                "slices": int(scan.shape[1 + axis]),
+            }
+            variants = {p: prepare_for_inference(bundle.generator, device, precision=p) for p in precisions}
+            if args.compile and device.type == "cuda":
+                variants["bf16 compiled"] = torch.compile(variants["bf16"], dynamic=True)
+            for label, generator in variants.items():
+                output = enhance_volume(
+                    low_res, generator, bundle.scale, normalise=normalise, denormalise=denormalise,
+                    slice_axis=axis, device=device, batch_size=16, halo=halo, tile=1024,
+                )  # fmt: skip
+                value = psnr(reference, output.image[0].numpy().astype(np.float64), data_range, mask)
+                row[f"psnr_{label}"] = round(value, 4)
+            for label in variants:
+                if label != "fp32":
+                    row[f"delta_{label}_db"] = round(row[f"psnr_{label}"] - row["psnr_fp32"], 4)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+def precision_summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    labels = sorted({k[len("delta_") : -len("_db")] for row in rows for k in row if k.startswith("delta_")})
+    summary = {}
+    for label in labels:
+        deltas = [abs(row[f"delta_{label}_db"]) for row in rows if f"delta_{label}_db" in row]
+        summary[label] = {"max_abs_delta_db": max(deltas), "within_0.01_db": max(deltas) <= PSNR_BAR_DB}
+    return summary
+
+
+def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    env = report["environment"]
+    lines = ["# GPU inference (issue #7)", "", *environment_lines(env), f"- device: {report['device']}", ""]
+    part = report.get("throughput")
+    if part:
+        lines += [
+            "## throughput: x4 SRResNet (16 blocks, 64 channels), 128x128 slices resident on the device",
+            "",
+            f"- FLOPs per slice: {part['flops_per_slice'] / 1e9:.2f} GFLOP (FlopCounterMode)",
+            f"- measured ceilings: {part['ceilings']}",
+            f"- issue #7 target: {TARGET_SLICES_PER_S:.0f} slices/s",
+            "",
+            markdown_table(
+                part["rows"],
+                [
+                    "variant",
+                    "batch",
+                    "ms_per_pass",
+                    "slices_per_s",
+                    "ratio_vs_baseline",
+                    "tflop_per_s",
+                    "rel_error_vs_fp32",
+                    "meets_issue7_target",
+                    "compile_s",
+                    "skipped",
+                ],
+            ),  # fmt: skip
+            "",
+        ]
+    else:
+        lines += [f"throughput: skipped ({report.get('throughput_skipped')})", ""]
+    rows = report["precision"]
+    if rows:
+        columns = ["scan", "model", "slices"] + sorted(
+            {k for row in rows for k in row if k.startswith(("psnr_", "delta_"))}
+        )
+        lines += [
+            "## precision: PSNR (dB) of each shipped model on the public scans, per precision",
+            "",
+            f"- {report['precision_settings']}",
+            f"- bar: |delta| <= {PSNR_BAR_DB} dB against strict fp32; summary: {report['precision_summary']}",
+            "",
+            markdown_table(rows, columns),
+            "",
+        ]
+    return save_report(report, out, "gpu_inference", lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="folder for gpu_inference.json / .md")
+    parser.add_argument("--size", type=int, default=128, help="low-res slice side")
+    parser.add_argument("--batch", type=int, default=64, help="batch of the fp32 / tf32 rows")
+    parser.add_argument("--batches", type=int, nargs="+", default=[32, 64, 128, 256], help="bf16 batches")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--compile-modes", nargs="+", default=["default", "max-autotune-no-cudagraphs"])
+    parser.add_argument("--scans", type=Path, default=DEFAULT_SCANS, help="folder of public *.nii.gz scans")
+    parser.add_argument("--max-slices", type=int, default=24, help="central slices per scan (0: all)")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-precision", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    shown = sys.argv[1:] if argv is None else argv
+    command = "python " + shlex.join(["benchmarks/gpu_inference.py", *shown])
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    report: dict[str, Any] = {
+        "benchmark": "gpu_inference",
+        "environment": environment() | {"command": command},
+        "device": torch.cuda.get_device_name(0) if cuda else "CPU (no CUDA device)",
+        "precision": [],
+    }
+    if args.skip_throughput or not cuda:
+        report["throughput_skipped"] = "--skip-throughput" if args.skip_throughput else "no CUDA device"
+    else:
+        report["throughput"] = throughput(args)
+        write_report(report, args.out)  # what is measured so far survives a later failure
+    if not args.skip_precision:
+        report["precision_settings"] = (
+            f"{args.max_slices or 'all'} central slices per scan; LR: the modality's degradation preset, "
+            "seed 0; PSNR over evaluate's foreground mask and data range"
+        )
+        report["precision"] = precision_check(args, device)
+        report["precision_summary"] = precision_summary(report["precision"])
+    write_report(report, args.out)
+    return report
+
+
+if __name__ == "__main__":
+    main()

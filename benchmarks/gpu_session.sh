@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Issue #7's GPU benchmarks in one call, for a lent GPU whose time is short (run from the repo root).
+#
+# Each stage runs under its own time limit, so one that hangs or fails leaves the others their time;
+# the reports' JSON files and one log are collected in $OUT (the device tool brings at most 8 files
+# back); `python benchmarks/render_reports.py DIR` turns the JSON files back into the Markdown tables.
+#
+# On the device machine (Python 3.12 with torch, no MONAI/nibabel/pydicom): wheels made by
+# ../shared/tools/gpu-wheels.sh travel in .whl/, and the public scans in .gpudata/scans (both ignored
+# by git). Elsewhere: OUT=bench_out bash benchmarks/gpu_session.sh
+set -u
+OUT=${OUT:-bench_out}
+WORK=${WORK:-/tmp/srgan_med_bench}
+mkdir -p "$OUT" "$WORK"
+export PYTHONUNBUFFERED=1
+LOG="$OUT/session.log"
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl >>"$LOG" 2>&1 || { echo "wheel install failed" | tee -a "$LOG"; exit 1; }
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+SCANS=${SCANS:-../shared/data/scans}
+[ -d .gpudata/scans ] && SCANS=.gpudata/scans
+
+stage() {  # stage NAME SECONDS COMMAND...
+  local name=$1 limit=$2
+  shift 2
+  echo "=== $name: limit ${limit}s, start $(date -u +%FT%TZ): $*" | tee -a "$LOG"
+  timeout --kill-after=10 "$limit" "$@" >>"$LOG" 2>&1
+  echo "=== $name: exit $? at $(date -u +%FT%TZ)" | tee -a "$LOG"
+}
+
+{
+  date -u +%FT%TZ
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,power.draw,temperature.gpu \
+    --format=csv
+  python3 -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.version.cuda)"
+} >>"$LOG" 2>&1
+
+stage inference "${T_INFERENCE:-130}" python3 benchmarks/gpu_inference.py --out "$WORK/inference" \
+  --scans "$SCANS" --compile --compile-modes default
+stage enhance "${T_ENHANCE:-90}" python3 benchmarks/enhance_speed.py --skip-cpu --out "$WORK/enhance"
+stage train "${T_TRAIN:-170}" python3 benchmarks/train_speed.py --no-compile --out "$WORK/train"
+stage train_compile "${T_COMPILE:-140}" python3 benchmarks/train_speed.py --rows compile \
+  --batch-sizes --out "$WORK/train_compile"
+
+cp "$WORK/inference/gpu_inference.json" "$OUT/" 2>/dev/null
+cp "$WORK/enhance/enhance_speed.json" "$OUT/" 2>/dev/null
+cp "$WORK/train/train_speed.json" "$OUT/train_speed.json" 2>/dev/null
+cp "$WORK/train_compile/train_speed.json" "$OUT/train_speed_compile.json" 2>/dev/null
+grep -E "^=== |x[0-9.]+ |patches/s|slices/s" "$LOG" | tail -60
+ls -la "$OUT"

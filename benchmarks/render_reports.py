@@ -1,0 +1,41 @@
+"""Markdown tables again from benchmark JSON reports (those a GPU session brought back).
+
+Each ``*.json`` written by ``gpu_inference.py``, ``enhance_speed.py`` or ``train_speed.py`` is given
+to that script's own ``write_report``; the Markdown lands in ``DEST/<json stem>/``.
+
+Usage:
+    python benchmarks/render_reports.py bench_out/ docs/gpu_reports/
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+WRITERS = {"gpu_inference": "gpu_inference", "enhance_speed": "enhance_speed", "train_speed": "train_speed"}
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", type=Path, help="folder of JSON reports")
+    parser.add_argument("dest", type=Path, help="folder for the Markdown")
+    args = parser.parse_args(argv)
+    written = []
+    for path in sorted(args.source.glob("*.json")):
+        report = json.loads(path.read_text())
+        module = WRITERS.get(report.get("benchmark", ""))
+        if module is None:
+            print(f"skip {path}: not a benchmark report")
+            continue
+        _, markdown = importlib.import_module(module).write_report(report, args.dest / path.stem)
+        written.append(markdown)
+    return written
+
+
+if __name__ == "__main__":
+    main()
