@@ -15,6 +15,7 @@ from srgan_med.degrade import (
     RandPSFBlurd,
     load_degradation_preset,
 )
+from srgan_med.degrade.blur import psf_kernel, psf_kernels
 from srgan_med.errors import ConfigError, InputError
 
 
@@ -135,3 +136,83 @@ def test_per_item_spacing_matches_per_item_pipeline():
         torch.testing.assert_close(batched[index], expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(InputError, match="spacing_mm"):
         degrader.apply(high_res, params, spacing_mm=[(1.0, 1.0)])
+
+
+def centred(kernels, radius):
+    """Per-item kernels, each centred in ``2 radius + 1`` taps with zeros around it: ``(B, 2R+1)``."""
+    weight = torch.zeros(len(kernels), 2 * radius + 1, dtype=torch.float64)
+    for index, kernel in enumerate(kernels):
+        offset = radius - kernel.numel() // 2
+        weight[index, offset : offset + kernel.numel()] = kernel
+    return weight
+
+
+@pytest.mark.parametrize("scale", [None, 2, 3, 4])
+def test_psf_kernels_equal_the_per_item_kernels(scale):
+    generator = torch.Generator().manual_seed(scale or 0)
+    families = ["gaussian", "box", "none"] + (["bicubic"] if scale else [])
+    count = 600
+    profiles = [families[i] for i in torch.randint(0, len(families), (count,), generator=generator).tolist()]
+    fwhm = torch.rand(count, generator=generator, dtype=torch.float64) * 8.5 - 0.5
+    spacing = 0.2 + 2.0 * torch.rand(count, generator=generator, dtype=torch.float64)
+    fwhm[::11] = 0.0
+    fwhm[1::13] = 1e-6  # a Gaussian of 3 taps, two of them 0; a box of 1 tap
+    fwhm[2::17] = spacing[2::17]  # a box exactly one voxel wide: the identity
+    fwhm[3::19] = 2.0 * spacing[3::19]  # two voxels: [1/4, 1/2, 1/4]
+    weight = psf_kernels(profiles, fwhm, spacing, scale)
+    kernels = [
+        psf_kernel(p, float(w), float(d), scale) for p, w, d in zip(profiles, fwhm, spacing, strict=True)
+    ]
+    radius = max(k.numel() for k in kernels) // 2
+    assert weight.dtype == torch.float64 and weight.shape == (count, 2 * radius + 1)
+    torch.testing.assert_close(weight, centred(kernels, radius), rtol=0, atol=1e-12)
+    torch.testing.assert_close(weight.sum(dim=1), torch.ones(count, dtype=torch.float64))
+
+
+def test_psf_kernels_edge_cases():
+    identity = psf_kernels(["none", "box", "gaussian"], torch.tensor([2.0, 0.5, -1.0]), torch.ones(3), 2)
+    assert identity.shape == (3, 1) and bool((identity == 1).all())
+    with pytest.raises(ConfigError, match="bicubic"):
+        psf_kernels(["bicubic"], torch.ones(1), torch.ones(1))
+    with pytest.raises(ValueError, match="2 profiles"):
+        psf_kernels(["box", "box"], torch.ones(3), torch.ones(3))
+
+
+@pytest.mark.parametrize("case", ["ct_mixture", "mr_mixture_kspace", "ct_gaussian_signal_dependent"])
+def test_mixture_with_per_item_spacing_matches_per_item_pipeline(case):
+    cfg = config(**CASES[case])
+    count = 8
+    spacings = 0.4 + 1.2 * torch.rand(
+        count, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64
+    )
+    degrader = BatchDegradation(cfg, 3)
+    high_res = torch.rand(count, 1, 30, 33, generator=torch.Generator().manual_seed(6))
+    params = degrader.sample_params(count, torch.Generator().manual_seed(7))
+    if params.profile is not None:
+        assert len(set(params.profile)) >= 3  # the batch really mixes families
+    batched = degrader.apply(high_res, params, spacing_mm=spacings)
+    for index in range(count):
+        spacing = tuple(float(v) for v in spacings[index])
+        expected = per_item(cfg, 3, spacing, high_res, params, index)
+        torch.testing.assert_close(batched[index], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_batch_does_not_wait_for_the_device():
+    blur = {"profile": ["gaussian", "box", "bicubic", "none"], "fwhm_mm": [1.0, 3.0]}
+    high_res = torch.rand(16, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    spacing = 0.5 + torch.rand(16, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    on_device = high_res.cuda()
+    for noise in ({"kind": "none"}, {"kind": "gaussian", "std_hu": [5.0, 20.0], "signal_dependence": 0.3}):
+        degrader = BatchDegradation(config(blur=blur, kspace={"enabled": True}, noise=noise), 4)
+        degrader(on_device, torch.Generator().manual_seed(2), spacing_mm=spacing)  # warm-up (cuFFT plans)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")  # a synchronising call inside raises
+        try:
+            on_gpu = degrader(on_device, torch.Generator().manual_seed(2), spacing_mm=spacing)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        if noise["kind"] == "none":  # CUDA's random numbers differ from the CPU's
+            on_cpu = degrader(high_res, torch.Generator().manual_seed(2), spacing_mm=spacing)
+            torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=1e-4, atol=1e-5)

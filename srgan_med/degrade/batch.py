@@ -4,8 +4,12 @@ Same steps and order as :func:`srgan_med.degrade.pipeline.degradation_pipeline` 
 slice: PSF blur -> k-space truncation -> block averaging -> noise. Per-item parameters (one draw per
 item, the PSF family of a mixture included) differ across the batch, so the blur is a grouped
 convolution with one kernel per item (MONAI's ``separable_filtering`` takes one kernel for the whole
-batch). Kernels and noise realisations are made
-by the same functions as the per-item path, so on CPU both give the same result to float tolerance.
+batch). Kernels and noise realisations equal the per-item path's (the kernels built for the whole
+batch at once by :func:`~srgan_med.degrade.blur.psf_kernels`), so on CPU both give the same result to
+float tolerance.
+
+On a GPU, a training step's small per-item tensors (kernels, noise levels, k-space fractions) travel
+in one asynchronous host-to-device copy, and nothing here waits for the device.
 """
 
 from __future__ import annotations
@@ -17,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from srgan_med.degrade.blur import psf_kernel
+from srgan_med.degrade.blur import psf_kernels
 from srgan_med.degrade.config import DegradationConfig
 from srgan_med.degrade.kspace import kspace_mask
-from srgan_med.degrade.noise import noise_fields, noise_std_map, normalised_std
+from srgan_med.degrade.noise import noise_std_map, normalised_std
 from srgan_med.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -62,18 +66,15 @@ def _uniform(bounds, size: int, generator: torch.Generator | None) -> torch.Tens
     return low + (high - low) * torch.rand(size, generator=generator, dtype=torch.float64)
 
 
-def _grouped_conv_axis(x: torch.Tensor, kernels: list[torch.Tensor], axis: int) -> torch.Tensor:
-    """Convolve item ``b`` of ``x (B, 1, H, W)`` with ``kernels[b]`` along spatial ``axis`` (replicate)."""
-    radius = max(k.numel() for k in kernels) // 2
+def _grouped_conv_axis(x: torch.Tensor, weight: torch.Tensor, axis: int) -> torch.Tensor:
+    """Convolve item ``b`` of ``x (B, 1, H, W)`` with ``weight[b]`` along spatial ``axis`` (replicate).
+
+    ``weight`` is ``(B, 2 R + 1)`` on ``x``'s device and dtype, each item's taps centred in it.
+    """
+    radius = weight.shape[1] // 2
     if radius == 0:
         return x
     batch = x.shape[0]
-    # Centre every kernel in a common length so one grouped conv serves the whole batch.
-    weight = torch.zeros(batch, 2 * radius + 1, dtype=torch.float64)
-    for index, kernel in enumerate(kernels):
-        offset = radius - kernel.numel() // 2
-        weight[index, offset : offset + kernel.numel()] = kernel
-    weight = weight.to(device=x.device, dtype=x.dtype)
     if axis == 0:
         padded = F.pad(x.transpose(0, 1), (0, 0, radius, radius), mode="replicate")
         out = F.conv2d(padded, weight[:, None, :, None], groups=batch)
@@ -81,6 +82,35 @@ def _grouped_conv_axis(x: torch.Tensor, kernels: list[torch.Tensor], axis: int) 
         padded = F.pad(x.transpose(0, 1), (radius, radius, 0, 0), mode="replicate")
         out = F.conv2d(padded, weight[:, None, None, :], groups=batch)
     return out.transpose(0, 1)
+
+
+def _to_device(tensors: dict, device: torch.device) -> dict:
+    """The same float64 tensors on ``device``, in one host-to-device copy (asynchronous on CUDA)."""
+    if device.type == "cpu" or not tensors:
+        return {key: value.to(torch.float64) for key, value in tensors.items()}
+    host = torch.cat([value.to(torch.float64).reshape(-1) for value in tensors.values()])
+    if device.type == "cuda":
+        host = host.pin_memory()  # page-locked, so the copy neither blocks nor waits for the device
+    flat = host.to(device, non_blocking=True)
+    out, start = {}, 0
+    for key, value in tensors.items():
+        out[key] = flat[start : start + value.numel()].reshape(value.shape)
+        start += value.numel()
+    return out
+
+
+def _noise_fields(shape, noise_seed: torch.Tensor, device, dtype) -> torch.Tensor:
+    """Item ``b``'s two standard-normal fields from seed ``noise_seed[b]``: ``(B, 2, *shape[1:])``.
+
+    Each item's fields are exactly :func:`srgan_med.degrade.noise.noise_fields` of its seed (same
+    generator type, reseeded, same draw), written in place into one tensor; one generator serves all.
+    """
+    fields = torch.empty((shape[0], 2, *shape[1:]), device=device, dtype=dtype)
+    generator = torch.Generator(device=device)
+    for index, seed in enumerate(noise_seed.tolist()):
+        generator.manual_seed(int(seed))
+        torch.randn(fields.shape[1:], generator=generator, out=fields[index])
+    return fields
 
 
 class BatchDegradation(nn.Module):
@@ -133,7 +163,8 @@ class BatchDegradation(nn.Module):
             if bounds
             else torch.zeros(batch_size, dtype=torch.float64)
         )
-        std = torch.tensor([normalised_std(config.noise, config.normalise, float(v)) for v in level])
+        # Through float32, as the per-item list of Python floats this replaced did.
+        std = normalised_std(config.noise, config.normalise, level).float()
         seeds = torch.randint(0, 2**31 - 1, (batch_size,), generator=generator, dtype=torch.int64)
         families = config.blur.profiles
         profile = None
@@ -147,8 +178,9 @@ class BatchDegradation(nn.Module):
 
     def _item_spacing(self, batch: int, spacing_mm) -> torch.Tensor:
         if spacing_mm is None:
-            return torch.tensor([self.spacing_mm] * batch, dtype=torch.float64)
-        spacing = torch.as_tensor(spacing_mm, dtype=torch.float64).reshape(-1, 2)
+            return torch.tensor(self.spacing_mm, dtype=torch.float64).expand(batch, 2)
+        # The kernels are built on the host, so the spacings are needed there.
+        spacing = torch.as_tensor(spacing_mm, dtype=torch.float64, device="cpu").reshape(-1, 2)
         if spacing.shape[0] != batch or bool((spacing <= 0).any()):
             raise InputError(
                 f"spacing_mm must be {batch} positive (row, column) pairs, got {spacing.tolist()}"
@@ -171,30 +203,32 @@ class BatchDegradation(nn.Module):
         profiles = params.profiles(config)
         if len(profiles) != high_res.shape[0]:
             raise InputError(f"{len(profiles)} PSF families for a batch of {high_res.shape[0]}")
+        small = {}  # the step's small host tensors, float64, sent to the device together
         if any(profile != "none" for profile in profiles):
             for axis in (0, 1):
-                kernels = [
-                    psf_kernel(profile, float(w), float(d), self.scale)
-                    for profile, w, d in zip(profiles, params.fwhm_mm[:, axis], spacing[:, axis], strict=True)
-                ]
-                x = _grouped_conv_axis(x, kernels, axis)
+                small[axis] = psf_kernels(profiles, params.fwhm_mm[:, axis], spacing[:, axis], self.scale)
+        if config.kspace.enabled:
+            small["keep_fraction"] = params.keep_fraction
+        if config.noise.kind != "none":
+            small["noise_std"] = params.noise_std
+        small = _to_device(small, x.device)
+        for axis in (0, 1):
+            if axis in small:
+                x = _grouped_conv_axis(x, small[axis].to(x.dtype), axis)
         if config.kspace.enabled:
             height, width = x.shape[-2:]
-            rows = kspace_mask(height, params.keep_fraction, x.device)[:, None, :, None]
-            cols = kspace_mask(width, params.keep_fraction, x.device)[:, None, None, :]
+            rows = kspace_mask(height, small["keep_fraction"], x.device)[:, None, :, None]
+            cols = kspace_mask(width, small["keep_fraction"], x.device)[:, None, None, :]
             spectrum = torch.fft.fftn(x.to(torch.complex64), dim=(-2, -1)) * rows * cols
             x = torch.fft.ifftn(spectrum, dim=(-2, -1)).abs().to(high_res.dtype)
         x = F.avg_pool2d(x, self.scale) if self.scale > 1 else x
         if config.noise.kind != "none":
-            x = self._add_noise(x, params)
+            x = self._add_noise(x, small["noise_std"], params.noise_seed)
         return x
 
-    def _add_noise(self, x: torch.Tensor, params: DegradationParams) -> torch.Tensor:
-        # Each item's realisation comes from its own seed, exactly as in the per-item path.
-        fields = torch.stack(
-            [noise_fields(x.shape[1:], int(seed), x.device, x.dtype) for seed in params.noise_seed]
-        )  # (B, 2, 1, h, w)
-        std = params.noise_std.to(device=x.device, dtype=x.dtype).reshape(-1, 1, 1, 1)
+    def _add_noise(self, x: torch.Tensor, noise_std: torch.Tensor, noise_seed: torch.Tensor) -> torch.Tensor:
+        fields = _noise_fields(x.shape, noise_seed, x.device, x.dtype)  # (B, 2, 1, h, w)
+        std = noise_std.to(x.dtype).reshape(-1, 1, 1, 1)
         if self.config.noise.kind == "rician":
             return torch.sqrt((x + std * fields[:, 0]) ** 2 + (std * fields[:, 1]) ** 2)
         local = noise_std_map(x, std, self.config.noise.signal_dependence, self.config.normalise.window_hu)

@@ -12,6 +12,7 @@ in medical imaging", The Computer Journal 52(1), 2009, https://doi.org/10.1093/c
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Hashable, Sequence
 
@@ -68,6 +69,104 @@ def psf_kernel(profile: str, fwhm_mm: float, spacing_mm: float, scale: int | Non
             raise ConfigError("blur.profile: 'bicubic' needs the downsampling scale (pass scale=...)")
         return bicubic_psf_kernel(scale)
     return torch.ones(1, dtype=torch.float64)
+
+
+def psf_kernels(profiles: Sequence[str], fwhm_mm, spacing_mm, scale: int | None = None) -> torch.Tensor:
+    """The taps of :func:`psf_kernel` for ``B`` items at once, centred in one common length, float64.
+
+    Row ``b`` is ``psf_kernel(profiles[b], fwhm_mm[b], spacing_mm[b], scale)`` with zeros on either
+    side, so the result is the weight of a grouped convolution with one kernel per item. The values are
+    the per-item ones exactly (Gaussian taps in MONAI's float32, box taps in float64), computed with
+    tensor ops per family rather than per item.
+
+    Args:
+        profiles: ``B`` family names (``"gaussian"``, ``"box"``, ``"bicubic"``; anything else is the
+            identity, as in :func:`psf_kernel`).
+        fwhm_mm: ``(B,)`` widths (mm).
+        spacing_mm: ``(B,)`` pixel spacings along the axis (mm).
+        scale: the downsampling factor, needed by ``"bicubic"``.
+
+    Returns:
+        ``(B, 2 R + 1)`` float64, ``R`` the largest radius of the batch's kernels.
+    """
+    fwhm = torch.as_tensor(fwhm_mm, dtype=torch.float64).reshape(-1)
+    spacing = torch.as_tensor(spacing_mm, dtype=torch.float64).reshape(-1)
+    if not len(profiles) == fwhm.numel() == spacing.numel():
+        raise ValueError(
+            f"psf_kernels: {len(profiles)} profiles, {fwhm.numel()} widths and {spacing.numel()} spacings"
+        )
+    members: dict[str, list[int]] = {}
+    for index, profile in enumerate(profiles):
+        members.setdefault(profile if profile in ("gaussian", "box", "bicubic") else "none", []).append(index)
+    blocks = []  # (item indices, (n, 2 r + 1) taps)
+    for profile, indices in members.items():
+        rows = torch.tensor(indices, dtype=torch.long)
+        if profile == "gaussian":
+            taps = _gaussian_taps(fwhm[rows], spacing[rows])
+        elif profile == "box":
+            taps = _box_taps(fwhm[rows], spacing[rows])
+        elif profile == "bicubic":
+            if scale is None:
+                raise ConfigError("blur.profile: 'bicubic' needs the downsampling scale (pass scale=...)")
+            taps = _bicubic_taps(scale).expand(len(indices), -1)
+        else:
+            taps = torch.ones(len(indices), 1, dtype=torch.float64)
+        blocks.append((rows, taps))
+    radius = max((taps.shape[1] // 2 for _, taps in blocks), default=0)
+    weight = torch.zeros(fwhm.numel(), 2 * radius + 1, dtype=torch.float64)
+    for rows, taps in blocks:
+        offset = radius - taps.shape[1] // 2
+        weight[rows, offset : offset + taps.shape[1]] = taps
+    return weight
+
+
+@functools.lru_cache(maxsize=8)
+def _bicubic_taps(scale: int) -> torch.Tensor:
+    # Depends on the scale only, and is built by a Python loop: made once per scale, never written to.
+    return bicubic_psf_kernel(scale)
+
+
+def _gaussian_taps(fwhm_mm: torch.Tensor, spacing_mm: torch.Tensor) -> torch.Tensor:
+    """:func:`gaussian_kernel` of ``n`` items, centred in one length: ``(n, 2 r + 1)`` float64.
+
+    Replicates MONAI's ``gaussian_1d(sigma, 4.0, "sampled", normalize=True)``, which works in float32:
+    ``tail = int(max(4 sigma, 0.5) + 0.5)``, taps ``exp(-x^2 / (2 sigma^2))`` over ``|x| <= tail``,
+    divided by their float32 sum. A float32 sum depends on the order of its terms, so the sums are
+    taken over each item's own taps only, one call per distinct tail length (a handful, not per item).
+    """
+    positive = fwhm_mm > 0
+    sigma = torch.where(positive, fwhm_mm / FWHM_PER_SIGMA / spacing_mm, 1.0).to(torch.float32)
+    tail = torch.where(positive, torch.floor(torch.clamp(sigma.double() * 4.0, min=0.5) + 0.5), 0.0)
+    tail = tail.long()
+    radius = int(tail.max()) if tail.numel() else 0
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    taps = torch.exp(-0.5 / (sigma * sigma)[:, None] * offsets**2)
+    taps = torch.where(offsets.abs() <= tail[:, None], taps, 0.0)
+    total = torch.ones(tail.numel(), 1, dtype=torch.float32)
+    for length in torch.unique(tail[positive]).tolist():
+        rows = torch.nonzero(positive & (tail == length)).flatten()
+        window = taps[rows, radius - length : radius + length + 1].contiguous()
+        total[rows] = window.sum(dim=1, keepdim=True)
+    taps = (taps / total).to(torch.float64)
+    taps[~positive] = 0.0
+    taps[~positive, radius] = 1.0
+    return taps
+
+
+def _box_taps(width_mm: torch.Tensor, spacing_mm: torch.Tensor) -> torch.Tensor:
+    """:func:`box_kernel` of ``n`` items, centred in one length: ``(n, 2 r + 1)`` float64.
+
+    The overlap formula is zero beyond each item's own radius, so it is evaluated on the common offsets.
+    """
+    width = width_mm / spacing_mm
+    wide = width > 1.0
+    radius = int(torch.ceil(width[wide] / 2.0 - 0.5).max()) if bool(wide.any()) else 0
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    half = (width / 2)[:, None]
+    overlap = torch.minimum(offsets + 0.5, half) - torch.maximum(offsets - 0.5, -half)
+    taps = overlap.clamp(min=0.0) / width[:, None]
+    identity = (offsets == 0).to(torch.float64).expand_as(taps)
+    return torch.where(wide[:, None], taps, identity)
 
 
 def blur_record(profile: str, fwhm_mm, scale: int | None) -> dict:
