@@ -37,11 +37,11 @@ stage() {  # stage NAME SECONDS COMMAND...
   python3 -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.version.cuda)"
 } >>"$LOG" 2>&1
 
-stage inference "${T_INFERENCE:-130}" python3 benchmarks/gpu_inference.py --out "$WORK/inference" \
+stage inference "${T_INFERENCE:-150}" python3 benchmarks/gpu_inference.py --out "$WORK/inference" \
   --scans "$SCANS" --compile --compile-modes default
-stage enhance "${T_ENHANCE:-90}" python3 benchmarks/enhance_speed.py --skip-cpu --out "$WORK/enhance"
-stage train "${T_TRAIN:-170}" python3 benchmarks/train_speed.py --no-compile --out "$WORK/train"
-stage train_compile "${T_COMPILE:-140}" python3 benchmarks/train_speed.py --rows compile \
+stage enhance "${T_ENHANCE:-80}" python3 benchmarks/enhance_speed.py --skip-cpu --out "$WORK/enhance"
+stage train "${T_TRAIN:-160}" python3 benchmarks/train_speed.py --no-compile --out "$WORK/train"
+stage train_compile "${T_COMPILE:-120}" python3 benchmarks/train_speed.py --rows compile \
   --batch-sizes --out "$WORK/train_compile"
 
 cp "$WORK/inference/gpu_inference.json" "$OUT/" 2>/dev/null

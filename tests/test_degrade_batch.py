@@ -216,3 +216,20 @@ def test_gpu_batch_does_not_wait_for_the_device():
         if noise["kind"] == "none":  # CUDA's random numbers differ from the CPU's
             on_cpu = degrader(high_res, torch.Generator().manual_seed(2), spacing_mm=spacing)
             torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=1e-4, atol=1e-5)
+
+
+def test_batch_noise_draw_is_seeded_and_has_the_per_item_distribution():
+    """``per_item_noise=False`` (GPU training): same parameters and blur, one seeded noise draw."""
+    config = load_degradation_preset("ct")
+    high_res = torch.full((64, 1, 32, 32), 0.4)
+    per_item = BatchDegradation(config, 2)
+    batch = BatchDegradation(config, 2, per_item_noise=False)
+    params = per_item.sample_params(64, torch.Generator().manual_seed(3))
+    a, b = batch.apply(high_res, params), batch.apply(high_res, params)
+    assert torch.equal(a, b)
+    reference = per_item.apply(high_res, params)
+    assert not torch.equal(a, reference)
+    std = params.noise_std.float().reshape(-1, 1, 1, 1)
+    for output in (a, reference):  # flat input: the output minus 0.4 is the noise alone
+        z = (output - 0.4) / std
+        assert abs(float(z.mean())) < 0.02 and abs(float(z.std()) - 1.0) < 0.02

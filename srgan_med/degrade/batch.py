@@ -120,6 +120,10 @@ class BatchDegradation(nn.Module):
         config: the degradation model (noise levels in HU are converted with ``config.normalise``).
         scale: integer in-plane factor.
         spacing_mm: in-plane pixel spacing of the HR slices (mm), to turn the PSF width into pixels.
+        per_item_noise: each item's noise realisation from its own seed, exactly as the per-item
+            pipeline draws it (default). ``False``: one draw for the whole batch from the first
+            item's seed (same distribution, still seeded; the trainer's choice on CUDA, where B
+            seeded draws are B kernel launches per step).
 
     Call: ``(B, 1, H, W) -> (B, 1, H // scale, W // scale)``; per-item parameters come from
     ``generator`` (CPU ``torch.Generator``), one draw per item.
@@ -131,7 +135,13 @@ class BatchDegradation(nn.Module):
         torch.Size([2, 1, 8, 8])
     """
 
-    def __init__(self, config: DegradationConfig, scale: int, spacing_mm: tuple[float, float] = (1.0, 1.0)):
+    def __init__(
+        self,
+        config: DegradationConfig,
+        scale: int,
+        spacing_mm: tuple[float, float] = (1.0, 1.0),
+        per_item_noise: bool = True,
+    ):
         super().__init__()
         if isinstance(scale, bool) or int(scale) != scale or scale < 1:
             raise ConfigError(f"scale: must be a positive integer, got {scale!r}")
@@ -146,6 +156,7 @@ class BatchDegradation(nn.Module):
         self.config = config
         self.scale = int(scale)
         self.spacing_mm = (float(spacing_mm[0]), float(spacing_mm[1]))
+        self.per_item_noise = bool(per_item_noise)
 
     def sample_params(self, batch_size: int, generator: torch.Generator | None = None) -> DegradationParams:
         """Draw one set of parameters per item (on CPU, from ``generator``)."""
@@ -227,7 +238,11 @@ class BatchDegradation(nn.Module):
         return x
 
     def _add_noise(self, x: torch.Tensor, noise_std: torch.Tensor, noise_seed: torch.Tensor) -> torch.Tensor:
-        fields = _noise_fields(x.shape, noise_seed, x.device, x.dtype)  # (B, 2, 1, h, w)
+        if self.per_item_noise:
+            fields = _noise_fields(x.shape, noise_seed, x.device, x.dtype)  # (B, 2, 1, h, w)
+        else:  # one draw for the whole batch: one launch instead of B (GPU training)
+            generator = torch.Generator(device=x.device).manual_seed(int(noise_seed[0]))
+            fields = torch.randn((x.shape[0], 2, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
         std = noise_std.to(x.dtype).reshape(-1, 1, 1, 1)
         if self.config.noise.kind == "rician":
             return torch.sqrt((x + std * fields[:, 0]) ** 2 + (std * fields[:, 1]) ** 2)

@@ -133,7 +133,10 @@ class Trainer:
         self.sampler = PatchSampler(
             volumes, config.data.patch_size, config.data.slice_axes, config.seed + 7919 * rank
         )
-        self.degrader = BatchDegradation(self.degradation, config.scale)
+        # On CUDA one noise draw per batch (B seeded draws would be B launches per step).
+        self.degrader = BatchDegradation(
+            self.degradation, config.scale, per_item_noise=self.device.type != "cuda"
+        )
         self.degrade_generator = torch.Generator().manual_seed(config.seed + 104729 + 7919 * rank)
         self.validation_sets = []
         if self.dist.is_main:
