@@ -37,12 +37,19 @@ stage() {  # stage NAME SECONDS COMMAND...
   python3 -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.version.cuda)"
 } >>"$LOG" 2>&1
 
-stage inference "${T_INFERENCE:-150}" python3 benchmarks/gpu_inference.py --out "$WORK/inference" \
-  --scans "$SCANS" --compile --compile-modes default
-stage enhance "${T_ENHANCE:-80}" python3 benchmarks/enhance_speed.py --skip-cpu --out "$WORK/enhance"
-stage train "${T_TRAIN:-160}" python3 benchmarks/train_speed.py --no-compile --out "$WORK/train"
-stage train_compile "${T_COMPILE:-120}" python3 benchmarks/train_speed.py --rows compile \
-  --batch-sizes --out "$WORK/train_compile"
+# STAGES picks stages (all by default; the whole list needs about 11 minutes, more than one
+# device call allows: split it over two calls, e.g. STAGES="train compile" then the rest).
+STAGES=${STAGES:-inference enhance train compile cold}
+want() { [[ " $STAGES " == *" $1 "* ]]; }
+want inference && stage inference "${T_INFERENCE:-150}" python3 benchmarks/gpu_inference.py \
+  --out "$WORK/inference" --scans "$SCANS" --compile --compile-modes default
+want enhance && stage enhance "${T_ENHANCE:-80}" python3 benchmarks/enhance_speed.py --skip-cpu \
+  --out "$WORK/enhance"
+want train && stage train "${T_TRAIN:-200}" python3 benchmarks/train_speed.py --no-compile \
+  --batch-sizes 32 64 128 256 --out "$WORK/train"
+want compile && stage train_compile "${T_COMPILE:-150}" \
+  env TORCH_LOGS=recompiles python3 benchmarks/train_speed.py --rows compile batches --batch-sizes 128 --out "$WORK/train_compile"
+want cold && stage cold_start "${T_COLD:-90}" bash benchmarks/cold_start.sh "$WORK/cold"
 
 cp "$WORK/inference/gpu_inference.json" "$OUT/" 2>/dev/null
 cp "$WORK/enhance/enhance_speed.json" "$OUT/" 2>/dev/null

@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ class Variant:
     bf16: bool = False
     channels_last: bool = False
     compile: bool = False
+    compile_mode: str = "default"
 
     def overrides(self) -> list[str]:
         return [
@@ -67,6 +68,7 @@ class Variant:
             f"performance.bf16={str(self.bf16).lower()}",
             f"performance.channels_last={str(self.channels_last).lower()}",
             f"performance.compile={str(self.compile).lower()}",
+            f"performance.compile_mode={self.compile_mode}",
         ]
 
 
@@ -82,7 +84,15 @@ def vgg_weights() -> tuple[str, str]:
     return "imagenet", f"ImageNet VGG19 from {path}"
 
 
-ROW_KEYS = ("baseline", "channels_last", "bf16", "bf16_channels_last", "compile", "batches")
+ROW_KEYS = (
+    "baseline",
+    "channels_last",
+    "bf16",
+    "bf16_channels_last",
+    "compile",
+    "compile_reduce_overhead",
+    "batches",
+)
 
 
 def variants(device: torch.device, batch: int, batch_sizes: list[int], compile_: bool, keys=ROW_KEYS):
@@ -104,16 +114,14 @@ def variants(device: torch.device, batch: int, batch_sizes: list[int], compile_:
         best = rows[-1][1]
     compiled = Variant("bf16 + channels_last + compile", batch, True, True, True)
     rows.append(("compile", compiled, gpu_only or (None if compile_ else "--no-compile given")))
+    graphs = Variant(
+        "bf16 + channels_last + compile(reduce-overhead)", batch, True, True, True, "reduce-overhead"
+    )
+    rows.append(("compile_reduce_overhead", graphs, gpu_only or (None if compile_ else "--no-compile given")))
     if cuda and compile_:
         best = compiled
     for size in batch_sizes:
-        rows.append(
-            (
-                "batches",
-                Variant(f"{best.name}, batch {size}", size, best.bf16, best.channels_last, best.compile),
-                None,
-            )
-        )
+        rows.append(("batches", replace(best, name=f"{best.name}, batch {size}", batch=size), None))
     return [(variant, reason) for key, variant, reason in rows if key == "baseline" or key in keys]
 
 

@@ -68,3 +68,24 @@ def test_memory_benchmark_holds_the_whole_volume_but_runs_few_real_slices(tmp_pa
     assert report["output_file_bytes"] > 96 * 80 * 12 * 2  # int16 output, all slices written
     assert report["peak_rss_bytes"] >= report["rss_before_bytes"] > 0
     assert (tmp_path / "enhance_memory.md").read_text().count("|") > 10
+
+
+def test_gpu_inference_benchmark_checks_precisions_and_skips_throughput_without_cuda(tmp_path):
+    """On CPU: the throughput part is skipped with its reason; the precision part scores every shipped
+    model of the example scans' modality in each CPU precision; the JSON renders back to Markdown."""
+    bench = _load("gpu_inference")
+    report = bench.main(["--out", str(tmp_path), "--scans", str(tmp_path / "none"), "--max-slices", "1"])
+    if not torch.cuda.is_available():
+        assert report["throughput_skipped"] == "no CUDA device"
+    rows = report["precision"]
+    assert {row["scan"] for row in rows} == {"example:ct-small", "example:mr-small"}
+    assert {row["model"] for row in rows} == {"ct-x2", "ct-x4", "mr-x2", "mr-x4"}
+    for row in rows:
+        assert row["psnr_fp32"] > 15 and abs(row["delta_bf16_db"]) < 0.05  # bf16 close, not equal
+        assert row["delta_bf16_db"] == round(row["psnr_bf16"] - row["psnr_fp32"], 4)
+    summary = report["precision_summary"]["bf16"]
+    assert summary["max_abs_delta_db"] == max(abs(row["delta_bf16_db"]) for row in rows)
+
+    render = _load("render_reports")
+    (markdown,) = render.main([str(tmp_path), str(tmp_path / "rendered")])
+    assert markdown.read_text() == (tmp_path / "gpu_inference.md").read_text()

@@ -72,8 +72,26 @@ def test_gpu_rows_are_skipped_on_cpu_with_a_reason(smoke_report):
         "bf16",
         "bf16 + channels_last",
         "bf16 + channels_last + compile",
+        "bf16 + channels_last + compile(reduce-overhead)",
     }
     assert all("GPU-only" in row["skipped"] for row in skipped)
+
+
+def test_rows_option_keeps_the_baseline_and_only_the_named_rows():
+    import dataclasses
+
+    speed = _load("train_speed")
+    cuda = torch.device("cuda")  # only the device's type is read: no GPU needed
+    chosen = speed.variants(cuda, 16, [128], True, ["compile_reduce_overhead", "batches"])
+    names = [(variant.name, variant.batch, variant.compile_mode) for variant, _ in chosen]
+    assert names == [
+        ("baseline: fp32 eager NCHW", 16, "default"),
+        ("bf16 + channels_last + compile(reduce-overhead)", 16, "reduce-overhead"),
+        ("bf16 + channels_last + compile, batch 128", 128, "default"),
+    ]
+    batch_row = chosen[-1][0]
+    assert dataclasses.astuple(batch_row)[2:] == (True, True, True, "default")
+    assert "performance.compile_mode=reduce-overhead" in chosen[1][0].overrides()
 
 
 def test_flop_breakdown_adds_up_and_phase_two_holds_all_three_networks(smoke_report):

@@ -54,6 +54,12 @@ def _write(tmp_path, text: str) -> Path:
         ("gan: {decay_steps: [5, 2]}\n", r"gan\.decay_steps: must be increasing"),
         ("performance: {compile: maybe}\n", r"performance\.compile: expected true or false"),
         ("performance: {bf16: fast}\n", r"performance\.bf16: must be one of auto, true, false, got 'fast'"),
+        (
+            "performance: {compile_mode: turbo}\n",
+            r"performance\.compile_mode: must be one of default, reduce-overhead",
+        ),
+        ("optimiser: {lr_scaling: cubic}\n", r"optimiser\.lr_scaling: must be one of none, linear, sqrt"),
+        ("optimiser: {reference_batch: 0}\n", r"optimiser\.reference_batch: must be positive"),
         ("- a list\n", r"must be a mapping"),
         ("data: [\n", r"cannot read training config"),
     ],
@@ -77,6 +83,27 @@ def test_overrides_are_typed_and_checked(tmp_path):
     # Overrides never change the caller's mapping.
     data = {"gan": {"steps": 1}}
     assert apply_overrides(data, ["gan.steps=2"]) == {"gan": {"steps": 2}} and data == {"gan": {"steps": 1}}
+
+
+@pytest.mark.parametrize(("scaling", "factor"), [("none", 1.0), ("linear", 8.0), ("sqrt", 8.0**0.5)])
+def test_learning_rate_follows_the_global_batch(scaling, factor):
+    config = load_train_config(REPO / "configs" / "ct.yaml", [f"optimiser.lr_scaling={scaling}"])
+    assert config.optimiser.reference_batch == 16
+    assert config.optimiser.lr_factor(64, processes=2) == pytest.approx(factor)  # 128 patches a step
+
+
+def test_trainer_optimisers_use_the_scaled_learning_rate(tmp_path):
+    from srgan_med.train import Trainer
+
+    config = load_train_config(
+        REPO / "configs" / "tiny.yaml",
+        [f"output_dir={tmp_path / 'run'}", "optimiser.lr_scaling=linear", "optimiser.reference_batch=2"],
+    )
+    trainer = Trainer(config, quiet=True)  # tiny: batch 4, so twice the written rates
+    for phase in ("pretrain", "gan"):
+        trainer._new_optimisers(phase)
+        expected = 2 * getattr(config, phase).learning_rate
+        assert {g["lr"] for o in trainer.optimisers.values() for g in o.param_groups} == {expected}
 
 
 def test_cli_reports_config_errors_in_one_line(tmp_path):

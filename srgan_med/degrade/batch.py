@@ -242,7 +242,9 @@ class BatchDegradation(nn.Module):
             fields = _noise_fields(x.shape, noise_seed, x.device, x.dtype)  # (B, 2, 1, h, w)
         else:  # one draw for the whole batch: one launch instead of B (GPU training)
             generator = torch.Generator(device=x.device).manual_seed(int(noise_seed[0]))
-            fields = torch.randn((x.shape[0], 2, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
+            fields = torch.randn(
+                (x.shape[0], 2, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype
+            )
         std = noise_std.to(x.dtype).reshape(-1, 1, 1, 1)
         if self.config.noise.kind == "rician":
             return torch.sqrt((x + std * fields[:, 0]) ** 2 + (std * fields[:, 1]) ** 2)

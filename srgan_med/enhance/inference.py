@@ -139,7 +139,7 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 # What ``prepare_for_inference`` runs on CUDA when no precision is asked for. Chosen by
 # ``benchmarks/gpu_inference.py`` (docs/benchmarks.md): the fastest precision whose PSNR on the public
 # scans stays within 0.01 dB of strict fp32 for every shipped model. On an H200 (2026-11-26) bf16
-# moved PSNR by at most 0.0044 dB over 18 scan x model pairs and ran 5.3x faster than strict fp32.
+# moved PSNR by at most 0.0044 dB over 18 scan x model pairs and ran 5.2x faster than strict fp32.
 CUDA_DEFAULT_PRECISION = "bf16"
 
 

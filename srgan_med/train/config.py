@@ -121,9 +121,22 @@ class PhaseConfig:
 
 @dataclass(frozen=True)
 class OptimiserConfig:
-    """Adam's betas (0.9, 0.999 as in the paper)."""
+    """Adam's betas (0.9, 0.999 as in the paper) and how the learning rate follows the batch.
+
+    ``lr_scaling``: ``none`` uses each phase's ``learning_rate`` as written; ``linear`` / ``sqrt``
+    multiply it by ``(batch_size * processes / reference_batch)`` or its square root, so a GPU run
+    with a larger batch (issue #7: throughput needs batches of 128-256) keeps the step size per
+    patch of the paper's setting (batch 16).
+    """
 
     betas: tuple[float, float] = (0.9, 0.999)
+    lr_scaling: str = "none"
+    reference_batch: int = 16
+
+    def lr_factor(self, batch_size: int, processes: int = 1) -> float:
+        """The factor each phase's learning rate is multiplied by for this global batch."""
+        ratio = batch_size * processes / self.reference_batch
+        return {"none": 1.0, "linear": ratio, "sqrt": ratio**0.5}[self.lr_scaling]
 
 
 @dataclass(frozen=True)
@@ -158,6 +171,9 @@ class PerformanceConfig:
         bf16: bf16 autocast: true, false or ``"auto"`` (on CUDA only).
         channels_last: NHWC memory format: true, false or ``"auto"`` (on CUDA only).
         compile: ``torch.compile`` the generator and discriminator.
+        compile_mode: ``torch.compile``'s mode: ``default``, ``reduce-overhead`` (CUDA graphs: for
+            small batches, whose steps are bound by kernel launches), ``max-autotune`` or
+            ``max-autotune-no-cudagraphs``. Only ``default`` has been measured (docs/benchmarks.md).
         deterministic: deterministic algorithms (bit-exact resume on CPU; slower on GPU).
         cpu_threads: intra-op threads on the CPU (0: torch's default). Tiny networks run faster on one.
     """
@@ -166,6 +182,7 @@ class PerformanceConfig:
     bf16: bool | str = "auto"
     channels_last: bool | str = "auto"
     compile: bool = False
+    compile_mode: str = "default"
     deterministic: bool = False
     cpu_threads: int = 0
 
@@ -226,6 +243,8 @@ _CHOICES = {
     "performance.device": ("auto", "cpu", "cuda"),
     "performance.bf16": ("auto", True, False),
     "performance.channels_last": ("auto", True, False),
+    "optimiser.lr_scaling": ("none", "linear", "sqrt"),
+    "performance.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
 }
 
 
@@ -281,6 +300,7 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError("pretrain.steps and gan.steps: at least one phase needs steps")
     if not all(0 <= b < 1 for b in config.optimiser.betas):
         raise ConfigError(f"optimiser.betas: must lie in [0, 1), got {list(config.optimiser.betas)}")
+    _positive(config.optimiser.reference_batch, "optimiser.reference_batch")
     _positive(config.validation.every, "validation.every", allow_zero=True)
     _positive(config.logging.every, "logging.every")
     _positive(config.logging.images_every, "logging.images_every", allow_zero=True)

@@ -187,8 +187,10 @@ class Trainer:
         self.discriminator_run: nn.Module = self.discriminator
         discriminator_core: nn.Module = self.discriminator
         if self.config.performance.compile:
-            self.generator_run = torch.compile(self.generator)
-            discriminator_core = self.discriminator_run = torch.compile(self.discriminator)
+            mode = self.config.performance.compile_mode
+            mode = None if mode == "default" else mode
+            self.generator_run = torch.compile(self.generator, mode=mode)
+            discriminator_core = self.discriminator_run = torch.compile(self.discriminator, mode=mode)
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -205,13 +207,17 @@ class Trainer:
 
     def _new_optimisers(self, phase: str) -> None:
         settings: PhaseConfig = getattr(self.config, phase)
-        betas = self.config.optimiser.betas
+        optimiser = self.config.optimiser
+        betas = optimiser.betas
+        learning_rate = settings.learning_rate * optimiser.lr_factor(
+            self.config.data.batch_size, self.dist.world_size
+        )
         fused = self.device.type == "cuda"
         modules = {"generator": self.generator}
         if phase == "gan":
             modules["discriminator"] = self.discriminator
         self.optimisers = {
-            name: torch.optim.Adam(module.parameters(), lr=settings.learning_rate, betas=betas, fused=fused)
+            name: torch.optim.Adam(module.parameters(), lr=learning_rate, betas=betas, fused=fused)
             for name, module in modules.items()
         }
         self.schedulers = {
