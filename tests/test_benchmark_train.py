@@ -127,6 +127,26 @@ def test_gpu_rows_run_on_cuda(tmp_path):
     assert all(row["patches_per_s"] > 0 and row["peak_memory_gib"] > 0 for row in timed.values())
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_steps_never_wait_for_the_gpu(tmp_path):
+    """With CUDA's sync debug mode set to error, a warm phase-1 and phase-2 step (sampling, the
+    degradation on the GPU, networks, losses, both optimisers) raises if anything reads the device."""
+    speed = _load("train_speed")
+    overrides = [f"output_dir={tmp_path}", "performance.device=cuda", "performance.deterministic=false"]
+    trainer = Trainer(load_train_config(TINY, overrides), quiet=True)
+    for phase in ("pretrain", "gan"):
+        step = speed.start_phase(trainer, phase)
+        step()  # first calls: cuDNN set-up, allocations
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert trainer._losses_finite()
+
+
 def test_flop_count_of_phase_one_is_three_generator_forwards(tmp_path):
     """Backward costs two forwards per layer, minus the first conv's input gradient (not needed)."""
     speed = _load("train_speed")
