@@ -183,6 +183,7 @@ class Trainer:
         self.discriminator.to(memory_format=memory)
         if self.perceptual is not None:
             self.perceptual.to(memory_format=memory)
+        self.perceptual_run = self.perceptual
         self.generator_run: nn.Module = self.generator
         self.discriminator_run: nn.Module = self.discriminator
         discriminator_core: nn.Module = self.discriminator
@@ -191,6 +192,8 @@ class Trainer:
             mode = None if mode == "default" else mode
             self.generator_run = torch.compile(self.generator, mode=mode)
             discriminator_core = self.discriminator_run = torch.compile(self.discriminator, mode=mode)
+            if self.perceptual is not None:  # the VGG19 is half of a phase-2 step's FLOPs
+                self.perceptual_run = torch.compile(self.perceptual, mode=mode)
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -275,7 +278,7 @@ class Trainer:
             output = self.generator_run(low_res)
             fake_logits = self.discriminator_frozen(output).float()
             # The VGG is half of a phase-2 step's FLOPs: it runs under autocast too.
-            content = losses.perceptual.weight * self.perceptual(output, high_res).float()
+            content = losses.perceptual.weight * self.perceptual_run(output, high_res).float()
         adversarial = self.adversarial_loss(fake_logits, target_is_real=True)
         generator_loss = content + adversarial
         pixel = None
