@@ -39,9 +39,11 @@ stage() {  # stage NAME SECONDS COMMAND...
 
 # STAGES picks stages (all by default). Together they need about 12 minutes, more than one device
 # call allows (10): split them over two calls on the same warm machine, e.g.
-# STAGES="train compile" (7 min) right after STAGES="inference enhance cold" (5 min).
-STAGES=${STAGES:-inference enhance train compile cold}
+# STAGES="train compile" (7 min) right after STAGES="tests inference enhance cold" (7 min).
+STAGES=${STAGES:-tests inference enhance train compile cold}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
+want tests && stage gpu_tests "${T_TESTS:-120}" python3 -m pytest -q -p no:cacheprovider -m gpu \
+  tests/test_degrade_batch.py tests/test_benchmark_train.py
 want inference && stage inference "${T_INFERENCE:-150}" python3 benchmarks/gpu_inference.py \
   --out "$WORK/inference" --scans "$SCANS" --compile --compile-modes default
 want enhance && stage enhance "${T_ENHANCE:-80}" python3 benchmarks/enhance_speed.py --skip-cpu \
