@@ -8,7 +8,9 @@ Times, on a synthetic int16 CT NIfTI (default 128x128x300) and a random-init x4 
   with ``engine_settings``), checked to give the same voxels as the baseline;
 - ``enhance_files`` end to end (load, upscale, write NIfTI and its JSON report);
 - bf16 autocast on CPU (not used by enhance), to show its error in HU;
-- on CUDA only: the engine in fp32, with bf16 autocast + channels_last, and (``--compile``) compiled.
+- on CUDA only (``--skip-cpu`` leaves out the CPU rows): the naive baseline on the GPU; the engine
+  in strict fp32, TF32 and bf16 + channels_last (and ``--compile``d), each checked against the GPU
+  baseline's voxels; ``srgan-med enhance`` end to end in this process (twice) and as a fresh command.
 
 Baseline and engine alternate for ``--repeats`` rounds, so a machine shared with other jobs slows
 both alike; the ratio is the median of the per-round wall-time ratios, and the ratio of process CPU
@@ -17,6 +19,7 @@ time (less sensitive to other jobs' load) is reported beside it.
 Usage:
     python benchmarks/enhance_speed.py --out bench_out/                 # full size
     python benchmarks/enhance_speed.py --slices 16 --repeats 3 --out bench_out/   # quick
+    python benchmarks/enhance_speed.py --skip-cpu --out bench_out/      # GPU session: GPU rows only
 """
 
 from __future__ import annotations
