@@ -365,7 +365,7 @@ def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
         "# enhance speed",
         "",
         *environment_lines(env),
-        f"- GPU: {env['cuda'] or 'none (GPU figures pending a lent GPU)'}",
+        f"- GPU: {env['cuda'] or 'none (the GPU rows need CUDA)'}",
         f"- load average at start / end: {env['load_average_start']} / {env['load_average_end']}",
         f"- volume: {settings['volume']} {settings['dtype']}; model: {settings['model']}",
         f"- weights: {env['weights']}",
