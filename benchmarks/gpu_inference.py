@@ -235,7 +235,7 @@ def precision_check(args: argparse.Namespace, device: torch.device) -> list[dict
     from srgan_med.metrics import psnr
     from srgan_med.models.bundle import load_bundle, shipped_models
 
-    precisions = ["fp32", "tf32", "bf16"] if device.type == "cuda" else ["fp32", "bf16"]
+    precisions = ["fp32", "tf32", "bf16", "mixed"] if device.type == "cuda" else ["fp32", "bf16", "mixed"]
     bundles = {name: load_bundle(name, device=str(device)) for name in shipped_models()}
     rows = []
     for source in find_scans(args.scans):

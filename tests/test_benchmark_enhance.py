@@ -29,7 +29,10 @@ def test_speed_benchmark_reports_rows_ratio_and_flops(tmp_path):
     assert saved["rows"] == report["rows"]
     figures = {row["figure"]: row for row in report["rows"]}
     engine = figures["enhance engine (CPU path of srgan-med enhance)"]
-    assert engine["ratio_vs_baseline"] > 0 and engine["max_abs_diff_vs_baseline_hu"] < 0.05
+    strict = figures["enhance engine, strict fp32 (--precision fp32)"]
+    assert strict["ratio_vs_baseline"] > 0 and strict["max_abs_diff_vs_baseline_hu"] < 0.05  # exact rewrites
+    bound = 0.05 if engine["precision"] == "fp32" else 10.0  # mixed: the trunk in bf16 (random weights)
+    assert engine["ratio_vs_baseline"] > 0 and engine["max_abs_diff_vs_baseline_hu"] < bound
     assert len(report["rounds"]) == 2
     assert any(name.startswith("not used: bf16") for name in figures)
     assert report["flops_per_slice"] > 0 and engine["gflop_per_s"] > 0

@@ -13,7 +13,14 @@ from monai.data import MetaTensor
 from torch import nn
 
 from srgan_med.enhance.engine import enhance_volume
-from srgan_med.enhance.inference import fold_batch_norm, fold_tail_before_shuffle, prepare_for_inference
+from srgan_med.enhance.inference import (
+    default_precision,
+    fold_batch_norm,
+    fold_tail_before_shuffle,
+    mixed_precision,
+    native_bf16_cpu,
+    prepare_for_inference,
+)
 from srgan_med.metrics import psnr
 from srgan_med.nets import SRResNet
 
@@ -78,7 +85,7 @@ def test_networks_of_another_shape_are_left_as_they_are():
 @pytest.mark.parametrize("scale", [2, 4])
 def test_prepared_generator_equals_plain(channels_last, scale, residual):
     generator = _generator(scale, residual)
-    prepared = prepare_for_inference(generator, "cpu", channels_last=channels_last)
+    prepared = prepare_for_inference(generator, "cpu", channels_last=channels_last, precision="fp32")
     low_res = torch.rand(4, 1, 24, 31)
     with torch.inference_mode():
         fast = prepared(low_res)
@@ -88,7 +95,7 @@ def test_prepared_generator_equals_plain(channels_last, scale, residual):
     assert next(generator.parameters()).requires_grad
 
 
-@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16", "mixed"])
 def test_each_precision_computes_the_plain_function(precision):
     """fp32 and tf32 are IEEE float32 on CPU (TF32 exists on CUDA only); bf16 autocast is close, in
     float32 NCHW out; the CUDA versions are compared on a GPU by benchmarks/gpu_inference.py."""
@@ -100,10 +107,42 @@ def test_each_precision_computes_the_plain_function(precision):
         fast = prepared(low_res)
     plain = _plain(generator, low_res)
     assert fast.is_contiguous() and fast.dtype == torch.float32
-    if precision == "bf16":
+    if precision in ("bf16", "mixed"):
         assert 0 < float((fast - plain).norm() / plain.norm()) < 2e-2
     else:
         torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_mixed_precision_keeps_the_image_convolutions_in_float32():
+    """The first and the output convolution run in float32 on float32 data; the trunk in bf16."""
+    generator = _generator(4, "bicubic")
+    prepared = prepare_for_inference(generator, "cpu", precision="mixed")
+    network = prepared.network
+    seen: dict[str, torch.dtype] = {}
+
+    def record(name):
+        def hook(module, inputs, output) -> None:
+            seen[name] = output.dtype
+
+        return hook
+
+    network.head[0].register_forward_hook(record("head"))
+    network.upsample[-1][1].register_forward_hook(record("tail"))  # the folded output conv
+    network.body.module[0].body[0].register_forward_hook(record("trunk"))
+    with torch.inference_mode():
+        prepared(torch.rand(2, 1, 12, 12))
+    assert seen == {"head": torch.float32, "trunk": torch.bfloat16, "tail": torch.float32}
+    with pytest.raises(ValueError, match="SRResNet-shaped"):
+        mixed_precision(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3)))
+
+
+def test_default_precision_follows_the_device_and_the_cpu():
+    generator = _generator(2)
+    cpu = prepare_for_inference(generator, "cpu").precision
+    assert cpu == ("mixed" if native_bf16_cpu() else "fp32")
+    assert default_precision(torch.device("cuda")) == "bf16"
+    plain_network = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3))
+    assert default_precision(torch.device("cpu"), plain_network) == "fp32"  # not mixable
 
 
 def test_unknown_precision_is_refused():
@@ -131,7 +170,7 @@ def test_enhance_volume_with_the_optimised_path_equals_plain_slice_by_slice(slic
 
     result = enhance_volume(
         scan,
-        prepare_for_inference(generator, "cpu"),
+        prepare_for_inference(generator, "cpu", precision="fp32"),
         2,
         normalise=normalise,
         denormalise=denormalise,

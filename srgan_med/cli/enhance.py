@@ -47,8 +47,8 @@ def enhance(
         str,
         typer.Option(
             "--precision",
-            help="auto, fp32, tf32 or bf16 (GPU arithmetic; auto: fp32 on CPU, the measured default "
-            "on CUDA, see docs/benchmarks.md).",
+            help="auto, fp32, tf32, bf16 or mixed (auto: bf16 on CUDA; mixed on a CPU with native "
+            "bf16, else fp32; each within 0.01 dB PSNR of fp32, see docs/benchmarks.md).",
         ),
     ] = "auto",
     fmt: Annotated[

@@ -14,11 +14,12 @@ Three exact rewrites (equal to the trained generator up to float32 rounding, che
 Measured with ``benchmarks/enhance_speed.py`` and ``benchmarks/gpu_inference.py`` (figures in
 ``docs/benchmarks.md``).
 
-Precision is a separate, explicit choice (:func:`precision_context`): strict IEEE fp32 on CPU; on
-CUDA, :data:`CUDA_DEFAULT_PRECISION`. bfloat16 is not the CPU default: rounding a CT slice normalised
-to the -1000..2000 HU window to bfloat16 already moves soft tissue by up to ~6 HU before the network
-runs (``enhance_speed.py`` reports the measured end-to-end error), and ``gpu_inference.py`` measures
-what each precision costs in PSNR on the public scans.
+Precision is a separate, explicit choice (:func:`default_precision`): on CUDA bf16 autocast; on a CPU
+with native bf16, ``"mixed"`` (the trunk in bf16, the first and the output convolution in float32);
+elsewhere strict IEEE fp32. Full bf16 is not used on the CPU: rounding a CT slice normalised to the
+-1000..2000 HU window to bfloat16 already moves soft tissue by up to ~6 HU before the network runs,
+and it moved PSNR by up to 0.012 dB on the CPU. ``gpu_inference.py`` measures what each precision
+costs in PSNR on the public scans (the bar: 0.01 dB).
 """
 
 from __future__ import annotations
@@ -135,12 +136,24 @@ def fold_tail_before_shuffle(network: nn.Module) -> nn.Module:
     return folded.eval()
 
 
-PRECISIONS = ("fp32", "tf32", "bf16")
+PRECISIONS = ("fp32", "tf32", "bf16", "mixed")
 # What ``prepare_for_inference`` runs on CUDA when no precision is asked for. Chosen by
 # ``benchmarks/gpu_inference.py`` (docs/benchmarks.md): the fastest precision whose PSNR on the public
 # scans stays within 0.01 dB of strict fp32 for every shipped model. On an H200 (2026-11-26) bf16
 # moved PSNR by at most 0.0044 dB over 18 scan x model pairs and ran 5.2x faster than strict fp32.
 CUDA_DEFAULT_PRECISION = "bf16"
+
+
+def default_precision(device: torch.device, network: nn.Module | None = None) -> str:
+    """What ``prepare_for_inference`` runs when no precision is asked for: on CUDA
+    :data:`CUDA_DEFAULT_PRECISION`; on a CPU with native bf16, ``"mixed"`` for a (folded) SRResNet
+    (within 0.0045 dB of strict fp32 on every public scan x shipped model, 1.6x faster; measured by
+    ``benchmarks/gpu_inference.py`` and ``enhance_speed.py``); else strict ``"fp32"``."""
+    if device.type == "cuda":
+        return CUDA_DEFAULT_PRECISION
+    if device.type == "cpu" and native_bf16_cpu() and (network is None or _mixable(network)):
+        return "mixed"
+    return "fp32"
 
 
 @contextlib.contextmanager
@@ -164,6 +177,55 @@ def precision_context(precision: str, device_type: str):
         torch.backends.cudnn.allow_tf32 = before
 
 
+class _Bfloat16(nn.Module):
+    """Runs ``module`` under bf16 autocast and hands back float32."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            return self.module(x).float()
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere oneDNN emulates it
+    and bf16 is slower than float32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def _mixable(network: nn.Module) -> bool:
+    upsample = getattr(network, "upsample", None)
+    parts = ("head", "body", "body_tail", "upsample", "tail")
+    if not all(hasattr(network, p) for p in parts) or not isinstance(upsample, nn.Sequential):
+        return False
+    last = upsample[-1] if len(upsample) else None
+    return isinstance(last, nn.Sequential) and len(last) == 4 and isinstance(network.tail, nn.Identity)
+
+
+def mixed_precision(network: nn.Module) -> nn.Module:
+    """``network`` (an SRResNet after :func:`fold_tail_before_shuffle`) with its trunk in bf16: the
+    residual blocks, the body's last convolution and the sub-pixel convolutions with their PReLU. The
+    first convolution (which reads the image) and the output convolution (which writes it) stay in
+    float32, as do the long skip and the residual sums, so neither the input nor the output is ever
+    rounded to bf16's 8 bits. Networks of another shape are refused."""
+    if not _mixable(network):
+        raise ValueError(
+            "precision 'mixed' needs an SRResNet-shaped generator with its output convolution "
+            "folded before the last shuffle (fold_tail_before_shuffle)"
+        )
+    upsample, last = network.upsample, network.upsample[-1]
+    network.body = _Bfloat16(network.body)
+    network.body_tail = _Bfloat16(network.body_tail)
+    for index in range(len(upsample) - 1):
+        upsample[index] = _Bfloat16(upsample[index])
+    conv, prelu, tail, shuffle = last
+    upsample[-1] = nn.Sequential(_Bfloat16(nn.Sequential(conv, prelu)), tail, shuffle)
+    return network
+
+
 class InferenceGenerator(nn.Module):
     """Wraps a generator prepared by :func:`prepare_for_inference`.
 
@@ -183,8 +245,10 @@ class InferenceGenerator(nn.Module):
         if self.precision == "bf16":  # autocast itself, so torch.compile traces it without a break
             with torch.autocast(low_res.device.type, dtype=torch.bfloat16):
                 high_res = self.network(low_res)
-        else:
-            with precision_context(self.precision, low_res.device.type):
+        else:  # "mixed" sets bf16 inside the network (mixed_precision); the rest is float32
+            with precision_context(
+                "fp32" if self.precision == "mixed" else self.precision, low_res.device.type
+            ):
                 high_res = self.network(low_res)
         return high_res.float().contiguous()
 
@@ -202,22 +266,24 @@ def prepare_for_inference(
     Args:
         generator: a convolutional generator (e.g. :class:`srgan_med.nets.SRResNet`).
         device: where it will run.
-        channels_last: use NHWC; default: on CPU, and on CUDA with bf16.
-        precision: ``"fp32"``, ``"tf32"`` or ``"bf16"`` (see :func:`precision_context`); default:
-            ``"fp32"`` on CPU, :data:`CUDA_DEFAULT_PRECISION` on CUDA.
+        channels_last: use NHWC; default: on CPU, and on CUDA with bf16 or mixed.
+        precision: ``"fp32"``, ``"tf32"``, ``"bf16"`` (see :func:`precision_context`) or ``"mixed"``
+            (:func:`mixed_precision`); default: :func:`default_precision`.
 
     Returns:
         :class:`InferenceGenerator` computing the same function as ``generator.eval()``.
     """
     device = torch.device(device)
-    if precision is None:
-        precision = CUDA_DEFAULT_PRECISION if device.type == "cuda" else "fp32"
-    if precision not in PRECISIONS:
+    if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if channels_last is None:
-        channels_last = device.type == "cpu" or precision == "bf16"
     # Folded on the CPU (the rewrites build their weights there), then moved.
     network = fold_tail_before_shuffle(fold_batch_norm(copy.deepcopy(generator).cpu().eval())).to(device)
+    if precision is None:
+        precision = default_precision(device, network)
+    if channels_last is None:
+        channels_last = device.type == "cpu" or precision in ("bf16", "mixed")
+    if precision == "mixed":
+        network = mixed_precision(network)
     if channels_last:
         network = network.to(memory_format=torch.channels_last)
     for parameter in network.parameters():
