@@ -7,7 +7,8 @@ depend on weight values) on 128x128 slices resident on the device, timed with CU
 
 - baseline: the plain generator, eval, fp32, eager, NCHW, one slice per pass, torch's defaults;
 - the engine's generator (:func:`srgan_med.enhance.inference.prepare_for_inference`: batch norm folded,
-  output conv before the last pixel shuffle) in strict fp32, TF32 and bf16 + channels_last, batched;
+  output conv before the last pixel shuffle) in strict fp32, TF32, mixed and bf16 + channels_last,
+  batched;
 - bf16 + channels_last replayed from a CUDA graph; ``torch.compile`` (``--compile``).
 
 Each row: slices/s, ratio to the baseline, achieved TFLOP/s (FLOPs from ``FlopCounterMode``), and the
@@ -171,9 +172,11 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     engines: dict[str, torch.nn.Module] = {}
     measure("baseline: plain generator, fp32 eager NCHW, torch defaults", plain, 1)
     torch.backends.cudnn.benchmark = True
-    engines.update({p: prepare_for_inference(plain, device, precision=p) for p in ("fp32", "tf32", "bf16")})
+    precisions = ("fp32", "tf32", "bf16", "mixed")
+    engines.update({p: prepare_for_inference(plain, device, precision=p) for p in precisions})
     measure("engine fp32 (IEEE), cudnn.benchmark", engines["fp32"], args.batch)
     measure("engine tf32, cudnn.benchmark", engines["tf32"], args.batch)
+    measure("engine mixed (bf16 trunk, fp32 image convs) + channels_last", engines["mixed"], args.batch)
     for batch in args.batches:
         measure("engine bf16 + channels_last, cudnn.benchmark", engines["bf16"], batch)
     best = max(
