@@ -157,20 +157,14 @@ def default_precision(device: torch.device, network: nn.Module | None = None) ->
 
 
 @contextlib.contextmanager
-def precision_context(precision: str, device_type: str):
-    """Run the enclosed convolutions in ``precision``: ``"fp32"`` (IEEE float32; cuDNN's TF32 off),
-    ``"tf32"`` (float32 tensors, TF32 tensor-core convolutions on CUDA) or ``"bf16"`` (autocast)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "bf16":
-        with torch.autocast(device_type, dtype=torch.bfloat16):
-            yield
-        return
+def _cudnn_tf32(enabled: bool, device_type: str):
+    """cuDNN's TF32 tensor-core convolutions on (``"tf32"``) or off (IEEE float32) inside; a no-op
+    off CUDA, where float32 convolutions are IEEE either way."""
     if device_type != "cuda":
-        yield  # CPU convolutions are IEEE float32 either way
+        yield
         return
     before = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = enabled
     try:
         yield
     finally:
@@ -245,10 +239,8 @@ class InferenceGenerator(nn.Module):
         if self.precision == "bf16":  # autocast itself, so torch.compile traces it without a break
             with torch.autocast(low_res.device.type, dtype=torch.bfloat16):
                 high_res = self.network(low_res)
-        else:  # "mixed" sets bf16 inside the network (mixed_precision); the rest is float32
-            with precision_context(
-                "fp32" if self.precision == "mixed" else self.precision, low_res.device.type
-            ):
+        else:  # "mixed" has its bf16 inside the network (mixed_precision); the rest is float32
+            with _cudnn_tf32(self.precision == "tf32", low_res.device.type):
                 high_res = self.network(low_res)
         return high_res.float().contiguous()
 
@@ -267,8 +259,9 @@ def prepare_for_inference(
         generator: a convolutional generator (e.g. :class:`srgan_med.nets.SRResNet`).
         device: where it will run.
         channels_last: use NHWC; default: on CPU, and on CUDA with bf16 or mixed.
-        precision: ``"fp32"``, ``"tf32"``, ``"bf16"`` (see :func:`precision_context`) or ``"mixed"``
-            (:func:`mixed_precision`); default: :func:`default_precision`.
+        precision: ``"fp32"`` (IEEE float32; cuDNN's TF32 off), ``"tf32"`` (TF32 tensor-core
+            convolutions on CUDA), ``"bf16"`` (autocast) or ``"mixed"`` (:func:`mixed_precision`);
+            default: :func:`default_precision`.
 
     Returns:
         :class:`InferenceGenerator` computing the same function as ``generator.eval()``.
