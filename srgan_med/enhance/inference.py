@@ -147,8 +147,9 @@ CUDA_DEFAULT_PRECISION = "bf16"
 def default_precision(device: torch.device, network: nn.Module | None = None) -> str:
     """What ``prepare_for_inference`` runs when no precision is asked for: on CUDA
     :data:`CUDA_DEFAULT_PRECISION`; on a CPU with native bf16, ``"mixed"`` for a (folded) SRResNet
-    (within 0.0045 dB of strict fp32 on every public scan x shipped model, 1.6x faster; measured by
-    ``benchmarks/gpu_inference.py`` and ``enhance_speed.py``); else strict ``"fp32"``."""
+    (within 0.0045 dB of strict fp32 on every public scan x shipped model, 1.5x faster on a 2-core
+    EPYC; measured by ``benchmarks/gpu_inference.py`` and ``enhance_speed.py``); else strict
+    ``"fp32"``."""
     if device.type == "cuda":
         return CUDA_DEFAULT_PRECISION
     if device.type == "cpu" and native_bf16_cpu() and (network is None or _mixable(network)):
