@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -92,3 +93,19 @@ def test_gpu_inference_benchmark_checks_precisions_and_skips_throughput_without_
     render = _load("render_reports")
     (markdown,) = render.main([str(tmp_path), str(tmp_path / "rendered")])
     assert markdown.read_text() == (tmp_path / "gpu_inference.md").read_text()
+
+
+def test_overhead_benchmark_times_every_stage_of_the_real_path(tmp_path):
+    overhead = _load("enhance_overhead")
+    report = overhead.main(
+        ["--shape", "16", "12", "10", "--scale", "2", "--repeats", "2", "--out", str(tmp_path)]
+    )
+    saved = json.loads((tmp_path / "enhance_overhead.json").read_text())
+    assert saved["median_seconds"] == report["median_seconds"]
+    assert len(report["runs"]) == 2 and report["batch_size"] >= 1
+    for run in report["runs"]:
+        assert all(run[stage] >= 0 for stage in overhead.STAGES)
+        assert run["upscaler"] > 0 and run["engine_own"] == pytest.approx(run["engine"] - run["upscaler"])
+        assert run["total"] >= run["load"] + run["engine"] + run["save"] - 1e-6
+    assert report["written_bytes"] == 352 + 32 * 24 * 10 * 2  # NIfTI-1 header + the int16 voxels
+    assert "nearest neighbour" in (tmp_path / "enhance_overhead.md").read_text()

@@ -83,6 +83,32 @@ def test_output_grid_keeps_a_landmark_in_place(slice_axis):
     assert result.consistency_psnr_db == float("inf")  # block means of nearest-neighbour = the input
 
 
+@pytest.mark.parametrize("slice_axis", [0, 1, 2])
+def test_every_output_slice_is_the_generator_applied_to_that_slice(slice_axis):
+    """Batching and the slice-by-slice output layout place each upscaled slice where it belongs."""
+    network = _small_generator(2)
+    volume = np.random.default_rng(slice_axis).normal(0.0, 300.0, (9, 11, 7)).astype(np.float32)
+    scan = MetaTensor(torch.from_numpy(volume[None]), affine=torch.eye(4), meta={"modality": "CT"})
+    result = enhance_volume(
+        scan,
+        network,
+        2,
+        normalise=lambda v: v / 1000,
+        denormalise=lambda v: v * 1000,
+        slice_axis=slice_axis,
+        batch_size=3,
+    )
+    output = result.image[0].numpy()
+    slices = torch.from_numpy(np.moveaxis(volume, slice_axis, 0)[:, None] / 1000)
+    with torch.inference_mode():
+        expected = np.moveaxis(network(slices)[:, 0].numpy() * 1000, 0, slice_axis)
+    assert output.shape == expected.shape
+    np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-3)
+    # each slice is one contiguous block (axial: NIfTI's Fortran order, written without a transpose)
+    assert max(range(3), key=lambda a: output.strides[a]) == slice_axis
+    assert output.flags.f_contiguous == (slice_axis == 2)
+
+
 def test_plane_choice():
     affine = np.diag([0.7, 0.7, 5.0, 1.0])
     assert slice_axis_for(affine, "auto") == 2

@@ -165,3 +165,32 @@ def test_nifti_writing_of_an_integer_scan_holds_no_extra_float_copy(tmp_path):
     written = nib.load(tmp_path / "ct.nii")
     assert written.get_data_dtype() == np.int16
     np.testing.assert_array_equal(np.asarray(written.dataobj), np.rint(volume).astype(np.int16))
+
+
+@pytest.mark.parametrize("dtype", ["int16", "float32"])
+def test_nifti_files_do_not_depend_on_the_volume_memory_layout(tmp_path, dtype):
+    """enhance hands the writer Fortran-ordered volumes; the file is byte for byte the C-order one's."""
+    from monai.data import MetaTensor
+
+    volume = np.random.default_rng(1).normal(0.0, 300.0, (20, 17, 40)).astype(np.float32)
+    for name, array in (("c", np.ascontiguousarray(volume)), ("f", np.asfortranarray(volume))):
+        image = MetaTensor(torch.from_numpy(array[None]), affine=torch.eye(4), meta={"original_dtype": dtype})
+        save_scan(image, tmp_path / f"{name}.nii", fmt="nifti")
+    assert (tmp_path / "c.nii").read_bytes() == (tmp_path / "f.nii").read_bytes()
+
+
+def test_slabs_cover_the_volume_along_its_slowest_axis():
+    from srgan_med.io.layout import slabs
+
+    cases = (
+        (np.zeros((40, 6, 5)), 0, 3),
+        (np.zeros((6, 5, 40), order="F"), 2, 3),
+        (np.zeros((3, 4, 5)), 0, 1),
+    )
+    for array, axis, count in cases:
+        covered = np.zeros(array.shape, dtype=int)
+        found = list(slabs(array.shape, array.strides, size=16))
+        for slab in found:
+            covered[slab] += 1
+            assert all(s == slice(None) for a, s in enumerate(slab) if a != axis)
+        assert (covered == 1).all() and len(found) == count

@@ -101,10 +101,13 @@ def enhance_volume(
         )
     if max_pixels_per_pass is not None:
         batch_size = max(1, min(batch_size, max_pixels_per_pass // (height * width)))
-    out_shape = [height * scale, width * scale]
-    out_shape.insert(slice_axis, count)
-    output = np.empty(out_shape, dtype=np.float32)  # final (I', J', K') layout
-    output_slices = np.moveaxis(output, slice_axis, -1)  # (H * s, W * s, N) view
+    # The output is laid out slice by slice, each slice with its first in-plane axis fastest (for
+    # axial slices: NIfTI's Fortran order). A batch's slices are then one contiguous block that the
+    # device writes in a single copy, and the NIfTI writer streams the volume without transposing
+    # it; a C-ordered (I', J', K') volume cost a strided scatter per batch and a transposing copy at
+    # write time, most of enhance's time besides the network on a GPU (benchmarks/enhance_overhead.py).
+    storage = np.empty((count, width * scale, height * scale), dtype=np.float32)  # (N, W * s, H * s)
+    output = np.moveaxis(storage.transpose(0, 2, 1), 0, slice_axis)  # (I', J', K') view
     data_range = float(np.ptp(volume)) or 1.0
     squared_error, start = 0.0, 0
     while start < count:
@@ -132,8 +135,8 @@ def enhance_volume(
         blocks = F.avg_pool2d(values_device[:, None].double(), scale)[:, 0]
         difference = (blocks - torch.from_numpy(batch[:, 0]).to(blocks.device, torch.float64)).flatten()
         squared_error = squared_error + torch.vdot(difference, difference)
-        values = values_device.cpu().numpy()
-        output_slices[:, :, start:stop] = np.moveaxis(values, 0, -1)
+        # (B, H * s, W * s) -> the block's (B, W * s, H * s) layout; on a GPU transposed there.
+        torch.from_numpy(storage[start:stop]).copy_(values_device.transpose(1, 2).contiguous())
         if progress is not None:
             progress(stop - start)
         start = stop

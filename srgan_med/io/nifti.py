@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from srgan_med.errors import InputError
+from srgan_med.io.layout import slabs
 
 logger = logging.getLogger(__name__)
 
@@ -99,10 +100,11 @@ def write_nifti(
     data = np.asarray(volume)
     if np.dtype(dtype).kind in "iu":
         # Rounded slab by slab into the output array: a whole-volume np.rint would hold a second
-        # float copy of an output that can be gigabytes (e.g. a 512x512x1200 CT after x2).
-        rounded = np.empty(data.shape, dtype=dtype)
-        for start in range(0, data.shape[-1], 16):
-            rounded[..., start : start + 16] = np.rint(data[..., start : start + 16])
+        # float copy of an output that can be gigabytes (e.g. a 512x512x1200 CT after x2). The
+        # result keeps the input's memory layout, so a Fortran-ordered volume is written as is.
+        rounded = np.empty_like(data, dtype=dtype)
+        for slab in slabs(data.shape, data.strides):
+            np.rint(data[slab], out=rounded[slab], casting="unsafe")
         data = rounded
     else:
         data = data.astype(dtype, copy=False)

@@ -21,6 +21,7 @@ import numpy as np
 
 from srgan_med.errors import InputError
 from srgan_med.io.atomic import atomic_output
+from srgan_med.io.layout import slabs
 from srgan_med.io.nifti import NIFTI_SUFFIXES, is_nifti_path, read_nifti, write_nifti
 
 logger = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ def save_scan(
         raise InputError(f"cannot write an image of shape {tuple(array.shape)}; expected (1, I, J, K)")
     affine = as_numpy_affine(image.affine)
     # Checked slab by slab: a whole-volume boolean mask costs a byte per voxel of a large output.
-    if not all(np.isfinite(volume[..., k : k + 16]).all() for k in range(0, volume.shape[-1], 16)):
+    if not all(np.isfinite(volume[slab]).all() for slab in slabs(volume.shape, volume.strides)):
         raise InputError(f"{path}: refusing to write NaN/Inf values")
     fmt = output_format(path, fmt)
     sources = [Path(p) for p in inputs]

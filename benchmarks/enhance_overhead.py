@@ -1,0 +1,158 @@
+"""What ``srgan-med enhance`` costs besides the network (issue #7's "< 3 s end to end on the GPU").
+
+On a GPU the x4 network upscales a 128x128x300 CT in about 0.16 s (bf16), so the rest of the
+command -- reading the input, copying each batch to and from the device, placing the slices into the
+output volume, the consistency error, converting to the input's dtype and writing the file -- decides
+the end-to-end time. This script times those stages with a network of (almost) no cost, nearest
+neighbour upscaling on the device, through the real ``load_scan`` -> ``enhance_volume`` ->
+``save_scan`` path, so the host-side work can be measured (and improved) on any machine.
+
+Stages (median of ``--repeats`` runs, in one process, after one warm-up run):
+
+- ``load``: ``load_scan`` of the int16 NIfTI;
+- ``engine``: ``enhance_volume`` with the nearest-neighbour "network", and ``upscaler`` the part of
+  it spent inside that network (synchronised on CUDA), so ``engine - upscaler`` is the engine's own
+  host/device traffic and bookkeeping;
+- ``save``: ``save_scan`` to ``.nii`` (dtype check, rounding to int16, NIfTI write).
+
+Usage:
+    python benchmarks/enhance_overhead.py --out bench_out/                 # 128x128x300, x4, CPU
+    python benchmarks/enhance_overhead.py --out bench_out/ --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from enhance_common import environment, environment_lines, markdown_table, save_report, write_synthetic_ct  # noqa: E402
+
+STAGES = ("load", "engine", "upscaler", "engine_own", "save", "total")
+
+
+class NearestUpscaler:
+    """Nearest-neighbour x``scale`` on the input's device: a stand-in network of negligible cost.
+
+    Accumulates the seconds spent inside it (synchronised on CUDA) in ``seconds``.
+    """
+
+    def __init__(self, scale: int) -> None:
+        self.scale = scale
+        self.seconds = 0.0
+
+    def __call__(self, low_res: torch.Tensor) -> torch.Tensor:
+        cuda = low_res.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        high_res = F.interpolate(low_res, scale_factor=self.scale, mode="nearest")
+        if cuda:
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - started
+        return high_res
+
+
+def one_run(
+    source: Path, target: Path, scale: int, device: torch.device, batch_size: int
+) -> dict[str, float]:
+    """The three stages once; returns seconds per stage."""
+    from srgan_med.enhance.engine import enhance_volume
+    from srgan_med.enhance.run import engine_settings
+    from srgan_med.io import load_scan, save_scan
+
+    upscaler = NearestUpscaler(scale)
+    target.unlink(missing_ok=True)
+    started = time.perf_counter()
+    scan = load_scan(source)
+    loaded = time.perf_counter()
+    result = enhance_volume(
+        scan,
+        upscaler,
+        scale,
+        normalise=lambda values: (values + 1000.0) / 3000.0,
+        denormalise=lambda values: values * 3000.0 - 1000.0,
+        slice_axis=2,
+        device=device,
+        batch_size=batch_size,
+        halo=0,
+        **engine_settings(device),
+    )
+    upscaled = time.perf_counter()
+    save_scan(result.image, target, reference=scan, inputs=[source])
+    saved = time.perf_counter()
+    return {
+        "load": loaded - started,
+        "engine": upscaled - loaded,
+        "upscaler": upscaler.seconds,
+        "engine_own": upscaled - loaded - upscaler.seconds,
+        "save": saved - upscaled,
+        "total": saved - started,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, required=True, help="folder for enhance_overhead.json/.md")
+    parser.add_argument("--shape", type=int, nargs=3, default=[128, 128, 300], help="input voxels (I J K)")
+    parser.add_argument("--scale", type=int, default=4)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: enhance's for the device")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device here")
+    from srgan_med.enhance.run import CPU_BATCH, CUDA_BATCH
+
+    device = torch.device(args.device)
+    batch_size = args.batch_size or (CUDA_BATCH if device.type == "cuda" else CPU_BATCH)
+    env = environment()
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="srgan_med_overhead_") as work:
+        source = write_synthetic_ct(Path(work) / "ct.nii", tuple(args.shape))
+        target = Path(work) / "ct_sr.nii"
+        one_run(source, target, args.scale, device, batch_size)  # warm-up: page cache, allocator, kernels
+        for _ in range(args.repeats):
+            runs.append(one_run(source, target, args.scale, device, batch_size))
+        written_bytes = target.stat().st_size
+    medians = {stage: round(statistics.median(run[stage] for run in runs), 4) for stage in STAGES}
+    rows = [{"stage": stage, "seconds (median)": medians[stage]} for stage in STAGES]
+    report = {
+        "environment": env,
+        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU: {env['cpu']}",
+        "shape": args.shape,
+        "scale": args.scale,
+        "batch_size": batch_size,
+        "written_bytes": written_bytes,
+        "runs": runs,
+        "median_seconds": medians,
+    }
+    output_shape = [args.shape[0] * args.scale, args.shape[1] * args.scale, args.shape[2]]
+    lines = [
+        "# enhance overhead (everything but the network)",
+        "",
+        *environment_lines(env),
+        f"- device: {report['device']}; batch {batch_size}",
+        f"- volume: {args.shape} int16 NIfTI (synthetic CT) -> {output_shape} int16 .nii "
+        f"({written_bytes / 2**20:.1f} MiB); network: nearest neighbour x{args.scale} (a stand-in of ~no cost)",
+        f"- median of {args.repeats} runs after one warm-up",
+        "",
+        markdown_table(rows, ["stage", "seconds (median)"]),
+        "",
+    ]
+    save_report(report, args.out, "enhance_overhead", lines)
+    return report
+
+
+if __name__ == "__main__":
+    main()
