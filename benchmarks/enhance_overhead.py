@@ -126,8 +126,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             runs.append(one_run(source, target, args.scale, device, batch_size))
         written_bytes = target.stat().st_size
     medians = {stage: round(statistics.median(run[stage] for run in runs), 4) for stage in STAGES}
-    rows = [{"stage": stage, "seconds (median)": medians[stage]} for stage in STAGES]
     report = {
+        "benchmark": "enhance_overhead",
         "environment": env,
         "device": torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU: {env['cpu']}",
         "shape": args.shape,
@@ -137,21 +137,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "runs": runs,
         "median_seconds": medians,
     }
-    output_shape = [args.shape[0] * args.scale, args.shape[1] * args.scale, args.shape[2]]
+    write_report(report, args.out)
+    return report
+
+
+def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    """``out/enhance_overhead.json`` and ``.md`` (also used by ``render_reports.py``)."""
+    shape, scale = report["shape"], report["scale"]
+    output_shape = [shape[0] * scale, shape[1] * scale, shape[2]]
+    rows = [{"stage": stage, "seconds (median)": report["median_seconds"][stage]} for stage in STAGES]
     lines = [
         "# enhance overhead (everything but the network)",
         "",
-        *environment_lines(env),
-        f"- device: {report['device']}; batch {batch_size}",
-        f"- volume: {args.shape} int16 NIfTI (synthetic CT) -> {output_shape} int16 .nii "
-        f"({written_bytes / 2**20:.1f} MiB); network: nearest neighbour x{args.scale} (a stand-in of ~no cost)",
-        f"- median of {args.repeats} runs after one warm-up",
+        *environment_lines(report["environment"]),
+        f"- device: {report['device']}; batch {report['batch_size']}",
+        f"- volume: {shape} int16 NIfTI (synthetic CT) -> {output_shape} int16 .nii "
+        f"({report['written_bytes'] / 2**20:.1f} MiB); network: nearest neighbour x{scale} "
+        "(a stand-in of ~no cost)",
+        f"- median of {len(report['runs'])} runs after one warm-up",
         "",
         markdown_table(rows, ["stage", "seconds (median)"]),
         "",
     ]
-    save_report(report, args.out, "enhance_overhead", lines)
-    return report
+    return save_report(report, out, "enhance_overhead", lines)
 
 
 if __name__ == "__main__":

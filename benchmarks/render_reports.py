@@ -1,7 +1,8 @@
 """Markdown tables again from benchmark JSON reports (those a GPU session brought back).
 
-Each ``*.json`` written by ``gpu_inference.py``, ``enhance_speed.py`` or ``train_speed.py`` is given
-to that script's own ``write_report``; the Markdown lands in ``DEST/<json stem>/``.
+Each ``*.json`` written by ``gpu_inference.py``, ``enhance_speed.py``, ``enhance_overhead.py`` or
+``train_speed.py`` is given to that script's own ``write_report``; the Markdown lands in
+``DEST/<json stem>/``.
 
 Usage:
     python benchmarks/render_reports.py bench_out/ docs/gpu_reports/
@@ -17,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-WRITERS = {"gpu_inference": "gpu_inference", "enhance_speed": "enhance_speed", "train_speed": "train_speed"}
+WRITERS = {name: name for name in ("gpu_inference", "enhance_speed", "enhance_overhead", "train_speed")}
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
