@@ -12,6 +12,7 @@ import pydicom
 import pytest
 import torch
 from conftest import dcm2niix, pydicom_test_files, write_nifti
+from monai.data import MetaTensor
 from typer.testing import CliRunner
 
 from srgan_med.cli import app
@@ -150,6 +151,26 @@ def test_evaluate_scores_a_model_beside_the_interpolators(tmp_path, small_ct_vol
     wrong = runner.invoke(app, [*args, "--scale", "4", "-o", str(tmp_path / "e4")])
     assert wrong.exit_code == 2 and "upscales x2, the pair needs x4" in wrong.stderr
     assert not (tmp_path / "e4").exists()
+
+
+def test_evaluate_runs_a_model_as_the_plain_generator_in_strict_fp32(tmp_path, small_ct_volume):
+    """evaluate's model method (enhance's exact rewrites, strict fp32) equals the trained generator."""
+    from srgan_med.evaluate.run import model_method
+    from srgan_med.models.bundle import load_bundle
+
+    volume, affine = small_ct_volume
+    low_res = MetaTensor(
+        torch.from_numpy(volume[None, :, :, :3].astype(np.float32)), affine=torch.as_tensor(affine)
+    )
+    name, reconstruct = model_method(str(_bundle(tmp_path)))
+    output = reconstruct(low_res, (2, 2), 2)
+    bundle = load_bundle(str(tmp_path / "tiny_x2.safetensors"))
+    normalise, denormalise = bundle.intensity_maps(low_res[0])
+    slices = torch.from_numpy(np.moveaxis(normalise(low_res[0].numpy()), 2, 0)[:, None].astype(np.float32))
+    with torch.inference_mode():
+        expected = np.moveaxis(denormalise(bundle.generator.eval()(slices)[:, 0].numpy()), 0, 2)
+    assert name == "tiny_x2" and output.shape == expected.shape
+    np.testing.assert_allclose(output, expected, atol=0.02)  # HU; float32 rounding of folded weights
 
 
 def test_auto_model_follows_modality_and_scale(tmp_path, monkeypatch):
