@@ -242,3 +242,31 @@ def test_compiled_training_steps_equal_the_plain_ones(tmp_path):
     plain = _one_step_each(tmp_path / "plain", "performance.compile=false")
     fast = _one_step_each(tmp_path / "fast", "performance.compile=true")
     _assert_same_step(plain, fast)
+
+
+def test_compiled_networks_are_traced_into_few_graphs(tmp_path, monkeypatch):
+    """Each graph torch.compile traces is compiled separately (seconds to minutes with inductor on a
+    GPU), so a phase-2 step under bf16 must not feed the discriminator two input dtypes. Dynamo's
+    tracing and guards are those of a real compile; only the graphs' backend here is eager."""
+    from collections import Counter
+
+    graphs: Counter[str] = Counter()
+    compile_ = torch.compile
+
+    def counting_compile(model, mode=None, **kwargs):
+        def backend(graph_module, example_inputs):
+            graphs[type(model).__name__] += 1
+            return graph_module.forward
+
+        return compile_(model, backend=backend)
+
+    monkeypatch.setattr(torch, "compile", counting_compile)
+    overrides = ["data.batch_size=2", "performance.compile=true", "performance.bf16=true"]
+    trainer = Trainer(load_train_config(TINY, [f"output_dir={tmp_path}", *overrides]), quiet=True)
+    for phase, step in (("pretrain", trainer._pretrain_step), ("gan", trainer._gan_step)):
+        trainer.phase = phase
+        trainer._new_optimisers(phase)
+        for _ in range(2):
+            step()
+    # the generator once; the discriminator with and without an input gradient; the VGG once
+    assert dict(graphs) == {"SRResNet": 1, "Discriminator": 2, "PerceptualLoss": 1}

@@ -275,7 +275,9 @@ class Trainer:
         low_res, high_res = self._batch()
         self.discriminator.requires_grad_(False)
         with self._autocast():
-            output = self.generator_run(low_res)
+            # float32 like the real patches (an exact cast of the bf16 values), so a compiled
+            # discriminator sees one input dtype: two graphs (with and without input gradient), not three.
+            output = self.generator_run(low_res).float()
             fake_logits = self.discriminator_frozen(output).float()
             # The VGG is half of a phase-2 step's FLOPs: it runs under autocast too.
             content = losses.perceptual.weight * self.perceptual_run(output, high_res).float()
@@ -283,7 +285,7 @@ class Trainer:
         generator_loss = content + adversarial
         pixel = None
         if losses.pixel_weight_gan > 0:
-            pixel = self.pixel_loss(output.float(), high_res)
+            pixel = self.pixel_loss(output, high_res)
             generator_loss = generator_loss + losses.pixel_weight_gan * pixel
         self._track_finite(generator_loss)
         self._optimise("generator", generator_loss)
