@@ -43,7 +43,7 @@ stage() {  # stage NAME SECONDS COMMAND...
 STAGES=${STAGES:-tests inference enhance overhead train compile cold}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 want tests && stage gpu_tests "${T_TESTS:-120}" python3 -m pytest -q -p no:cacheprovider -m gpu \
-  tests/test_degrade_batch.py tests/test_benchmark_train.py
+  tests/test_degrade_batch.py tests/test_benchmark_train.py tests/test_enhance_engine.py
 want inference && stage inference "${T_INFERENCE:-150}" python3 benchmarks/gpu_inference.py \
   --out "$WORK/inference" --scans "$SCANS" --compile --compile-modes default
 want enhance && stage enhance "${T_ENHANCE:-80}" python3 benchmarks/enhance_speed.py --skip-cpu \

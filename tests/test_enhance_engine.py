@@ -109,6 +109,27 @@ def test_every_output_slice_is_the_generator_applied_to_that_slice(slice_axis):
     assert output.flags.f_contiguous == (slice_axis == 2)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("slice_axis", [0, 1, 2])
+def test_cuda_engine_places_every_slice_as_the_cpu_engine_does(slice_axis):
+    """On a GPU each batch is transposed on the device and copied into the host output block."""
+    import copy
+
+    network = _small_generator(2)
+    volume = np.random.default_rng(slice_axis).normal(0.0, 300.0, (19, 23, 37)).astype(np.float32)
+    scan = MetaTensor(torch.from_numpy(volume[None]), affine=torch.eye(4), meta={"modality": "CT"})
+    settings = dict(normalise=lambda v: v / 1000, denormalise=lambda v: v * 1000, slice_axis=slice_axis)
+    on_cpu = enhance_volume(scan, network, 2, batch_size=4, **settings)
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # strict fp32 on both
+        on_gpu = enhance_volume(
+            scan, copy.deepcopy(network).cuda(), 2, device="cuda", batch_size=8, **settings
+        )
+    assert on_gpu.image.device.type == "cpu" and on_gpu.image.shape == on_cpu.image.shape
+    np.testing.assert_allclose(on_gpu.image[0].numpy(), on_cpu.image[0].numpy(), rtol=1e-4, atol=1e-2)
+    assert on_gpu.consistency_psnr_db == pytest.approx(on_cpu.consistency_psnr_db, abs=1e-3)
+
+
 def test_plane_choice():
     affine = np.diag([0.7, 0.7, 5.0, 1.0])
     assert slice_axis_for(affine, "auto") == 2
