@@ -40,10 +40,11 @@ stage() {  # stage NAME SECONDS COMMAND...
 # STAGES picks stages (all by default). Together they need about 12 minutes, more than one device
 # call allows (10): split them over two calls on the same warm machine, e.g.
 # STAGES="train compile" (7 min) right after STAGES="tests inference enhance overhead cold" (8 min).
-STAGES=${STAGES:-tests inference enhance overhead train compile cold}
+STAGES=${STAGES:-tests traffic inference enhance overhead train compile cold}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 want tests && stage gpu_tests "${T_TESTS:-120}" python3 -m pytest -q -p no:cacheprovider -m gpu \
   tests/test_degrade_batch.py tests/test_benchmark_train.py tests/test_enhance_engine.py
+want traffic && stage traffic "${T_TRAFFIC:-60}" python3 benchmarks/traffic.py --device cuda --out "$WORK/traffic"
 want inference && stage inference "${T_INFERENCE:-150}" python3 benchmarks/gpu_inference.py \
   --out "$WORK/inference" --scans "$SCANS" --compile --compile-modes default
 want enhance && stage enhance "${T_ENHANCE:-80}" python3 benchmarks/enhance_speed.py --skip-cpu \
@@ -59,6 +60,7 @@ want cold && stage cold_start "${T_COLD:-90}" bash benchmarks/cold_start.sh "$WO
 cp "$WORK/inference/gpu_inference.json" "$OUT/" 2>/dev/null
 cp "$WORK/enhance/enhance_speed.json" "$OUT/" 2>/dev/null
 cp "$WORK/overhead/enhance_overhead.json" "$OUT/" 2>/dev/null
+cp "$WORK/traffic/traffic.json" "$OUT/" 2>/dev/null
 cp "$WORK/train/train_speed.json" "$OUT/train_speed.json" 2>/dev/null
 cp "$WORK/train_compile/train_speed.json" "$OUT/train_speed_compile.json" 2>/dev/null
 grep -E "^=== |x[0-9.]+ |patches/s|slices/s" "$LOG" | tail -60

@@ -1,7 +1,7 @@
 """Markdown tables again from benchmark JSON reports (those a GPU session brought back).
 
-Each ``*.json`` written by ``gpu_inference.py``, ``enhance_speed.py``, ``enhance_overhead.py`` or
-``train_speed.py`` is given to that script's own ``write_report``; the Markdown lands in
+Each ``*.json`` written by ``gpu_inference.py``, ``enhance_speed.py``, ``enhance_overhead.py``,
+``train_speed.py`` or ``traffic.py`` is given to that script's own ``write_report``; the Markdown lands in
 ``DEST/<json stem>/``.
 
 Usage:
@@ -18,7 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-WRITERS = {name: name for name in ("gpu_inference", "enhance_speed", "enhance_overhead", "train_speed")}
+WRITERS = {
+    name: name for name in ("gpu_inference", "enhance_speed", "enhance_overhead", "train_speed", "traffic")
+}
 
 
 def main(argv: list[str] | None = None) -> list[Path]:

@@ -161,8 +161,13 @@ def _flops(function: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
-def count_flops(trainer, phase: str) -> dict[str, int]:
+def count_flops(
+    trainer, phase: str, measure: Callable[[Callable[[], Any]], int] | None = None
+) -> dict[str, int]:
     """FLOPs of one step of ``phase``: ``total`` over the trainer's own step, and a breakdown.
+
+    ``measure`` counts something else the same way (``traffic.py`` passes its byte counter); the
+    passes run under the trainer's autocast setting, as its step runs them.
 
     ``FlopCounterMode``'s per-module attribution is wrong across the step's backward passes (the
     VGG's backward lands on other modules too), so each network's share is counted on its own, on
@@ -175,28 +180,39 @@ def count_flops(trainer, phase: str) -> dict[str, int]:
     """
     import copy
 
+    measure = measure or _flops
+
     def component_flops(low_res: torch.Tensor, high_res: torch.Tensor) -> dict[str, int]:
+        def under_autocast(function: Callable[[], Any]) -> Callable[[], Any]:
+            def run() -> Any:
+                with trainer._autocast():
+                    loss = function()
+                loss.float().backward()
+
+            return run
+
         generator = copy.deepcopy(trainer.generator)
-        parts = {"generator": _flops(lambda: generator(low_res).square().mean().backward())}
+        parts = {"generator": measure(under_autocast(lambda: generator(low_res).float().square().mean()))}
         if phase == "gan":
             discriminator = copy.deepcopy(trainer.discriminator)
             perceptual = copy.deepcopy(trainer.perceptual)
-            fake = generator(low_res).detach().requires_grad_(True)
+            with trainer._autocast():
+                fake = generator(low_res).float().detach().requires_grad_(True)
             discriminator.requires_grad_(False)
-            frozen = _flops(lambda: discriminator(fake).mean().backward())
-            parts["VGG19 content loss"] = _flops(lambda: perceptual(fake, high_res).backward())
+            frozen = measure(under_autocast(lambda: discriminator(fake).float().mean()))
+            parts["VGG19 content loss"] = measure(under_autocast(lambda: perceptual(fake, high_res).float()))
             discriminator.requires_grad_(True)
-            real_and_fake = _flops(lambda: discriminator(high_res).mean().backward()) + _flops(
-                lambda: discriminator(fake.detach()).mean().backward()
+            real_and_fake = measure(under_autocast(lambda: discriminator(high_res).float().mean())) + measure(
+                under_autocast(lambda: discriminator(fake.detach()).float().mean())
             )
             parts["discriminator"] = frozen + real_and_fake
         return parts
 
     step = start_phase(trainer, phase)
     batch: list[tuple[torch.Tensor, torch.Tensor]] = []
-    parts = {"degradation": _flops(lambda: batch.append(trainer._batch()))}
+    parts = {"degradation": measure(lambda: batch.append(trainer._batch()))}
     parts.update(component_flops(*batch[0]))
-    total = _flops(step)
+    total = measure(step)
     parts["unattributed"] = total - sum(parts.values())
     parts["total"] = total
     return parts
