@@ -197,6 +197,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         for mode in args.compile_modes:
             name = f"engine bf16 + channels_last, torch.compile(mode={mode!r})"
             try:
+                torch.compiler.reset()  # each mode compiles from empty caches
                 started = time.perf_counter()
                 compiled = torch.compile(engines["bf16"], mode=mode, dynamic=False)
                 with torch.inference_mode():

@@ -300,6 +300,11 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 print(f"skipped: {variant.name}: {reason}", flush=True)
                 rows.extend({"phase": p, "variant": variant.name, "skipped": reason} for p in args.phases)
                 continue
+            if variant.compile:
+                # Each compiled row starts from empty compiler caches, as a training run does: rows at
+                # other batch sizes would otherwise turn on dynamic shapes, and their graphs would
+                # count towards dynamo's recompile limit (past it, it silently runs eager).
+                torch.compiler.reset()
             trainer, restore = build_trainer(args.config, common + variant.overrides())
             try:
                 for phase in args.phases:
