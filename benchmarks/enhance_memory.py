@@ -151,9 +151,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             sampler = RssSampler()
             sampler.start()
             started = time.perf_counter()
+            target = folder / ("ct_sr.nii" if args.format == "nifti" else "ct_sr")
             enhance_files(
                 [str(source)],
-                output=folder / "ct_sr.nii",
+                output=target,
                 model=str(model),
                 device="cpu",
                 batch_size=args.batch_size,
@@ -165,7 +166,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             bundle_module.load_bundle = original_load
             if original_prepare is not None:
                 inference.prepare_for_inference = original_prepare
-        output_file_bytes = (folder / "ct_sr.nii").stat().st_size
+        files = [target] if target.is_file() else sorted(target.iterdir())
+        output_file_bytes = sum(path.stat().st_size for path in files)
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, sampled_peak)
     runner = limited[0]
     voxels_out = shape[0] * args.scale * shape[1] * args.scale * shape[2]
@@ -185,7 +187,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "unit": "GiB",
         },
         {"figure": "output array (float32)", "value": round(output_float32 / GIB, 3), "unit": "GiB"},
-        {"figure": "output file (int16 NIfTI)", "value": round(output_file_bytes / GIB, 3), "unit": "GiB"},
+        {
+            "figure": "output file (int16 NIfTI)"
+            if args.format == "nifti"
+            else f"output files ({len(files)} DICOM)",
+            "value": round(output_file_bytes / GIB, 3),
+            "unit": "GiB",
+        },
         {
             "figure": "RSS before enhance (Python, torch, libraries)",
             "value": round(rss_before / GIB, 3),
@@ -220,6 +228,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "model": f"SRResNet x{args.scale}, {args.blocks} blocks, {args.width} channels (random init)",
             "batch_size": args.batch_size,
             "real_slices": runner.real_done,
+            "format": args.format,
         },
         "peak_rss_bytes": peak,
         "rss_before_bytes": rss_before,
@@ -258,6 +267,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8, help="as srgan-med enhance --batch-size")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--tmp", type=Path, default=None, help="folder for the temporary files")
+    parser.add_argument("--format", choices=("nifti", "dicom"), default="nifti", help="output format")
     args = parser.parse_args(argv)
     if min(args.shape) < 2 or (args.slices is not None and args.slices < 0):
         parser.error("--shape needs sizes >= 2 and --slices >= 0")

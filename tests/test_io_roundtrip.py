@@ -122,10 +122,15 @@ def test_failed_write_leaves_nothing_behind(tmp_path, small_ct_volume, monkeypat
     scan = load_scan(write_nifti(tmp_path / "in.nii.gz", *small_ct_volume))
     import srgan_med.io.dicom_write as dicom_write
 
-    def broken(*args, **kwargs):
-        raise KeyboardInterrupt  # as if the user pressed Ctrl-C halfway through
+    stored, calls = dicom_write._stored, []
 
-    monkeypatch.setattr(dicom_write, "_stored_values", broken)
+    def broken(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # two slices are written: as if the user pressed Ctrl-C halfway through
+            raise KeyboardInterrupt
+        return stored(*args, **kwargs)
+
+    monkeypatch.setattr(dicom_write, "_stored", broken)
     with pytest.raises(KeyboardInterrupt):
         save_scan(scan, tmp_path / "out_dicom")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nii.gz"]
@@ -194,3 +199,22 @@ def test_slabs_cover_the_volume_along_its_slowest_axis():
             covered[slab] += 1
             assert all(s == slice(None) for a, s in enumerate(slab) if a != axis)
         assert (covered == 1).all() and len(found) == count
+
+
+def test_dicom_writing_holds_no_whole_volume_copy(tmp_path):
+    """Storage is chosen slab by slab and each slice converted on its own: the peak extra memory
+    stays a fraction of the float32 volume (whole-volume float64 temporaries took 8x)."""
+    import tracemalloc
+
+    volume = np.asfortranarray(
+        np.rint(np.random.default_rng(0).normal(0.0, 300.0, (128, 128, 96))).astype(np.float32)
+    )
+    tracemalloc.start()
+    write_dicom_series(volume, np.diag([0.7, 0.7, 2.0, 1.0]), tmp_path / "series", modality="CT")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 0.5 * volume.nbytes, peak / volume.nbytes
+    for k in (0, 47, 95):  # HU stored exactly (slope 1); rows run along -j, columns along i
+        ds = pydicom.dcmread(tmp_path / "series" / f"IM{k + 1:05d}.dcm")
+        assert (float(ds.RescaleSlope), float(ds.RescaleIntercept)) == (1.0, 0.0)
+        np.testing.assert_array_equal(ds.pixel_array, volume[:, ::-1, k].T)
