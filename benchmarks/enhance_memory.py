@@ -104,7 +104,16 @@ class RssSampler(threading.Thread):
 
 
 def _write_input(path: str, shape: tuple[int, int, int]) -> None:
-    write_synthetic_ct(Path(path), shape)
+    """The synthetic CT as int16 NIfTI, or as a DICOM series when ``path`` has no suffix."""
+    if Path(path).suffix:
+        write_synthetic_ct(Path(path), shape)
+        return
+    import numpy as np
+    from enhance_common import synthetic_ct
+
+    from srgan_med.io.dicom_write import write_dicom_series
+
+    write_dicom_series(synthetic_ct(shape), np.diag([0.7, 0.7, 2.5, 1.0]), Path(path), modality="CT")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -118,7 +127,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         folder = Path(tmp)
         model = random_bundle(folder / "model.safetensors", args.scale, args.blocks, args.width)
-        source = folder / "ct.nii"
+        source = folder / ("ct.nii" if args.input_format == "nifti" else "ct")
         child = multiprocessing.get_context("spawn").Process(target=_write_input, args=(str(source), shape))
         child.start()
         child.join()
@@ -174,7 +183,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     output_float32 = voxels_out * 4
     per_slice = runner.real_seconds / max(runner.real_done, 1)
     rows = [
-        {"figure": "input volume", "value": f"{shape[0]}x{shape[1]}x{shape[2]} int16", "unit": ""},
+        {
+            "figure": "input volume",
+            "value": f"{shape[0]}x{shape[1]}x{shape[2]} int16 {args.input_format}",
+            "unit": "",
+        },
         {
             "figure": "output volume",
             "value": f"{voxels_out / shape[2]:.0f} voxels/slice x{shape[2]}",
@@ -229,6 +242,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "batch_size": args.batch_size,
             "real_slices": runner.real_done,
             "format": args.format,
+            "input_format": args.input_format,
         },
         "peak_rss_bytes": peak,
         "rss_before_bytes": rss_before,
@@ -268,6 +282,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--tmp", type=Path, default=None, help="folder for the temporary files")
     parser.add_argument("--format", choices=("nifti", "dicom"), default="nifti", help="output format")
+    parser.add_argument("--input-format", choices=("nifti", "dicom"), default="nifti", help="input format")
     args = parser.parse_args(argv)
     if min(args.shape) < 2 or (args.slices is not None and args.slices < 0):
         parser.error("--shape needs sizes >= 2 and --slices >= 0")

@@ -230,7 +230,13 @@ def _frame_of_single(ds, path: Path, stored: np.ndarray) -> tuple[_Frame, bool]:
 
 
 def _assemble(frames: list[_Frame], label: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Stack frames of one volume; returns ``(volume (I, J, K) float64, affine RAS, notes)``."""
+    """Stack frames of one volume; returns ``(volume (I, J, K) float32, affine RAS, notes)``.
+
+    Each frame's modality LUT is applied in float64 and the result stored as float32, the dtype
+    ``load_scan`` returns, frame by frame: a float64 volume and its rounded copy took five times the
+    float32 volume. ``notes["original_dtype"]`` (:func:`_integer_dtype`) is decided on the float64
+    values, frame by frame as well.
+    """
     first = frames[0]
     notes: dict[str, Any] = {}
     for frame in frames[1:]:
@@ -278,9 +284,14 @@ def _assemble(frames: list[_Frame], label: str) -> tuple[np.ndarray, np.ndarray,
     affine_lps[:3, 1] = -column_cosine * row_spacing  # rows are stored flipped (dcm2niix layout)
     affine_lps[:3, 2] = slice_step
     affine_lps[:3, 3] = frames[0].position + column_cosine * row_spacing * (rows - 1)
-    volume = np.empty((first.stored.shape[1], rows, len(frames)), dtype=np.float64)
+    volume = np.empty((first.stored.shape[1], rows, len(frames)), dtype=np.float32)
+    integral, low, high = True, np.inf, -np.inf
     for k, frame in enumerate(frames):
-        volume[:, :, k] = _rescale(frame.stored, frame.rescale)[::-1, :].T
+        values = _rescale(frame.stored, frame.rescale)
+        integral = integral and bool(np.array_equal(values, np.rint(values)))
+        low, high = min(low, float(values.min(initial=np.inf))), max(high, float(values.max(initial=-np.inf)))
+        volume[:, :, k] = values[::-1, :].T
+    notes["original_dtype"] = _integer_dtype(integral and volume.size > 0, low, high)
     return volume, LPS_TO_RAS @ affine_lps, notes
 
 
@@ -306,8 +317,8 @@ def read_dicom(path: Path, series: str | None = None) -> tuple[np.ndarray, np.nd
         series: SeriesInstanceUID to pick when the folder holds several series.
 
     Returns:
-        ``(volume, affine, meta)``: volume ``(I, J, K)`` float64 in physical units (modality LUT
-        applied: HU for CT), ``affine`` the ``(4, 4)`` voxel-centre affine to RAS+ mm, and ``meta``
+        ``(volume, affine, meta)``: volume ``(I, J, K)`` float32 in physical units (modality LUT
+        applied in float64: HU for CT), ``affine`` the ``(4, 4)`` voxel-centre affine to RAS+ mm, and ``meta``
         with ``modality``, ``dicom_reference`` (header as DICOM JSON), ``series_uid``,
         ``source_files`` and ``original_dtype``.
 
@@ -393,20 +404,16 @@ def _read_dicom(path: Path, series: str | None) -> tuple[np.ndarray, np.ndarray,
         "series_description": str(first_full.get("SeriesDescription", "") or ""),
         "dicom_reference": _reference_header(headers[0]),
         "source_files": [str(f) for f in files],
-        "original_dtype": integer_dtype_for(volume),
         "geometry_assumed": assumed,
         **notes,
     }
     return volume, affine, meta
 
 
-def integer_dtype_for(volume: np.ndarray) -> str:
-    """Smallest of int16 / uint16 / int32 that holds ``volume`` exactly, else ``"float32"``.
-
-    Used as the "original dtype" of a DICOM volume: CT in HU comes back as int16.
-    """
-    if volume.size and np.array_equal(volume, np.rint(volume)):
-        low, high = float(volume.min()), float(volume.max())
+def _integer_dtype(integral: bool, low: float, high: float) -> str:
+    """Smallest of int16 / uint16 / int32 that holds integer values in ``[low, high]``, else
+    ``"float32"``: the "original dtype" of a DICOM volume (CT in HU comes back as int16)."""
+    if integral:
         for name in ("int16", "uint16", "int32"):
             info = np.iinfo(name)
             if info.min <= low and high <= info.max:
