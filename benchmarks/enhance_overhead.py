@@ -13,7 +13,8 @@ Stages (median of ``--repeats`` runs, in one process, after one warm-up run):
 - ``engine``: ``enhance_volume`` with the nearest-neighbour "network", and ``upscaler`` the part of
   it spent inside that network (synchronised on CUDA), so ``engine - upscaler`` is the engine's own
   host/device traffic and bookkeeping;
-- ``save``: ``save_scan`` to ``.nii`` (dtype check, rounding to int16, NIfTI write).
+- ``save``: ``save_scan`` to ``.nii`` (dtype check, rounding to int16, NIfTI write), or with
+  ``--format dicom`` from a DICOM series to a DICOM series (one file per slice).
 
 Usage:
     python benchmarks/enhance_overhead.py --out bench_out/                 # 128x128x300, x4, CPU
@@ -23,6 +24,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -30,11 +32,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from enhance_common import environment, environment_lines, markdown_table, save_report, write_synthetic_ct  # noqa: E402
+from enhance_common import (  # noqa: E402
+    environment,
+    environment_lines,
+    markdown_table,
+    save_report,
+    synthetic_ct,
+    write_synthetic_ct,
+)
 
 STAGES = ("load", "engine", "upscaler", "engine_own", "save", "total")
 
@@ -70,6 +80,8 @@ def one_run(
     from srgan_med.io import load_scan, save_scan
 
     upscaler = NearestUpscaler(scale)
+    if target.is_dir():
+        shutil.rmtree(target)
     target.unlink(missing_ok=True)
     started = time.perf_counter()
     scan = load_scan(source)
@@ -109,6 +121,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--batch-size", type=int, default=None, help="default: enhance's for the device")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--format", choices=("nifti", "dicom"), default="nifti", help="input and output format"
+    )
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
@@ -119,12 +134,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     env = environment()
     runs = []
     with tempfile.TemporaryDirectory(prefix="srgan_med_overhead_") as work:
-        source = write_synthetic_ct(Path(work) / "ct.nii", tuple(args.shape))
-        target = Path(work) / "ct_sr.nii"
+        if args.format == "nifti":
+            source = write_synthetic_ct(Path(work) / "ct.nii", tuple(args.shape))
+            target = Path(work) / "ct_sr.nii"
+        else:  # a DICOM series in, a DICOM series out, as enhance does by default
+            from srgan_med.io.dicom_write import write_dicom_series
+
+            source, target = Path(work) / "ct", Path(work) / "ct_sr"
+            write_dicom_series(
+                synthetic_ct(tuple(args.shape)), np.diag([0.7, 0.7, 2.5, 1.0]), source, modality="CT"
+            )
         one_run(source, target, args.scale, device, batch_size)  # warm-up: page cache, allocator, kernels
         for _ in range(args.repeats):
             runs.append(one_run(source, target, args.scale, device, batch_size))
-        written_bytes = target.stat().st_size
+        written_bytes = sum(p.stat().st_size for p in ([target] if target.is_file() else target.iterdir()))
     medians = {stage: round(statistics.median(run[stage] for run in runs), 4) for stage in STAGES}
     report = {
         "benchmark": "enhance_overhead",
@@ -134,6 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "scale": args.scale,
         "batch_size": batch_size,
         "written_bytes": written_bytes,
+        "format": args.format,
         "runs": runs,
         "median_seconds": medians,
     }
@@ -151,7 +175,8 @@ def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
         "",
         *environment_lines(report["environment"]),
         f"- device: {report['device']}; batch {report['batch_size']}",
-        f"- volume: {shape} int16 NIfTI (synthetic CT) -> {output_shape} int16 .nii "
+        f"- volume: {shape} int16 {report.get('format', 'nifti')} (synthetic CT) -> {output_shape} int16 "
+        f"{report.get('format', 'nifti')} "
         f"({report['written_bytes'] / 2**20:.1f} MiB); network: nearest neighbour x{scale} "
         "(a stand-in of ~no cost)",
         f"- median of {len(report['runs'])} runs after one warm-up",

@@ -109,3 +109,11 @@ def test_overhead_benchmark_times_every_stage_of_the_real_path(tmp_path):
         assert run["total"] >= run["load"] + run["engine"] + run["save"] - 1e-6
     assert report["written_bytes"] == 352 + 32 * 24 * 10 * 2  # NIfTI-1 header + the int16 voxels
     assert "nearest neighbour" in (tmp_path / "enhance_overhead.md").read_text()
+
+
+def test_overhead_benchmark_reads_and_writes_dicom_series(tmp_path):
+    overhead = _load("enhance_overhead")
+    args = ["--shape", "16", "12", "3", "--scale", "2", "--repeats", "1", "--format", "dicom"]
+    report = overhead.main([*args, "--out", str(tmp_path)])
+    assert report["format"] == "dicom" and report["median_seconds"]["save"] > 0
+    assert report["written_bytes"] > 3 * 32 * 24 * 2  # three DICOM files: headers + int16 pixels
