@@ -13,8 +13,9 @@ Stages (median of ``--repeats`` runs, in one process, after one warm-up run):
 - ``engine``: ``enhance_volume`` with the nearest-neighbour "network", and ``upscaler`` the part of
   it spent inside that network (synchronised on CUDA), so ``engine - upscaler`` is the engine's own
   host/device traffic and bookkeeping;
-- ``save``: ``save_scan`` to ``.nii`` (dtype check, rounding to int16, NIfTI write), or with
-  ``--format dicom`` from a DICOM series to a DICOM series (one file per slice).
+- ``save``: ``save_scan`` to ``.nii`` (dtype check, rounding to int16, NIfTI write); with
+  ``--format nifti-gz`` from ``.nii.gz`` to ``.nii.gz``, with ``--format dicom`` from a DICOM series
+  to a DICOM series (one file per slice).
 
 Usage:
     python benchmarks/enhance_overhead.py --out bench_out/                 # 128x128x300, x4, CPU
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch-size", type=int, default=None, help="default: enhance's for the device")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--format", choices=("nifti", "dicom"), default="nifti", help="input and output format"
+        "--format", choices=("nifti", "nifti-gz", "dicom"), default="nifti", help="input and output format"
     )
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -134,9 +135,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     env = environment()
     runs = []
     with tempfile.TemporaryDirectory(prefix="srgan_med_overhead_") as work:
-        if args.format == "nifti":
-            source = write_synthetic_ct(Path(work) / "ct.nii", tuple(args.shape))
-            target = Path(work) / "ct_sr.nii"
+        if args.format in ("nifti", "nifti-gz"):
+            suffix = ".nii" if args.format == "nifti" else ".nii.gz"
+            source = write_synthetic_ct(Path(work) / f"ct{suffix}", tuple(args.shape))
+            target = Path(work) / f"ct_sr{suffix}"
         else:  # a DICOM series in, a DICOM series out, as enhance does by default
             from srgan_med.io.dicom_write import write_dicom_series
 
