@@ -127,10 +127,13 @@ def test_interrupted_run_leaves_no_partial_output(tmp_path, small_ct_volume, mon
     model = _bundle(tmp_path)
     import nibabel
 
-    def interrupted(*args, **kwargs):
+    write = nibabel.Nifti1Image.to_file_map
+
+    def interrupted(image, file_map=None, **kwargs):
+        write(image, file_map, **kwargs)  # the gzip stream holds the whole image now, unflushed
         raise KeyboardInterrupt  # as if the user pressed Ctrl-C while the output was being written
 
-    monkeypatch.setattr(nibabel, "save", interrupted)
+    monkeypatch.setattr(nibabel.Nifti1Image, "to_file_map", interrupted)
     result = _invoke(str(source), "--model", str(model))
     assert result.exit_code == 130
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nii.gz", "tiny_x2.safetensors"]
