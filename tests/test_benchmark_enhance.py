@@ -108,7 +108,7 @@ def test_overhead_benchmark_times_every_stage_of_the_real_path(tmp_path):
         assert run["upscaler"] > 0 and run["engine_own"] == pytest.approx(run["engine"] - run["upscaler"])
         assert run["total"] >= run["load"] + run["engine"] + run["save"] - 1e-6
     assert report["written_bytes"] == 352 + 32 * 24 * 10 * 2  # NIfTI-1 header + the int16 voxels
-    assert "nearest neighbour" in (tmp_path / "enhance_overhead.md").read_text()
+    assert "network: bilinear" in (tmp_path / "enhance_overhead.md").read_text()
 
 
 def test_overhead_benchmark_reads_and_writes_dicom_series(tmp_path):
