@@ -105,8 +105,8 @@ def enhance_volume(
     # axial slices: NIfTI's Fortran order). A batch's slices are then one contiguous block that the
     # device writes in a single copy, and the NIfTI writer streams the volume without transposing
     # it. A C-ordered (I', J', K') volume cost a strided scatter per batch, and a transposing copy at
-    # write time that took 1.2-1.5 s of writing a 150 MiB int16 volume on a 2-core CPU (0.2-0.4 s
-    # now; benchmarks/enhance_overhead.py).
+    # write time: writing a 150 MiB int16 .nii took 1.0-1.1 s on a 2-core CPU, 0.1-0.4 s now
+    # (benchmarks/enhance_overhead.py, docs/benchmarks.md).
     storage = np.empty((count, width * scale, height * scale), dtype=np.float32)  # (N, W * s, H * s)
     output = np.moveaxis(storage.transpose(0, 2, 1), 0, slice_axis)  # (I', J', K') view
     data_range = float(np.ptp(volume)) or 1.0
