@@ -37,6 +37,7 @@ stage() {  # stage NAME SECONDS COMMAND...
   python3 -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.version.cuda)"
 } >>"$LOG" 2>&1
 
+# COMPILE_MODES="default max-autotune-no-cudagraphs" adds torch.compile modes to the inference stage.
 # STAGES picks stages (all by default). Together they need about 12 minutes, more than one device
 # call allows (10): split them over two calls on the same warm machine, e.g.
 # STAGES="train compile" (7 min) right after STAGES="tests inference enhance overhead cold" (8 min).
@@ -46,7 +47,7 @@ want tests && stage gpu_tests "${T_TESTS:-120}" python3 -m pytest -q -p no:cache
   tests/test_degrade_batch.py tests/test_benchmark_train.py tests/test_enhance_engine.py
 want traffic && stage traffic "${T_TRAFFIC:-60}" python3 benchmarks/traffic.py --device cuda --out "$WORK/traffic"
 want inference && stage inference "${T_INFERENCE:-150}" python3 benchmarks/gpu_inference.py \
-  --out "$WORK/inference" --scans "$SCANS" --compile --compile-modes default
+  --out "$WORK/inference" --scans "$SCANS" --compile --compile-modes ${COMPILE_MODES:-default}
 want enhance && stage enhance "${T_ENHANCE:-80}" python3 benchmarks/enhance_speed.py --skip-cpu \
   --out "$WORK/enhance"
 want overhead && stage overhead "${T_OVERHEAD:-60}" python3 benchmarks/enhance_overhead.py --device cuda \
