@@ -55,7 +55,7 @@ want overhead && stage overhead "${T_OVERHEAD:-60}" python3 benchmarks/enhance_o
 want train && stage train "${T_TRAIN:-200}" python3 benchmarks/train_speed.py --no-compile \
   --batch-sizes 32 64 128 256 --out "$WORK/train"
 want compile && stage train_compile "${T_COMPILE:-220}" \
-  env TORCH_LOGS=recompiles python3 benchmarks/train_speed.py --rows compile batches --batch-sizes 128 256 --out "$WORK/train_compile"
+  env TORCH_LOGS=recompiles python3 benchmarks/train_speed.py --rows batches --batch-sizes 256 128 --out "$WORK/train_compile"
 want cold && stage cold_start "${T_COLD:-90}" bash benchmarks/cold_start.sh "$WORK/cold"
 
 cp "$WORK/inference/gpu_inference.json" "$OUT/" 2>/dev/null
