@@ -103,6 +103,13 @@ def environment() -> dict[str, Any]:
     return info
 
 
+def device_label(device, env: dict[str, Any]) -> str:
+    """The device a report's rows ran on: the GPU's name, or ``CPU: <model>`` from ``env``."""
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU: {env['cpu']}"
+
+
 def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:

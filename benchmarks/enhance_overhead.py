@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from enhance_common import (  # noqa: E402
+    device_label,
     environment,
     environment_lines,
     markdown_table,
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {
         "benchmark": "enhance_overhead",
         "environment": env,
-        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU: {env['cpu']}",
+        "device": device_label(device, env),
         "shape": args.shape,
         "scale": args.scale,
         "batch_size": batch_size,

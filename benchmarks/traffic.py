@@ -42,7 +42,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from enhance_common import environment, environment_lines, markdown_table, save_report, write_synthetic_ct  # noqa: E402
+from enhance_common import (  # noqa: E402
+    device_label,
+    environment,
+    environment_lines,
+    markdown_table,
+    save_report,
+    write_synthetic_ct,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -285,7 +292,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {
         "benchmark": "traffic",
         "environment": env,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU: {env['cpu']}",
+        "device": device_label(device, env),
         "settings": {"size": args.size, "patch": args.patch, "bound_batches": args.bound_batches},
         "ceilings": ceilings,
         "ceilings_source": source,

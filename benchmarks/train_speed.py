@@ -44,7 +44,14 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from enhance_common import environment, environment_lines, markdown_table, save_report, write_synthetic_ct  # noqa: E402
+from enhance_common import (  # noqa: E402
+    device_label,
+    environment,
+    environment_lines,
+    markdown_table,
+    save_report,
+    write_synthetic_ct,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PHASES = ("pretrain", "gan")
@@ -273,7 +280,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     env["vgg19"] = vgg_note
     env["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
     env["matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU: {env['cpu']}"
+    device_name = device_label(device, env)
     rows: list[dict[str, Any]] = []
     flops: dict[str, dict[str, int]] = {}
     baseline: dict[str, float] = {}
