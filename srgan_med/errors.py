@@ -20,6 +20,10 @@ class OutputExistsError(SrganMedError, FileExistsError):
     """The output exists and ``--overwrite`` was not given, or it would overwrite an input."""
 
 
+class OutputWriteError(SrganMedError, OSError):
+    """An output could not be written (disk full, file too large, permission denied, read-only disk)."""
+
+
 class ConfigError(SrganMedError, ValueError):
     """A configuration file or value is invalid; the message names the key's dotted path."""
 
@@ -45,3 +49,29 @@ def wrapped_user_error(
     while cause is not None and not isinstance(cause, kind):
         cause = cause.__cause__
     return cause
+
+
+def describe_os_error(error: OSError) -> str:
+    """``"<file>: <reason> (<ERRNO NAME>)"`` for an operating-system error, one line.
+
+    The file is the one the error names (both, for a failed rename), when it names any.
+    """
+    import errno
+
+    error = root_os_error(error)
+    reason = error.strerror or str(error) or type(error).__name__
+    if error.errno in errno.errorcode:
+        reason = f"{reason} ({errno.errorcode[error.errno]})"
+    names = [str(name) for name in (error.filename, error.filename2) if name is not None]
+    return f"{' -> '.join(names)}: {reason}" if names else reason
+
+
+def root_os_error(error: OSError) -> OSError:
+    """The operating system's own error under re-raised copies that dropped its errno.
+
+    pydicom re-raises an error met while writing an element as ``type(error)(message + traceback)``,
+    a copy with no errno, chained to the original.
+    """
+    while error.errno is None and isinstance(error.__cause__, OSError):
+        error = error.__cause__
+    return error

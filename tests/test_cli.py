@@ -73,3 +73,32 @@ def test_unknown_example_is_a_clear_error():
 def test_examples_lists_installed_files():
     result = CliRunner().invoke(app, ["examples"])
     assert result.exit_code == 0 and "example:ct-small" in result.stdout and "CT_small.dcm" in result.stdout
+
+
+def test_operating_system_errors_are_user_errors_naming_the_file(tmp_path, capsys):
+    import pytest
+    import typer
+
+    from srgan_med.cli._common import handle_errors
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+
+    @handle_errors
+    def writes_under_a_file():
+        open(blocker / "log.txt", "w")  # a real ENOTDIR from the operating system
+
+    with pytest.raises(typer.Exit) as exited:
+        writes_under_a_file()
+    assert exited.value.exit_code == 2
+    assert capsys.readouterr().err == f"error: {blocker / 'log.txt'}: Not a directory (ENOTDIR)\n"
+
+
+def test_output_under_a_regular_file_is_one_line_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = CliRunner().invoke(app, ["enhance", "example:ct-small", "-o", str(blocker / "o.nii"), "--quiet"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {blocker / 'o.nii'}: cannot write it: File exists (EEXIST); it was left as it was"
+    ]

@@ -212,3 +212,63 @@ def test_bf16_precision_is_recorded_in_the_report(tmp_path, small_ct_volume):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "ct_sr.nii.gz.json").read_text())
     assert report["precision"] == "bf16" and report["batch_size"] == 8  # CPU default batch
+
+
+_FILE_SIZE_LIMITED = """
+import json, resource, signal, sys
+from typer.testing import CliRunner
+from srgan_med.cli import app
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (8000, 8000))
+results = {}
+for output, fmt in json.loads(sys.argv[1]):
+    run = CliRunner().invoke(app, ["enhance", sys.argv[2], "--model", sys.argv[3], "-o", output,
+                                   "--format", fmt, "--quiet"])
+    results[output] = [run.exit_code, run.stderr]
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs POSIX resource limits")
+def test_output_past_the_file_size_limit_is_one_line_error_and_leaves_nothing(tmp_path, small_ct_volume):
+    """A real write failure (EFBIG under RLIMIT_FSIZE, as a full disk gives ENOSPC), in every format."""
+    import subprocess
+    import sys
+
+    source = write_nifti(tmp_path / "ct.nii.gz", *small_ct_volume)
+    model = _bundle(tmp_path)
+    outputs = tmp_path / "out"
+    outputs.mkdir()
+    cases = [[str(outputs / "a.nii"), "nifti"], [str(outputs / "b.nii.gz"), "nifti"]]
+    cases.append([str(outputs / "c"), "dicom"])
+    child = subprocess.run(
+        [sys.executable, "-c", _FILE_SIZE_LIMITED, json.dumps(cases), str(source), str(model)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    results = json.loads(child.stdout.strip().splitlines()[-1])
+    for output, _ in cases:
+        code, stderr = results[output]
+        assert code == 2, stderr
+        errors = [line for line in stderr.splitlines() if not line.startswith("warning: ")]
+        assert errors == [f"error: {output}: cannot write it: File too large (EFBIG); it was left as it was"]
+    assert list(outputs.iterdir()) == []  # no partial file, folder or temporary
+
+
+@pytest.mark.skipif(
+    not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+    reason="root may write into a read-only folder",
+)
+def test_read_only_output_folder_is_one_line_error(tmp_path, small_ct_volume):
+    source = write_nifti(tmp_path / "ct.nii.gz", *small_ct_volume)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    try:
+        result = _invoke(str(source), "--model", str(_bundle(tmp_path)), "-o", str(locked / "o.nii.gz"))
+    finally:
+        locked.chmod(0o755)
+    assert result.exit_code == 2 and "Permission denied (EACCES)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and list(locked.iterdir()) == []

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from srgan_med.errors import SrganMedError
+from srgan_med.errors import SrganMedError, describe_os_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,6 +32,9 @@ def fail(message: str, code: int = EXIT_USER_ERROR) -> typer.Exit:
 def handle_errors(func: F) -> F:
     """Turn expected errors into one stderr line + exit 2, and anything else into one line + exit 1.
 
+    Operating-system errors (disk full, permission denied) are expected too: one line naming the
+    file and the reason, exit 2.
+
     Set ``SRGAN_MED_DEBUG=1`` to let unexpected exceptions propagate with their traceback.
     """
 
@@ -44,6 +47,9 @@ def handle_errors(func: F) -> F:
             raise
         except SrganMedError as error:
             raise fail(str(error)) from None
+        except OSError as error:
+            # The machine, not the program: a full disk, a missing permission, a vanished file.
+            raise fail(describe_os_error(error)) from None
         except KeyboardInterrupt:
             raise fail("interrupted; nothing partial was written", 130) from None
         except Exception as error:  # noqa: BLE001 - the last line of defence against tracebacks

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from srgan_med.errors import OutputExistsError
+from srgan_med.errors import OutputExistsError, OutputWriteError, describe_os_error, root_os_error
 
 
 def check_output(path: Path, *, overwrite: bool, inputs: Iterable[Path] = ()) -> None:
@@ -38,23 +38,51 @@ def atomic_output(path: Path, *, overwrite: bool = False, inputs: Iterable[Path]
     """
     path = Path(path)
     check_output(path, overwrite=overwrite, inputs=inputs)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _write_error(path, error) from error
     # Keep the file's suffixes (".nii.gz") on the temporary so writers pick the right format.
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial{''.join(path.suffixes)}")
     try:
-        yield temporary
-        if not temporary.exists():
-            raise RuntimeError(f"nothing was written to {temporary}")
-        if path.is_dir() and not path.is_symlink():
-            # A folder cannot be replaced by rename in one step: move the old one aside first.
-            retired = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
-            os.replace(path, retired)
-            os.replace(temporary, path)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(temporary, path)
+        try:
+            yield temporary
+            if not temporary.exists():
+                raise RuntimeError(f"nothing was written to {temporary}")
+            if path.is_dir() and not path.is_symlink():
+                # A folder cannot be replaced by rename in one step: move the old one aside first.
+                retired = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
+                os.replace(path, retired)
+                os.replace(temporary, path)
+                shutil.rmtree(retired, ignore_errors=True)
+            else:
+                os.replace(temporary, path)
+        except OSError as error:
+            if not isinstance(error, OutputWriteError) and _concerns_output(error, path, temporary):
+                raise _write_error(path, error) from error
+            raise
     finally:
         if temporary.is_dir():
             shutil.rmtree(temporary, ignore_errors=True)
         elif temporary.exists():
             temporary.unlink()
+
+
+def _concerns_output(error: OSError, path: Path, temporary: Path) -> bool:
+    """Whether ``error`` came from writing the output: it names no file, or a file of the output's."""
+    error = root_os_error(error)
+    names = [Path(str(name)) for name in (error.filename, error.filename2) if name is not None]
+    if not names:
+        return True  # a write or flush on an open file object (disk full, file too large)
+    ours = {path.resolve(), temporary.resolve()}
+    return any(name.resolve() in ours or ours & set(name.resolve().parents) for name in names)
+
+
+def _write_error(path: Path, error: OSError) -> OutputWriteError:
+    """The one-line user error for an output that could not be written; nothing partial is left."""
+    reason = describe_os_error(error)
+    if root_os_error(error).filename is not None:
+        reason = reason.split(": ", 1)[-1]
+    written = OutputWriteError(f"{path}: cannot write it: {reason}; it was left as it was")
+    written.errno = error.errno
+    return written
