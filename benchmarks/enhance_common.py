@@ -136,3 +136,64 @@ def save_report(report: dict[str, Any], out: Path, name: str, lines: list[str]) 
     print(md_path.read_text())
     print(f"wrote {json_path} and {md_path}")
     return json_path, md_path
+
+
+CONVOLUTION_KERNELS = ("conv", "fprop", "dgrad", "wgrad", "implicit_gemm", "xmma", "cutlass", "gemm", "cudnn")
+
+
+def kernel_profile(call, device, passes: int = 3, top: int = 12) -> dict[str, Any]:
+    """Where one call's time goes: the ``top`` kernels (CUDA) or operators (CPU) by self time.
+
+    ``torch.profiler`` over ``passes`` calls of ``call()`` after one warm-up call (grad mode is the
+    caller's: wrap inference in ``torch.inference_mode``). Each row: name (cut to 90 characters),
+    calls and microseconds per pass, share of the total; plus the share of all convolution / matrix
+    kernels (by name). So a GPU session records what bounds a figure, not only the figure.
+    """
+    import torch
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.device(device).type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    call()
+    sync()
+    with profile(activities=activities) as trace:
+        for _ in range(passes):
+            call()
+        sync()
+    wanted = DeviceType.CUDA if cuda else DeviceType.CPU
+    events = [e for e in trace.key_averages() if e.device_type == wanted]
+
+    def self_us(event) -> float:
+        return float(event.self_device_time_total if cuda else event.self_cpu_time_total)
+
+    total = sum(self_us(e) for e in events) or 1.0
+    events.sort(key=self_us, reverse=True)
+    convolution = sum(self_us(e) for e in events if any(k in e.key.lower() for k in CONVOLUTION_KERNELS))
+    return {
+        "kind": "CUDA kernels" if cuda else "CPU operators",
+        "passes": passes,
+        "us_per_pass": round(total / passes, 1),
+        "convolution_share": f"{convolution / total:.1%}",
+        "rows": [
+            {
+                "name": e.key[:90],
+                "calls_per_pass": round(e.count / passes, 2),
+                "us_per_pass": round(self_us(e) / passes, 1),
+                "share": f"{self_us(e) / total:.1%}",
+            }
+            for e in events[:top]
+        ],
+    }
+
+
+def profile_lines(name: str, profile: dict[str, Any]) -> list[str]:
+    """A :func:`kernel_profile` as a Markdown section."""
+    return [
+        f"### where the time goes: {name} ({profile['kind']}, {profile['us_per_pass']:.0f} us per pass, "
+        f"{profile['convolution_share']} in convolution/matrix kernels)",
+        "",
+        markdown_table(profile["rows"], ["name", "calls_per_pass", "us_per_pass", "share"]),
+        "",
+    ]

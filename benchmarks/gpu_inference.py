@@ -9,7 +9,9 @@ depend on weight values) on 128x128 slices resident on the device, timed with CU
 - the engine's generator (:func:`srgan_med.enhance.inference.prepare_for_inference`: batch norm folded,
   output conv before the last pixel shuffle) in strict fp32, TF32, mixed and bf16 + channels_last,
   batched;
-- bf16 + channels_last replayed from a CUDA graph; ``torch.compile`` (``--compile``).
+- bf16 + channels_last replayed from a CUDA graph; ``torch.compile`` (``--compile``);
+- with ``--profile``, the top kernels of the fastest eager bf16 row and of each compiled row
+  (``torch.profiler``), to show what bounds each figure.
 
 Each row: slices/s, ratio to the baseline, achieved TFLOP/s (FLOPs from ``FlopCounterMode``), and the
 measured bf16 matrix-product and copy ceilings of the device for comparison.
@@ -32,6 +34,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shlex
 import statistics
@@ -45,7 +48,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from enhance_common import environment, environment_lines, markdown_table, save_report  # noqa: E402
+from enhance_common import (  # noqa: E402
+    environment,
+    environment_lines,
+    kernel_profile,
+    markdown_table,
+    profile_lines,
+    save_report,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SCANS = REPO.parent / "shared" / "data" / "scans"
@@ -183,6 +193,13 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         (r for r in rows if "slices_per_s" in r and "bf16" in r["variant"]), key=lambda r: r["slices_per_s"]
     )
     graph_batch = best["batch"]
+    profiles: dict[str, Any] = {}
+    if args.profile:
+        example = batch_of(graph_batch)[0]
+        with torch.inference_mode():
+            profiles[f"engine bf16 + channels_last, eager, batch {graph_batch}"] = kernel_profile(
+                functools.partial(engines["bf16"], example), device
+            )
     try:
         replay = _cuda_graph(engines["bf16"], batch_of(graph_batch)[0])
         measure("engine bf16 + channels_last, CUDA graph", replay, graph_batch)
@@ -204,8 +221,14 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
                     compiled(batch_of(graph_batch)[0])
                 torch.cuda.synchronize()
                 measure(name, compiled, graph_batch, compile_s=round(time.perf_counter() - started, 1))
+                if args.profile:
+                    example = batch_of(graph_batch)[0]
+                    with torch.inference_mode():
+                        profiles[name] = kernel_profile(functools.partial(compiled, example), device)
             except Exception as error:
                 rows.append({"variant": name, "skipped": f"{type(error).__name__}: {str(error)[:200]}"})
+    if profiles:
+        result["profiles"] = profiles
     for row in rows:
         if "slices_per_s" in row:
             row["meets_issue7_target"] = row["slices_per_s"] >= TARGET_SLICES_PER_S
@@ -317,6 +340,8 @@ def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
             ),  # fmt: skip
             "",
         ]
+        for name, profile in part.get("profiles", {}).items():
+            lines += profile_lines(name, profile)
     else:
         lines += [f"throughput: skipped ({report.get('throughput_skipped')})", ""]
     rows = report["precision"]
@@ -349,6 +374,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scans", type=Path, default=DEFAULT_SCANS, help="folder of public *.nii.gz scans")
     parser.add_argument("--max-slices", type=int, default=24, help="central slices per scan (0: all)")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument(
+        "--profile", action="store_true", help="add the top kernels of the best eager and compiled rows"
+    )
     parser.add_argument("--skip-precision", action="store_true")
     return parser.parse_args(argv)
 

@@ -47,15 +47,18 @@ want tests && stage gpu_tests "${T_TESTS:-120}" python3 -m pytest -q -p no:cache
   tests/test_degrade_batch.py tests/test_benchmark_train.py tests/test_enhance_engine.py
 want traffic && stage traffic "${T_TRAFFIC:-60}" python3 benchmarks/traffic.py --device cuda --out "$WORK/traffic"
 want inference && stage inference "${T_INFERENCE:-150}" python3 benchmarks/gpu_inference.py \
-  --out "$WORK/inference" --scans "$SCANS" --compile --compile-modes ${COMPILE_MODES:-default}
+  --out "$WORK/inference" --scans "$SCANS" --compile --profile --compile-modes ${COMPILE_MODES:-default}
 want enhance && stage enhance "${T_ENHANCE:-80}" python3 benchmarks/enhance_speed.py --skip-cpu \
   --out "$WORK/enhance"
 want overhead && stage overhead "${T_OVERHEAD:-60}" python3 benchmarks/enhance_overhead.py --device cuda \
   --out "$WORK/overhead"
-want train && stage train "${T_TRAIN:-200}" python3 benchmarks/train_speed.py --no-compile \
+want train && stage train "${T_TRAIN:-200}" python3 benchmarks/train_speed.py --no-compile --profile \
   --batch-sizes 32 64 128 256 --out "$WORK/train"
 want compile && stage train_compile "${T_COMPILE:-220}" \
-  env TORCH_LOGS=recompiles python3 benchmarks/train_speed.py --rows batches --batch-sizes 256 128 --out "$WORK/train_compile"
+  env TORCH_LOGS=recompiles python3 benchmarks/train_speed.py --profile --rows batches --batch-sizes 256 128 --out "$WORK/train_compile"
+# The wheels were unpacked without bytecode (--no-compile, to save the other stages' time): compile it
+# first, as a normal installation does, so the cold start measures imports, not compiling them.
+want cold && stage bytecode 60 python3 -m compileall -q -j 0 /tmp/site
 want cold && stage cold_start "${T_COLD:-90}" bash benchmarks/cold_start.sh "$WORK/cold"
 
 cp "$WORK/inference/gpu_inference.json" "$OUT/" 2>/dev/null

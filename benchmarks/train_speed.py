@@ -48,7 +48,9 @@ from enhance_common import (  # noqa: E402
     device_label,
     environment,
     environment_lines,
+    kernel_profile,
     markdown_table,
+    profile_lines,
     save_report,
     write_synthetic_ct,
 )
@@ -268,6 +270,8 @@ def measure(trainer, phase: str, variant: Variant, args, device, flops_per_patch
     if device.type == "cuda":
         row["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
         row["meets_issue7_target"] = patches >= TARGETS[phase]
+    if args.profile:  # after the timing, so the profiler cannot slow the timed steps
+        row["profile"] = kernel_profile(step, device, passes=2, top=10)
     return row
 
 
@@ -379,7 +383,7 @@ def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     columns = ["variant", "batch", "ms_per_step", "data_ms_per_step", "patches_per_s", "ratio_vs_baseline"]
     columns += ["tflop_per_s", "losses_finite", "skipped"]
     extra = sorted({k for row in report["rows"] for k in row} - set(columns) - {"phase", "device"})
-    extra = [k for k in extra if k not in ("bf16", "channels_last", "compile", "steps")]
+    extra = [k for k in extra if k not in ("bf16", "channels_last", "compile", "steps", "profile")]
     for phase, counts in report["flops_per_patch"].items():
         title = "phase 1 (SRResNet, pixel loss)" if phase == "pretrain" else "phase 2 (full SRGAN step)"
         lines += [f"## {title}", "", markdown_table([r for r in report["rows"] if r["phase"] == phase],
@@ -392,6 +396,10 @@ def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
         ]  # fmt: skip
         lines += ["FLOPs per HR patch (forward + backward, FlopCounterMode):", ""]
         lines += [markdown_table(parts, ["component", "GFLOP_per_patch", "share"]), ""]
+        profiled = [r for r in report["rows"] if r["phase"] == phase and "profile" in r]
+        if profiled:  # the fastest profiled row of the phase
+            row = max(profiled, key=lambda r: r["patches_per_s"])
+            lines += profile_lines(f"{row['variant']}, batch {row['batch']}, one step", row["profile"])
     return save_report(report, out, "train_speed", lines)
 
 
@@ -411,6 +419,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES))
     parser.add_argument("--threads", type=int, default=0, help="CPU torch threads (0: torch's default)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    parser.add_argument("--profile", action="store_true", help="record each row's top kernels")
     parser.add_argument("--rows", nargs="+", choices=ROW_KEYS, default=list(ROW_KEYS),
                         help="rows to measure (the baseline always runs)")  # fmt: skip
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

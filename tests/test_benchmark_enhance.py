@@ -95,6 +95,33 @@ def test_gpu_inference_benchmark_checks_precisions_and_skips_throughput_without_
     assert markdown.read_text() == (tmp_path / "gpu_inference.md").read_text()
 
 
+def test_kernel_profile_names_where_a_pass_spends_its_time(tmp_path):
+    """On CPU the profile lists operators (kernels on CUDA); the convolutions dominate a generator."""
+    from srgan_med.enhance.inference import prepare_for_inference
+    from srgan_med.nets import SRResNet
+
+    bench = _load("gpu_inference")
+    torch.manual_seed(0)
+    engine = prepare_for_inference(SRResNet(scale=2, blocks=2, width=16), "cpu", precision="fp32")
+    example = torch.rand(4, 1, 32, 32)
+    with torch.inference_mode():
+        profile = bench.kernel_profile(lambda: engine(example), "cpu", passes=2, top=5)
+    assert profile["kind"] == "CPU operators" and profile["passes"] == 2 and len(profile["rows"]) == 5
+    times = [row["us_per_pass"] for row in profile["rows"]]
+    assert times == sorted(times, reverse=True) and times[0] > 0
+    assert any("conv" in row["name"] for row in profile["rows"])
+    assert float(profile["convolution_share"].rstrip("%")) > 50
+    report = {
+        "environment": bench.environment() | {"command": "test"},
+        "device": "CPU",
+        "precision": [],
+        "throughput": {"flops_per_slice": 1e9, "ceilings": {}, "rows": [], "profiles": {"eager": profile}},
+    }
+    _, markdown = bench.write_report(report, tmp_path)
+    text = markdown.read_text()
+    assert "### where the time goes: eager (CPU operators" in text and profile["rows"][0]["name"] in text
+
+
 def test_overhead_benchmark_times_every_stage_of_the_real_path(tmp_path):
     overhead = _load("enhance_overhead")
     report = overhead.main(

@@ -46,7 +46,7 @@ def smoke_report(tmp_path_factory):
     speed = _load("train_speed")
     quick = ["--device", "cpu", "--patch-size", "32", "--steps", "2", "--warmup", "1", "--slices", "4"]
     report = speed.main([*quick, "--batch-size", "2", "--batch-sizes", "3", "--threads", "1",
-                         *SMALL_NETWORKS, "--out", str(out)])  # fmt: skip
+                         *SMALL_NETWORKS, "--profile", "--out", str(out)])  # fmt: skip
     return report, out
 
 
@@ -63,6 +63,18 @@ def test_cpu_smoke_run_writes_rows_with_positive_numbers(smoke_report):
         assert row["ms_per_step"] > 0 and row["data_ms_per_step"] > 0 and row["losses_finite"]
     baselines = [row for row in timed if row["variant"].startswith("baseline")]
     assert [row["ratio_vs_baseline"] for row in baselines] == [1.0, 1.0]
+
+
+def test_profile_of_each_row_shows_the_training_step_s_operators(smoke_report):
+    report, out = smoke_report
+    timed = [row for row in report["rows"] if "skipped" not in row]
+    for row in timed:
+        profile = row["profile"]
+        assert profile["kind"] == "CPU operators" and profile["us_per_pass"] > 0
+        names = {entry["name"] for entry in profile["rows"]}
+        assert any("convolution" in name for name in names), names  # forward or backward convolutions
+    markdown = (out / "train_speed.md").read_text()
+    assert markdown.count("### where the time goes:") == 2  # the fastest row of each phase
 
 
 def test_gpu_rows_are_skipped_on_cpu_with_a_reason(smoke_report):
