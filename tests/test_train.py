@@ -248,3 +248,45 @@ def test_bf16_and_channels_last_switches_train_the_same_function(tmp_path):
         for key in ("loss/pixel", "loss/content", "loss/discriminator"):
             if key in plain:
                 assert fast[key] == pytest.approx(plain[key], rel=0.05), (plain["phase"], plain["step"], key)
+
+
+def _limit_file_size(limit: int):
+    import resource
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs POSIX resource limits")
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([], "checkpoints/step-0000010.safetensors: cannot write it: File too large (EFBIG)"),
+        (
+            ["checkpoint.every=1000"],
+            "tensorboard: cannot write the TensorBoard log: File too large (EFBIG); training stopped",
+        ),
+    ],
+    ids=["checkpoint", "tensorboard"],
+)
+def test_full_disk_during_training_is_one_line_error(tmp_path, overrides, expected):
+    """A real write failure (RLIMIT_FSIZE) of a checkpoint (safetensors reports it as its own error
+    type) or of the TensorBoard log (written by a background thread) ends training with one line."""
+    run = tmp_path / "run"
+    sets = [item for o in [f"output_dir={run}", *overrides] for item in ("--set", o)]
+    result = subprocess.run(
+        [sys.executable, "-m", "srgan_med", "train", str(TINY), *sets, "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_limit_file_size(2000),
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and f"{run}/{expected}" in errors[0], result.stderr
+    assert list_checkpoints(run / "checkpoints") == []  # no partial checkpoint is taken for one
+    assert not [p for p in run.rglob("*") if ".partial" in p.name]

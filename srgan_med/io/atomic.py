@@ -41,7 +41,7 @@ def atomic_output(path: Path, *, overwrite: bool = False, inputs: Iterable[Path]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise _write_error(path, error) from error
+        raise output_write_error(path, error) from error
     # Keep the file's suffixes (".nii.gz") on the temporary so writers pick the right format.
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial{''.join(path.suffixes)}")
     try:
@@ -59,7 +59,7 @@ def atomic_output(path: Path, *, overwrite: bool = False, inputs: Iterable[Path]
                 os.replace(temporary, path)
         except OSError as error:
             if not isinstance(error, OutputWriteError) and _concerns_output(error, path, temporary):
-                raise _write_error(path, error) from error
+                raise output_write_error(path, error) from error
             raise
     finally:
         if temporary.is_dir():
@@ -78,11 +78,35 @@ def _concerns_output(error: OSError, path: Path, temporary: Path) -> bool:
     return any(name.resolve() in ours or ours & set(name.resolve().parents) for name in names)
 
 
-def _write_error(path: Path, error: OSError) -> OutputWriteError:
-    """The one-line user error for an output that could not be written; nothing partial is left."""
+def output_write_error(
+    path: Path, error: OSError, what: str = "it", outcome: str = "it was left as it was"
+) -> OutputWriteError:
+    """The one-line user error for an output that could not be written (by default one written
+    through :func:`atomic_output`, so nothing partial is left)."""
     reason = describe_os_error(error)
     if root_os_error(error).filename is not None:
         reason = reason.split(": ", 1)[-1]
-    written = OutputWriteError(f"{path}: cannot write it: {reason}; it was left as it was")
+    written = OutputWriteError(f"{path}: cannot write {what}: {reason}; {outcome}")
     written.errno = error.errno
     return written
+
+
+def save_safetensors(tensors: dict, path: Path, metadata: dict[str, str] | None = None) -> None:
+    """``safetensors.torch.save_file``, with its I/O failures raised as the ``OSError`` they are.
+
+    safetensors reports a failed write (disk full, file too large) as its own ``SafetensorError``
+    whose message ends in ``(os error N)``; as an ``OSError`` it becomes the one-line output error of
+    :func:`atomic_output` instead of an internal error.
+    """
+    import re
+
+    from safetensors.torch import save_file
+
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except Exception as error:
+        found = re.search(r"os error (\d+)\)", str(error))
+        if type(error).__name__ != "SafetensorError" or found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code)) from error

@@ -78,9 +78,7 @@ def save_bundle(
     overwrite: bool = False,
 ) -> Path:
     """Write ``generator`` and its metadata atomically as one ``.safetensors`` file."""
-    from safetensors.torch import save_file
-
-    from srgan_med.io.atomic import atomic_output
+    from srgan_med.io.atomic import atomic_output, save_safetensors
 
     metadata = {
         "format_version": FORMAT_VERSION,
@@ -92,7 +90,7 @@ def save_bundle(
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
     with atomic_output(Path(path), overwrite=overwrite) as temporary:
-        save_file(tensors, str(temporary), metadata={METADATA_KEY: json.dumps(metadata)})
+        save_safetensors(tensors, temporary, metadata={METADATA_KEY: json.dumps(metadata)})
     return Path(path)
 
 

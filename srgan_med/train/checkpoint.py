@@ -83,14 +83,19 @@ def save_checkpoint(
     folder: Path, step: int, tensors: dict[str, torch.Tensor], sidecar: dict, keep: int
 ) -> Path:
     """Write checkpoint ``step`` atomically and delete all but the ``keep`` newest. Returns the JSON path."""
-    from safetensors.torch import save_file
+    from srgan_med.io.atomic import output_write_error, save_safetensors
 
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise output_write_error(
+            folder, error, "the checkpoint folder", "no checkpoint was written"
+        ) from error
     stem = f"step-{step:07d}"
     weights = folder / f"{stem}.safetensors"
     sidecar = {"format": FORMAT, "version": VERSION, "weights": weights.name, **sidecar}
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    _atomic_write(weights, lambda p: save_file(tensors, str(p)))
+    _atomic_write(weights, lambda p: save_safetensors(tensors, p))
     _atomic_write(folder / f"{stem}.json", lambda p: p.write_text(json.dumps(sidecar, indent=1, default=str)))
     for old in list_checkpoints(folder)[:-keep]:
         old.unlink(missing_ok=True)

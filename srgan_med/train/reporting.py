@@ -6,13 +6,34 @@ for the host; they are read once every ``logging.every`` steps.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
+from srgan_med.errors import SrganMedError
+
 logger = logging.getLogger(__name__)
+
+
+def _quiet_tensorboard_thread(args: threading.ExceptHookArgs, previous=threading.excepthook) -> None:
+    """``threading.excepthook`` that stays silent for TensorBoard's writer thread.
+
+    That thread keeps its exception (e.g. a full disk) and re-raises it, and the writer raises it
+    again in the training thread at the next write, where :class:`Reporter` turns it into one line.
+    Printed here as well, it would reach the user as a traceback.
+    """
+    thread = args.thread
+    if type(thread).__name__ == "_AsyncWriterThread" and type(thread).__module__.startswith("tensorboard."):
+        return
+    previous(args)
+
+
+threading.excepthook = _quiet_tensorboard_thread
 
 
 class Reporter:
@@ -34,12 +55,13 @@ class Reporter:
             return self
         from torch.utils.tensorboard import SummaryWriter
 
-        log_dir = Path(self.trainer.output_dir) / "tensorboard"
+        self.log_dir = Path(self.trainer.output_dir) / "tensorboard"
         resumed = self.trainer.resume_from is not None
         # purge_step drops events a killed run logged after its last checkpoint.
-        self.writer = SummaryWriter(
-            str(log_dir), purge_step=self.trainer.global_step + 1 if resumed else None
-        )
+        with self._writing():
+            self.writer = SummaryWriter(
+                str(self.log_dir), purge_step=self.trainer.global_step + 1 if resumed else None
+            )
         if not self.quiet:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -63,7 +85,25 @@ class Reporter:
         if self.progress is not None:
             self.progress.stop()
         if self.writer is not None:
-            self.writer.close()
+            try:
+                with self._writing():
+                    self.writer.close()
+            except OSError:
+                if exc[0] is None:  # else the error that ended training is the one to report
+                    raise
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Operating-system errors of the TensorBoard writer (disk full) as one-line output errors."""
+        from srgan_med.io.atomic import output_write_error
+
+        try:
+            yield
+        except OSError as error:
+            if isinstance(error, SrganMedError):
+                raise
+            outcome = "training stopped; the checkpoints written so far are kept"
+            raise output_write_error(self.log_dir, error, "the TensorBoard log", outcome) from error
 
     def note(self, message: str) -> None:
         if not self.enabled:
@@ -75,13 +115,15 @@ class Reporter:
 
     def scalars(self, values: dict[str, float]) -> None:
         if self.writer is not None:
-            for tag, value in values.items():
-                self.writer.add_scalar(tag, value, self.trainer.global_step)
+            with self._writing():
+                for tag, value in values.items():
+                    self.writer.add_scalar(tag, value, self.trainer.global_step)
 
     def image(self, tag: str, image: torch.Tensor) -> None:
         """``image``: ``(1, H, W)`` in [0, 1]."""
         if self.writer is not None:
-            self.writer.add_image(tag, image, self.trainer.global_step, dataformats="CHW")
+            with self._writing():
+                self.writer.add_image(tag, image, self.trainer.global_step, dataformats="CHW")
 
     def discard(self) -> None:
         """Forget the losses summed since the last log (steps the divergence guard dropped)."""
