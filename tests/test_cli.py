@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from typer.testing import CliRunner
 
 from srgan_med import __version__
@@ -76,7 +77,6 @@ def test_examples_lists_installed_files():
 
 
 def test_operating_system_errors_are_user_errors_naming_the_file(tmp_path, capsys):
-    import pytest
     import typer
 
     from srgan_med.cli._common import handle_errors
@@ -102,3 +102,25 @@ def test_output_under_a_regular_file_is_one_line_error(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"error: {blocker / 'o.nii'}: cannot write it: File exists (EEXIST); it was left as it was"
     ]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["enhance", "x.nii", "--batch-size", "0"], "Invalid value for '--batch-size'"),
+        (["enhance", "x.nii", "--bogus"], "No such option: --bogus; see 'srgan-med enhance --help'"),
+        (["enhance"], "Missing argument 'inputs'; see 'srgan-med enhance --help'"),
+        (["nocmd"], "No such command 'nocmd'; see 'srgan-med --help'"),
+    ],
+)
+def test_usage_errors_are_one_line_through_the_real_console_script(args, expected):
+    result = _run(*args)
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
+
+
+def test_bare_command_still_shows_help_and_help_exits_zero():
+    bare, helped = _run(), _run("--help")
+    assert bare.returncode == 2 and "Commands" in bare.stdout and bare.stderr == ""
+    assert helped.returncode == 0 and "enhance" in helped.stdout

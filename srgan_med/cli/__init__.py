@@ -13,7 +13,7 @@ from srgan_med.cli import enhance as _enhance
 from srgan_med.cli import evaluate as _evaluate
 from srgan_med.cli import info as _info
 from srgan_med.cli import train as _train
-from srgan_med.cli._common import version_callback
+from srgan_med.cli._common import fail, version_callback
 
 app = typer.Typer(
     name="srgan-med",
@@ -43,5 +43,31 @@ app.command("degrade")(_degrade.degrade)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="srgan-med")
+    """Console-script entry point.
+
+    Runs the app outside Typer's standalone mode, so that a usage error (an unknown option, a value
+    out of range, a missing argument) is one ``error: ...`` line on stderr with exit code 2, like
+    every other error of the command line, instead of a framed block of several lines.
+    """
+    import sys
+
+    try:
+        code = app(prog_name="srgan-med", standalone_mode=False)
+    except typer.Abort:  # end of input at a prompt
+        print("error: aborted", file=sys.stderr)
+        sys.exit(1)
+    except Exception as error:
+        # Typer's usage errors are its vendored click's ``ClickException``s, not public names:
+        # recognised by their interface.
+        if not (hasattr(error, "format_message") and isinstance(getattr(error, "exit_code", None), int)):
+            raise
+        context = getattr(error, "ctx", None)
+        if type(error).__name__ == "NoArgsIsHelpError":  # a bare ``srgan-med``: its help
+            # Typer's rich help is printed while the error is made; plain click's is the message.
+            if error.format_message().strip():
+                print(error.format_message())
+            sys.exit(error.exit_code)
+        hint = f"; see '{context.command_path} --help'" if context is not None else ""
+        fail(f"{error.format_message().rstrip('.')}{hint}")
+        sys.exit(error.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
