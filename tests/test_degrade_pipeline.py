@@ -160,3 +160,7 @@ def test_unknown_preset_and_bad_yaml_file(tmp_path):
     bad.write_text("noise:\n  kind: gaussian\n  std_hu: [5, 10]\n  sigma: 3\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: noise.sigma: unknown key"):
         load_degradation_preset(bad)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00\x01")
+    with pytest.raises(ConfigError, match=r"binary.yaml: cannot read degradation preset"):
+        load_degradation_preset(binary)

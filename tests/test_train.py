@@ -82,6 +82,15 @@ def test_checkpoints_are_safetensors_and_json_only(tiny_run):
     assert len(list_checkpoints(folder)) == 2  # checkpoint.keep
 
 
+def test_unreadable_checkpoint_sidecar_is_an_input_error(tmp_path):
+    from srgan_med.errors import InputError
+
+    for name, content in [("step-0000001.json", b"\xff\xfe binary"), ("step-0000002.json", b"{not json")]:
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(InputError, match=f"{name}: unreadable checkpoint sidecar"):
+            load_checkpoint(tmp_path / name)
+
+
 def test_tensorboard_has_losses_metrics_and_image_grids(tiny_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -114,3 +114,7 @@ def test_cli_reports_config_errors_in_one_line(tmp_path):
     assert lines == [f"error: {path}: gan.learning_rate: expected a number, got 'fast'"]
     missing = CliRunner().invoke(app, ["train", str(tmp_path / "nope.yaml")])
     assert missing.exit_code == 2 and "training config not found" in missing.output
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00\x01 not text")
+    result = CliRunner().invoke(app, ["train", str(binary)])
+    assert result.exit_code == 2 and f"error: {binary}: cannot read training config (" in result.stderr

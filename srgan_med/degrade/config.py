@@ -240,8 +240,8 @@ def load_degradation_preset(name_or_path: str | Path) -> DegradationConfig:
                 f"degradation preset {text!r}: not a preset name ({', '.join(PRESET_NAMES)}) nor a file"
             )
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise ConfigError(f"{path}: cannot read degradation preset ({error})") from None
     try:
         return config_from_dict(data or {})

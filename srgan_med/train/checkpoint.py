@@ -116,8 +116,8 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     from safetensors.torch import load_file
 
     try:
-        sidecar = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        sidecar = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(f"{path}: unreadable checkpoint sidecar ({error})") from None
     if sidecar.get("format") != FORMAT:
         raise InputError(f"{path}: not an srgan-med checkpoint")

@@ -321,8 +321,8 @@ def load_train_config(path: str | Path, overrides: list[str] | None = None) -> T
     if not path.is_file():
         raise ConfigError(f"{path}: training config not found")
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise ConfigError(f"{path}: cannot read training config ({' '.join(str(error).split())})") from None
     if data is None:
         data = {}
