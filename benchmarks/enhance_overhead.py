@@ -79,9 +79,11 @@ def one_run(
     source: Path, target: Path, scale: int, device: torch.device, batch_size: int
 ) -> dict[str, float]:
     """The three stages once; returns seconds per stage."""
+    from srgan_med.degrade.config import NormaliseConfig
     from srgan_med.enhance.engine import enhance_volume
     from srgan_med.enhance.run import engine_settings
     from srgan_med.io import load_scan, save_scan
+    from srgan_med.models.bundle import intensity_maps
 
     upscaler = BilinearUpscaler(scale)
     if target.is_dir():
@@ -90,12 +92,14 @@ def one_run(
     started = time.perf_counter()
     scan = load_scan(source)
     loaded = time.perf_counter()
+    # The intensity maps `srgan-med enhance` uses for a CT model (window -1000..2000 HU).
+    normalise, denormalise = intensity_maps(scan[0], NormaliseConfig("window", (-1000.0, 2000.0)))
     result = enhance_volume(
         scan,
         upscaler,
         scale,
-        normalise=lambda values: (values + 1000.0) / 3000.0,
-        denormalise=lambda values: values * 3000.0 - 1000.0,
+        normalise=normalise,
+        denormalise=denormalise,
         slice_axis=2,
         device=device,
         batch_size=batch_size,

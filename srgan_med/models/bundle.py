@@ -52,11 +52,27 @@ class ModelBundle:
 
     def intensity_maps(self, volume):
         """``(normalise, denormalise)`` for ``volume``: physical units <-> model units, exact inverses."""
-        from srgan_med.degrade.normalise import normalisation_range
+        return intensity_maps(volume, self.normalisation)
 
-        low, high = normalisation_range(volume, self.normalisation)
-        width = high - low
-        return (lambda values: (values - low) / width), (lambda values: values * width + low)
+
+def intensity_maps(volume, normalisation):
+    """``(normalise, denormalise)``: ``volume``'s physical units <-> model units under the
+    :class:`srgan_med.degrade.config.NormaliseConfig` ``normalisation``, for numpy arrays and
+    tensors alike."""
+    from srgan_med.degrade.normalise import normalisation_range
+
+    low, high = normalisation_range(volume, normalisation)
+    width = high - low
+
+    def normalise(values):
+        return (values - low) / width
+
+    def denormalise(values):
+        physical = values * width
+        physical += low  # in place: the same values as ``values * width + low``, one array fewer
+        return physical
+
+    return normalise, denormalise
 
 
 def _architectures() -> dict[str, Any]:
