@@ -29,5 +29,5 @@ echo "import srgan_med enhance path:   $(seconds python3 -c 'import srgan_med.cl
 for run in 1 2; do
   rm -rf "$WORK/out$run.nii" "$WORK/out$run.nii.json"
   echo "srgan-med enhance, run $run:        $(seconds python3 -m srgan_med enhance "$WORK/ct.nii" -o "$WORK/out$run.nii" --model "$WORK/x4.safetensors" --device "$DEVICE" -q) s"
-  python3 -c "import json; r = json.load(open('$WORK/out$run.nii.json')); print('  in-command report:', {k: r[k] for k in ('seconds', 'precision', 'batch_size')})"
+  python3 -c "import json; r = json.load(open('$WORK/out$run.nii.json')); print('  in-command report:', {k: r[k] for k in ('seconds', 'seconds_by_stage', 'precision', 'batch_size')})"
 done

@@ -56,6 +56,9 @@ def test_nifti_in_nifti_out_on_the_right_grid(tmp_path, small_ct_volume):
     report = json.loads((tmp_path / "ct_sr.nii.gz.json").read_text())
     assert report["scale"] == 2 and report["device"] == "cpu" and report["output_shape"][2] == volume.shape[2]
     assert isinstance(report["consistency_psnr_db"], float)
+    stages = report["seconds_by_stage"]
+    assert set(stages) == {"load", "upscale", "write"} and min(stages.values()) > 0
+    assert report["seconds"] == pytest.approx(sum(stages.values()), abs=0.002)
 
 
 def test_dicom_series_in_dicom_series_out(tmp_path, small_ct_volume):
