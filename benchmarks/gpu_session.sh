@@ -39,8 +39,11 @@ stage() {  # stage NAME SECONDS COMMAND...
 
 # COMPILE_MODES="default max-autotune-no-cudagraphs" adds torch.compile modes to the inference stage.
 # STAGES picks stages (all by default). Together they need about 12 minutes, more than one device
-# call allows (10): split them over two calls on the same warm machine, e.g.
-# STAGES="train compile" (7 min) right after STAGES="tests inference enhance overhead cold" (8 min).
+# call allows (10), and a session's device time (15 min) also pays the machine's start-up. Issue #7's
+# open figures first, in two calls on the same warm machine:
+#   1. STAGES="enhance overhead compile" T_COMPILE=300    (phase 2 compiled, enhance end to end; ~7 min)
+#   2. STAGES="inference tests" COMPILE_MODES="default max-autotune-no-cudagraphs"   (~4-6 min)
+# then, with time left, STAGES="train traffic cold".
 STAGES=${STAGES:-tests traffic inference enhance overhead train compile cold}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 want tests && stage gpu_tests "${T_TESTS:-120}" python3 -m pytest -q -p no:cacheprovider -m gpu \
