@@ -51,18 +51,25 @@ def wrapped_user_error(
     return cause
 
 
-def describe_os_error(error: OSError) -> str:
-    """``"<file>: <reason> (<ERRNO NAME>)"`` for an operating-system error, one line.
-
-    The file is the one the error names (both, for a failed rename), when it names any.
-    """
+def os_error_reason(error: OSError) -> str:
+    """``"<reason> (<ERRNO NAME>)"`` of an operating-system error, e.g. ``File too large (EFBIG)``."""
     import errno
 
     error = root_os_error(error)
     reason = error.strerror or str(error) or type(error).__name__
     if error.errno in errno.errorcode:
         reason = f"{reason} ({errno.errorcode[error.errno]})"
-    names = [str(name) for name in (error.filename, error.filename2) if name is not None]
+    return reason
+
+
+def describe_os_error(error: OSError) -> str:
+    """``"<file>: <reason> (<ERRNO NAME>)"`` for an operating-system error, one line.
+
+    The file is the one the error names (both, for a failed rename), when it names any.
+    """
+    root = root_os_error(error)
+    names = [str(name) for name in (root.filename, root.filename2) if name is not None]
+    reason = os_error_reason(root)
     return f"{' -> '.join(names)}: {reason}" if names else reason
 
 

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from srgan_med.errors import OutputExistsError, OutputWriteError, describe_os_error, root_os_error
+from srgan_med.errors import OutputExistsError, OutputWriteError, os_error_reason, root_os_error
 
 
 def check_output(path: Path, *, overwrite: bool, inputs: Iterable[Path] = ()) -> None:
@@ -83,10 +83,7 @@ def output_write_error(
 ) -> OutputWriteError:
     """The one-line user error for an output that could not be written (by default one written
     through :func:`atomic_output`, so nothing partial is left)."""
-    reason = describe_os_error(error)
-    if root_os_error(error).filename is not None:
-        reason = reason.split(": ", 1)[-1]
-    written = OutputWriteError(f"{path}: cannot write {what}: {reason}; {outcome}")
+    written = OutputWriteError(f"{path}: cannot write {what}: {os_error_reason(error)}; {outcome}")
     written.errno = error.errno
     return written
 

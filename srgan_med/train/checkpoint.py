@@ -83,14 +83,8 @@ def save_checkpoint(
     folder: Path, step: int, tensors: dict[str, torch.Tensor], sidecar: dict, keep: int
 ) -> Path:
     """Write checkpoint ``step`` atomically and delete all but the ``keep`` newest. Returns the JSON path."""
-    from srgan_med.io.atomic import output_write_error, save_safetensors
+    from srgan_med.io.atomic import save_safetensors
 
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise output_write_error(
-            folder, error, "the checkpoint folder", "no checkpoint was written"
-        ) from error
     stem = f"step-{step:07d}"
     weights = folder / f"{stem}.safetensors"
     sidecar = {"format": FORMAT, "version": VERSION, "weights": weights.name, **sidecar}

@@ -15,8 +15,6 @@ from pathlib import Path
 
 import torch
 
-from srgan_med.errors import SrganMedError
-
 logger = logging.getLogger(__name__)
 
 
@@ -100,8 +98,6 @@ class Reporter:
         try:
             yield
         except OSError as error:
-            if isinstance(error, SrganMedError):
-                raise
             outcome = "training stopped; the checkpoints written so far are kept"
             raise output_write_error(self.log_dir, error, "the TensorBoard log", outcome) from error
 
