@@ -30,6 +30,10 @@ stage() {  # stage NAME SECONDS COMMAND...
   echo "=== $name: exit $? at $(date -u +%FT%TZ)" | tee -a "$LOG"
 }
 
+collect() {  # collect SOURCE NAME: a stage's report into $OUT at once, so a call cut short keeps it
+  cp "$WORK/$1" "$OUT/$2" 2>/dev/null
+}
+
 {
   date -u +%FT%TZ
   nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,power.draw,temperature.gpu \
@@ -46,29 +50,33 @@ stage() {  # stage NAME SECONDS COMMAND...
 # then, with time left, STAGES="train traffic cold".
 STAGES=${STAGES:-tests traffic inference enhance overhead train compile cold}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
-want tests && stage gpu_tests "${T_TESTS:-120}" python3 -m pytest -q -p no:cacheprovider -m gpu \
-  tests/test_degrade_batch.py tests/test_benchmark_train.py tests/test_enhance_engine.py
+# COMPILE_BATCHES: the batches of the compiled training rows (each compiles from empty caches).
+want compile && stage train_compile "${T_COMPILE:-220}" env TORCH_LOGS=recompiles python3 \
+  benchmarks/train_speed.py --profile --rows batches --batch-sizes ${COMPILE_BATCHES:-256 128} \
+  --out "$WORK/train_compile"
+want compile && collect train_compile/train_speed.json train_speed_compile.json
 want traffic && stage traffic "${T_TRAFFIC:-60}" python3 benchmarks/traffic.py --device cuda --out "$WORK/traffic"
+want traffic && collect traffic/traffic.json traffic.json
+# INFERENCE_ARGS, e.g. "--batches 256 --skip-precision", narrows the inference stage.
 want inference && stage inference "${T_INFERENCE:-150}" python3 benchmarks/gpu_inference.py \
-  --out "$WORK/inference" --scans "$SCANS" --compile --profile --compile-modes ${COMPILE_MODES:-default}
+  --out "$WORK/inference" --scans "$SCANS" --compile --profile --compile-modes ${COMPILE_MODES:-default} \
+  ${INFERENCE_ARGS:-}
+want inference && collect inference/gpu_inference.json gpu_inference.json
 want enhance && stage enhance "${T_ENHANCE:-80}" python3 benchmarks/enhance_speed.py --skip-cpu \
   --out "$WORK/enhance"
+want enhance && collect enhance/enhance_speed.json enhance_speed.json
 want overhead && stage overhead "${T_OVERHEAD:-60}" python3 benchmarks/enhance_overhead.py --device cuda \
   --out "$WORK/overhead"
+want overhead && collect overhead/enhance_overhead.json enhance_overhead.json
 want train && stage train "${T_TRAIN:-200}" python3 benchmarks/train_speed.py --no-compile --profile \
   --batch-sizes 32 64 128 256 --out "$WORK/train"
-want compile && stage train_compile "${T_COMPILE:-220}" \
-  env TORCH_LOGS=recompiles python3 benchmarks/train_speed.py --profile --rows batches --batch-sizes 256 128 --out "$WORK/train_compile"
+want train && collect train/train_speed.json train_speed.json
+want tests && stage gpu_tests "${T_TESTS:-120}" python3 -m pytest -q -p no:cacheprovider -m gpu \
+  tests/test_degrade_batch.py tests/test_benchmark_train.py tests/test_enhance_engine.py
 # The wheels were unpacked without bytecode (--no-compile, to save the other stages' time): compile it
 # first, as a normal installation does, so the cold start measures imports, not compiling them.
 want cold && stage bytecode 60 python3 -m compileall -q -j 0 /tmp/site
 want cold && stage cold_start "${T_COLD:-90}" bash benchmarks/cold_start.sh "$WORK/cold"
 
-cp "$WORK/inference/gpu_inference.json" "$OUT/" 2>/dev/null
-cp "$WORK/enhance/enhance_speed.json" "$OUT/" 2>/dev/null
-cp "$WORK/overhead/enhance_overhead.json" "$OUT/" 2>/dev/null
-cp "$WORK/traffic/traffic.json" "$OUT/" 2>/dev/null
-cp "$WORK/train/train_speed.json" "$OUT/train_speed.json" 2>/dev/null
-cp "$WORK/train_compile/train_speed.json" "$OUT/train_speed_compile.json" 2>/dev/null
 grep -E "^=== |x[0-9.]+ |patches/s|slices/s" "$LOG" | tail -60
 ls -la "$OUT"
