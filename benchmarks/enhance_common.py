@@ -139,6 +139,16 @@ def save_report(report: dict[str, Any], out: Path, name: str, lines: list[str]) 
 
 
 CONVOLUTION_KERNELS = ("conv", "fprop", "dgrad", "wgrad", "implicit_gemm", "xmma", "cutlass", "gemm", "cudnn")
+# Kernels whose names carry one of those words but do no matrix work: Inductor's pointwise, reduction
+# and persistent-reduction kernels are named after the operators they fuse ("..._convolution_view"),
+# and cuDNN's layout and padding kernels. (Inductor's templates, "triton_tem_", are convolutions.)
+NOT_CONVOLUTION_KERNELS = ("triton_poi", "triton_red", "triton_per", "nchwtonhwc", "nhwctonchw", "addpadding")
+
+
+def is_convolution_kernel(name: str) -> bool:
+    """Whether a profiled kernel or operator name is a convolution or matrix product."""
+    name = name.lower()
+    return any(k in name for k in CONVOLUTION_KERNELS) and not any(k in name for k in NOT_CONVOLUTION_KERNELS)
 
 
 def kernel_profile(call, device, passes: int = 3, top: int = 12) -> dict[str, Any]:
@@ -170,7 +180,7 @@ def kernel_profile(call, device, passes: int = 3, top: int = 12) -> dict[str, An
 
     total = sum(self_us(e) for e in events) or 1.0
     events.sort(key=self_us, reverse=True)
-    convolution = sum(self_us(e) for e in events if any(k in e.key.lower() for k in CONVOLUTION_KERNELS))
+    convolution = sum(self_us(e) for e in events if is_convolution_kernel(e.key))
     return {
         "kind": "CUDA kernels" if cuda else "CPU operators",
         "passes": passes,

@@ -10,6 +10,8 @@ depend on weight values) on 128x128 slices resident on the device, timed with CU
   output conv before the last pixel shuffle) in strict fp32, TF32, mixed and bf16 + channels_last,
   batched;
 - bf16 + channels_last replayed from a CUDA graph; ``torch.compile`` (``--compile``);
+- the same bf16 engine with the output convolution computed the other way (``tail="shift-sum"``,
+  :class:`srgan_med.enhance.inference.ShiftSumConv2d`), eager and compiled (default mode);
 - with ``--profile``, the top kernels of the fastest eager bf16 row and of each compiled row
   (``torch.profiler``), to show what bounds each figure.
 
@@ -19,7 +21,8 @@ measured bf16 matrix-product and copy ceilings of the device for comparison.
 Part 2, precision. Every shipped model of each public scan's modality (``--scans``: the ``*.nii.gz``
 of ``../shared/data/scans`` when present, plus the package's example scans) enhances the scan's
 simulated low-res version (the evaluation's own :func:`srgan_med.evaluate.run.synthesise_pair`, the
-modality's preset, seed 0, ``--max-slices`` central slices) in each precision; PSNR against the
+modality's preset, seed 0, ``--max-slices`` central slices) in each precision, and in bf16 with
+the output convolution computed another way (``tail="shift-sum"``); PSNR against the
 high-res scan uses ``srgan-med evaluate``'s data range and foreground mask. Issue #7's bar: within
 0.01 dB of strict fp32.
 
@@ -210,13 +213,25 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
                 "skipped": f"{type(error).__name__}: {error}",
             }
         )
+    shift_sum = "engine bf16 + channels_last, shift-sum output convolution"
+    engines["bf16 shift-sum"] = prepare_for_inference(plain, device, precision="bf16", tail="shift-sum")
+    measure(shift_sum, engines["bf16 shift-sum"], graph_batch)
+    if args.profile:
+        with torch.inference_mode():
+            profiles[f"{shift_sum}, eager, batch {graph_batch}"] = kernel_profile(
+                functools.partial(engines["bf16 shift-sum"], batch_of(graph_batch)[0]), device
+            )
     if args.compile:
-        for mode in args.compile_modes:
-            name = f"engine bf16 + channels_last, torch.compile(mode={mode!r})"
+        runs = [
+            ("bf16", mode, f"engine bf16 + channels_last, torch.compile(mode={mode!r})")
+            for mode in args.compile_modes
+        ]
+        runs.append(("bf16 shift-sum", "default", f"{shift_sum}, torch.compile(mode='default')"))
+        for engine, mode, name in runs:
             try:
                 torch.compiler.reset()  # each mode compiles from empty caches
                 started = time.perf_counter()
-                compiled = torch.compile(engines["bf16"], mode=mode, dynamic=False)
+                compiled = torch.compile(engines[engine], mode=mode, dynamic=False)
                 with torch.inference_mode():
                     compiled(batch_of(graph_batch)[0])
                 torch.cuda.synchronize()
@@ -285,6 +300,9 @@ def precision_check(args: argparse.Namespace, device: torch.device) -> list[dict
                 "slices": int(scan.shape[1 + axis]),
             }
             variants = {p: prepare_for_inference(bundle.generator, device, precision=p) for p in precisions}
+            variants["bf16 shift-sum"] = prepare_for_inference(
+                bundle.generator, device, precision="bf16", tail="shift-sum"
+            )
             if args.compile and device.type == "cuda":
                 variants["bf16 compiled"] = torch.compile(variants["bf16"], dynamic=True)
             for label, generator in variants.items():

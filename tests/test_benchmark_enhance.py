@@ -35,6 +35,9 @@ def test_speed_benchmark_reports_rows_ratio_and_flops(tmp_path):
     bound = 0.05 if engine["precision"] == "fp32" else 10.0  # mixed: the trunk in bf16 (random weights)
     assert engine["ratio_vs_baseline"] > 0 and engine["max_abs_diff_vs_baseline_hu"] < bound
     assert len(report["rounds"]) == 2
+    shift_sum = figures["enhance engine, output convolution as 'shift-sum' (default 'conv')"]
+    assert shift_sum["time_vs_default_engine"] > 0 and shift_sum["max_abs_diff_vs_baseline_hu"] < bound
+    assert all(r["engine_tail_shift-sum_s"] > 0 for r in report["rounds"])  # timed in every round
     assert any(name.startswith("not used: bf16") for name in figures)
     assert report["flops_per_slice"] > 0 and engine["gflop_per_s"] > 0
     gpu_rows = [name for name in figures if name.startswith("GPU")]
@@ -120,6 +123,27 @@ def test_kernel_profile_names_where_a_pass_spends_its_time(tmp_path):
     _, markdown = bench.write_report(report, tmp_path)
     text = markdown.read_text()
     assert "### where the time goes: eager (CPU operators" in text and profile["rows"][0]["name"] in text
+
+
+def test_convolution_share_leaves_out_fused_pointwise_and_layout_kernels():
+    """Kernel names as an H100 profile of the compiled engine listed them (2026-11-26)."""
+    bench = _load("enhance_common")
+    convolutions = [
+        "sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc_tilesize256x64x32_warpgro",
+        "void implicit_convolve_sgemm<__nv_bfloat16, __nv_bfloat16, 1024, 5, 5, 3, 3, 3, 1, false,",
+        "void cutlass__5x_cudnn::Kernel<cutlass_tensorop_bf16_s16816dgrad_optimized_bf16_256x64_32x",
+        "triton_tem_fused__to_copy_convolution_2",
+        "aten::mkldnn_convolution",
+    ]
+    others = [
+        "triton_poi_fused__prelu_kernel__to_copy_add_convolution_view_6",
+        "triton_per_fused_convolution_mean_3",
+        "void nhwcAddPaddingKernel<__nv_bfloat16, __nv_bfloat16, float, true, (cudnnKernelDataType_",
+        "void cudnn::engines_precompiled::nchwToNhwcKernel<__nv_bfloat16, __nv_bfloat16, float, fal",
+        "void at::native::vectorized_elementwise_kernel<8, at::native::CUDAFunctor_add<c10::BFloat1",
+    ]
+    assert all(bench.is_convolution_kernel(name) for name in convolutions)
+    assert not any(bench.is_convolution_kernel(name) for name in others)
 
 
 def test_overhead_benchmark_times_every_stage_of_the_real_path(tmp_path):

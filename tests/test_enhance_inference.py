@@ -14,12 +14,14 @@ from torch import nn
 
 from srgan_med.enhance.engine import enhance_volume
 from srgan_med.enhance.inference import (
+    ShiftSumConv2d,
     default_precision,
     fold_batch_norm,
     fold_tail_before_shuffle,
     mixed_precision,
     native_bf16_cpu,
     prepare_for_inference,
+    shift_sum_tail,
 )
 from srgan_med.metrics import psnr
 from srgan_med.nets import SRResNet
@@ -80,12 +82,70 @@ def test_networks_of_another_shape_are_left_as_they_are():
     assert isinstance(fold_tail_before_shuffle(network)[0], nn.Conv2d)
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize(
+    ("size", "outputs", "bias"), [(1, 1, True), (3, 4, False), (5, 4, True), (9, 1, True)]
+)
+def test_shift_sum_convolution_equals_the_convolution(size, outputs, bias, channels_last):
+    torch.manual_seed(1)
+    conv = nn.Conv2d(6, outputs, size, padding=size // 2, bias=bias)
+    x = torch.randn(3, 6, 11, 8)  # smaller than the kernel along one side: all-border outputs too
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        got = ShiftSumConv2d(conv)(x)
+        torch.testing.assert_close(got, conv(x), atol=1e-5, rtol=1e-5)
+    assert got.dtype == torch.float32
+
+
+def test_shift_sum_convolution_accumulates_bf16_planes_in_float32():
+    torch.manual_seed(2)
+    conv = nn.Conv2d(16, 4, 5, padding=2)
+    x = torch.randn(2, 16, 12, 12)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = ShiftSumConv2d(conv)(x)
+    assert got.dtype == torch.float32
+    with torch.no_grad():
+        reference = conv(x)
+    assert float((got - reference).norm() / reference.norm()) < 1e-2
+
+
+@pytest.mark.parametrize(
+    "conv",
+    [
+        nn.Conv2d(2, 2, 3, padding=1, stride=2),
+        nn.Conv2d(2, 2, 3, padding=0),
+        nn.Conv2d(2, 2, 4, padding=2),
+        nn.Conv2d(2, 2, 3, padding=1, groups=2),
+        nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"),
+    ],
+)
+def test_shift_sum_refuses_convolutions_it_does_not_compute(conv):
+    with pytest.raises(ValueError, match="stride-1"):
+        ShiftSumConv2d(conv)
+
+
+def test_shift_sum_tail_replaces_only_the_folded_output_convolution():
+    folded = fold_tail_before_shuffle(fold_batch_norm(_generator(4)))
+    convs = sum(isinstance(m, nn.Conv2d) for m in folded.modules())
+    rewritten = shift_sum_tail(folded)
+    assert isinstance(rewritten.upsample[-1][2], ShiftSumConv2d)
+    assert sum(isinstance(m, ShiftSumConv2d) for m in rewritten.modules()) == 1
+    assert sum(isinstance(m, nn.Conv2d) for m in rewritten.modules()) == convs  # its 1x1 replaces one
+    network = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.PixelShuffle(2))
+    assert isinstance(shift_sum_tail(network)[0], nn.Conv2d)
+
+
+@pytest.mark.parametrize("tail", ["conv", "shift-sum"])
 @pytest.mark.parametrize("residual", ["none", "bicubic"])
 @pytest.mark.parametrize("channels_last", [True, False])
-@pytest.mark.parametrize("scale", [2, 4])
-def test_prepared_generator_equals_plain(channels_last, scale, residual):
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_prepared_generator_equals_plain(channels_last, scale, residual, tail):
     generator = _generator(scale, residual)
-    prepared = prepare_for_inference(generator, "cpu", channels_last=channels_last, precision="fp32")
+    prepared = prepare_for_inference(
+        generator, "cpu", channels_last=channels_last, precision="fp32", tail=tail
+    )
+    assert any(isinstance(m, ShiftSumConv2d) for m in prepared.modules()) == (tail == "shift-sum")
     low_res = torch.rand(4, 1, 24, 31)
     with torch.inference_mode():
         fast = prepared(low_res)
@@ -145,9 +205,11 @@ def test_default_precision_follows_the_device_and_the_cpu():
     assert default_precision(torch.device("cpu"), plain_network) == "fp32"  # not mixable
 
 
-def test_unknown_precision_is_refused():
+def test_unknown_precision_or_tail_is_refused():
     with pytest.raises(ValueError, match="precision must be one of"):
         prepare_for_inference(_generator(2), "cpu", precision="fp16")
+    with pytest.raises(ValueError, match="tail must be one of"):
+        prepare_for_inference(_generator(2), "cpu", tail="fft")
 
 
 def _ct_scan(shape=(40, 36, 7)) -> MetaTensor:

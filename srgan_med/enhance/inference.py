@@ -115,13 +115,7 @@ def fold_tail_before_shuffle(network: nn.Module) -> nn.Module:
         isinstance(conv, nn.Conv2d)
         and isinstance(shuffle, nn.PixelShuffle)
         and isinstance(activation, nn.PReLU)
-        and tail.kernel_size[0] == tail.kernel_size[1]
-        and tail.kernel_size[0] % 2 == 1
-        and tail.padding == (tail.kernel_size[0] // 2,) * 2
-        and tail.stride == (1, 1)
-        and tail.dilation == (1, 1)
-        and tail.groups == 1
-        and tail.padding_mode == "zeros"
+        and _plain_same_conv(tail)
     )
     if not exact:
         return folded
@@ -136,7 +130,72 @@ def fold_tail_before_shuffle(network: nn.Module) -> nn.Module:
     return folded.eval()
 
 
+class ShiftSumConv2d(nn.Module):
+    """A stride-1, zero-padded ``k x k`` convolution computed as one ``1 x 1`` convolution to
+    ``k * k * out_channels`` planes (one per kernel tap and output channel) and the sum of the
+    ``k * k`` shifted planes, accumulated in float32. The same function as ``conv`` (the sums are
+    reassociated; checked in ``tests/test_enhance_inference.py``); its output is float32.
+
+    Why by hand: no library computes a convolution this way, and for SRResNet's output convolution it
+    matters on a GPU. After :func:`fold_tail_before_shuffle` that convolution has ``factor**2`` (4)
+    output channels, and cuDNN's implicit-GEMM kernels pad the output channels to their tile's 32, so
+    most of their matrix work is padding: on an H100 this one convolution took 31 % of an x4 pass in
+    bf16 (26.5 of 84.3 ms at batch 256, ``benchmarks/gpu_inference.py --profile``,
+    docs/results/h100-2026-11-26). Here the matrix product has ``k * k * out_channels`` (100) outputs,
+    and the shifted sum is one pass over planes no larger than the input.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        out_channels, in_channels, size, width = conv.weight.shape
+        if not _plain_same_conv(conv):
+            raise ValueError("ShiftSumConv2d needs a stride-1, zero-padded, ungrouped square odd convolution")
+        self.size, self.out_channels = size, out_channels
+        # Tap-major planes: the outputs of one tap are adjacent channels (one read in channels_last).
+        self.taps = nn.Conv2d(in_channels, size * size * out_channels, 1, bias=False)
+        with torch.no_grad():
+            self.taps.weight.copy_(conv.weight.detach().permute(2, 3, 0, 1).reshape(-1, in_channels, 1, 1))
+        bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(out_channels)
+        self.bias = nn.Parameter(bias, requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        planes = self.taps(x)
+        height, width = planes.shape[-2:]
+        reach, count = self.size // 2, self.out_channels
+        planes = nn.functional.pad(planes, (reach, reach, reach, reach))
+        total = planes[:, :count, :height, :width] + self.bias.float().view(1, -1, 1, 1)
+        for tap in range(1, self.size * self.size):
+            dy, dx = divmod(tap, self.size)
+            total += planes[:, tap * count : (tap + 1) * count, dy : dy + height, dx : dx + width]
+        return total
+
+
+def _plain_same_conv(conv: nn.Module) -> bool:
+    """A ``Conv2d`` with a square odd kernel, stride 1, no dilation or groups, zero "same" padding."""
+    return (
+        isinstance(conv, nn.Conv2d)
+        and conv.kernel_size[0] == conv.kernel_size[1]
+        and conv.kernel_size[0] % 2 == 1
+        and conv.padding == (conv.kernel_size[0] // 2,) * 2
+        and conv.stride == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+    )
+
+
+def shift_sum_tail(network: nn.Module) -> nn.Module:
+    """``network`` (after :func:`fold_tail_before_shuffle`) with its low-resolution output
+    convolution as a :class:`ShiftSumConv2d`; networks of another shape are returned unchanged."""
+    upsample = getattr(network, "upsample", None)
+    last = upsample[-1] if isinstance(upsample, nn.Sequential) and len(upsample) else None
+    if isinstance(last, nn.Sequential) and len(last) == 4 and _plain_same_conv(last[2]):
+        last[2] = ShiftSumConv2d(last[2])
+    return network
+
+
 PRECISIONS = ("fp32", "tf32", "bf16", "mixed")
+TAILS = ("conv", "shift-sum")
 # What ``prepare_for_inference`` runs on CUDA when no precision is asked for. Chosen by
 # ``benchmarks/gpu_inference.py`` (docs/benchmarks.md): the fastest precision whose PSNR on the public
 # scans stays within 0.01 dB of strict fp32 for every shipped model. On an H200 (2026-11-26) bf16
@@ -252,6 +311,7 @@ def prepare_for_inference(
     *,
     channels_last: bool | None = None,
     precision: str | None = None,
+    tail: str = "conv",
 ) -> InferenceGenerator:
     """An eval-mode copy of ``generator`` on ``device``, with batch norm folded and, on CPU, the
     channels-last layout. The original module is not modified.
@@ -263,6 +323,9 @@ def prepare_for_inference(
         precision: ``"fp32"`` (IEEE float32; cuDNN's TF32 off), ``"tf32"`` (TF32 tensor-core
             convolutions on CUDA), ``"bf16"`` (autocast) or ``"mixed"`` (:func:`mixed_precision`);
             default: :func:`default_precision`.
+        tail: ``"conv"`` (the output convolution as a convolution) or ``"shift-sum"``
+            (:class:`ShiftSumConv2d`, the same function computed another way; on a 2-core CPU it
+            was 9 % slower, so it is not the default there; on CUDA it is still to be timed).
 
     Returns:
         :class:`InferenceGenerator` computing the same function as ``generator.eval()``.
@@ -270,8 +333,12 @@ def prepare_for_inference(
     device = torch.device(device)
     if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if tail not in TAILS:
+        raise ValueError(f"tail must be one of {TAILS}, got {tail!r}")
     # Folded on the CPU (the rewrites build their weights there), then moved.
     network = fold_tail_before_shuffle(fold_batch_norm(copy.deepcopy(generator).cpu().eval())).to(device)
+    if tail == "shift-sum":
+        network = shift_sum_tail(network)
     if precision is None:
         precision = default_precision(device, network)
     if channels_last is None:
