@@ -43,16 +43,17 @@ collect() {  # collect SOURCE NAME: a stage's report into $OUT at once, so a cal
 
 # COMPILE_MODES="default max-autotune-no-cudagraphs" adds torch.compile modes to the inference stage.
 # STAGES picks stages (all by default). Together they need about 12 minutes, more than one device
-# call allows (10), and a session's device time (15 min) also pays the machine's start-up. Issue #7's
-# open figures first, in two calls on the same warm machine:
-#   1. STAGES="enhance overhead compile" T_COMPILE=300    (phase 2 compiled, enhance end to end; ~7 min)
-#   2. STAGES="inference tests" COMPILE_MODES="default max-autotune-no-cudagraphs"   (~4-6 min)
-# then, with time left, STAGES="train traffic cold".
+# call allows (10), and a session's device time (15 min) also pays the machine's start-up. The H100
+# run of 2026-11-26 measured everything once (docs/benchmarks.md); what is open is the shift-sum
+# output convolution (srgan_med/nets/shift_sum.py), in inference and training, in one call:
+#   STAGES="inference compile" COMPILE_BATCHES=256 INFERENCE_ARGS="--batches 256" T_INFERENCE=200 T_COMPILE=300
+# (the inference stage times the engine with both output convolutions, eager and compiled, and
+# checks both PSNRs; the compile stage trains compiled at batch 256 with each.)
 STAGES=${STAGES:-tests traffic inference enhance overhead train compile cold}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 # COMPILE_BATCHES: the batches of the compiled training rows (each compiles from empty caches).
 want compile && stage train_compile "${T_COMPILE:-220}" env TORCH_LOGS=recompiles python3 \
-  benchmarks/train_speed.py --profile --rows batches --batch-sizes ${COMPILE_BATCHES:-256 128} \
+  benchmarks/train_speed.py --profile --rows batches shift_sum --batch-sizes ${COMPILE_BATCHES:-256 128} \
   --out "$WORK/train_compile"
 want compile && collect train_compile/train_speed.json train_speed_compile.json
 want traffic && stage traffic "${T_TRAFFIC:-60}" python3 benchmarks/traffic.py --device cuda --out "$WORK/traffic"

@@ -12,7 +12,9 @@ Rows, each for both phases:
 - baseline: our networks run the naive way, fp32, eager, NCHW, batch 16 (the paper's);
 - channels_last (fp32);
 - CUDA only: bf16 autocast; bf16 + channels_last; bf16 + channels_last + ``torch.compile``;
-- the best variant of the device at each of ``--batch-sizes``.
+- the best variant of the device at each of ``--batch-sizes``, with the generator's output
+  convolution as a convolution (``batches``) and as a shifted sum (``shift_sum``,
+  ``performance.output_conv=shift-sum``).
 
 Each row gives HR patches/s, the ratio to the same phase's baseline and the achieved TFLOP/s, from the
 FLOPs ``torch.utils.flop_counter.FlopCounterMode`` counts over one whole eager step (forward and
@@ -70,6 +72,7 @@ class Variant:
     channels_last: bool = False
     compile: bool = False
     compile_mode: str = "default"
+    output_conv: str = "conv"
 
     def overrides(self) -> list[str]:
         return [
@@ -78,6 +81,7 @@ class Variant:
             f"performance.channels_last={str(self.channels_last).lower()}",
             f"performance.compile={str(self.compile).lower()}",
             f"performance.compile_mode={self.compile_mode}",
+            f"performance.output_conv={self.output_conv}",
         ]
 
 
@@ -101,6 +105,7 @@ ROW_KEYS = (
     "compile",
     "compile_reduce_overhead",
     "batches",
+    "shift_sum",
 )
 
 
@@ -131,6 +136,9 @@ def variants(device: torch.device, batch: int, batch_sizes: list[int], compile_:
         best = compiled
     for size in batch_sizes:
         rows.append(("batches", replace(best, name=f"{best.name}, batch {size}", batch=size), None))
+    for size in batch_sizes:  # the same, with the output convolution as a shifted sum
+        name = f"{best.name}, shift-sum output conv, batch {size}"
+        rows.append(("shift_sum", replace(best, name=name, batch=size, output_conv="shift-sum"), None))
     return [(variant, reason) for key, variant, reason in rows if key == "baseline" or key in keys]
 
 

@@ -58,6 +58,7 @@ def test_cpu_smoke_run_writes_rows_with_positive_numbers(smoke_report):
     for phase in ("pretrain", "gan"):
         assert {(phase, "baseline: fp32 eager NCHW", 2), (phase, "channels_last", 2)} <= variants
         assert (phase, "channels_last, batch 3", 3) in variants  # CPU's best variant at --batch-sizes
+        assert (phase, "channels_last, shift-sum output conv, batch 3", 3) in variants
     for row in timed:
         assert row["patches_per_s"] > 0 and row["tflop_per_s"] > 0 and row["ratio_vs_baseline"] > 0
         assert row["ms_per_step"] > 0 and row["data_ms_per_step"] > 0 and row["losses_finite"]
@@ -94,16 +95,20 @@ def test_rows_option_keeps_the_baseline_and_only_the_named_rows():
 
     speed = _load("train_speed")
     cuda = torch.device("cuda")  # only the device's type is read: no GPU needed
-    chosen = speed.variants(cuda, 16, [128], True, ["compile_reduce_overhead", "batches"])
+    chosen = speed.variants(cuda, 16, [128], True, ["compile_reduce_overhead", "batches", "shift_sum"])
     names = [(variant.name, variant.batch, variant.compile_mode) for variant, _ in chosen]
     assert names == [
         ("baseline: fp32 eager NCHW", 16, "default"),
         ("bf16 + channels_last + compile(reduce-overhead)", 16, "reduce-overhead"),
         ("bf16 + channels_last + compile, batch 128", 128, "default"),
+        ("bf16 + channels_last + compile, shift-sum output conv, batch 128", 128, "default"),
     ]
-    batch_row = chosen[-1][0]
-    assert dataclasses.astuple(batch_row)[2:] == (True, True, True, "default")
+    batch_row, shift_sum_row = chosen[-2][0], chosen[-1][0]
+    assert dataclasses.astuple(batch_row)[2:] == (True, True, True, "default", "conv")
+    assert dataclasses.astuple(shift_sum_row)[2:] == (True, True, True, "default", "shift-sum")
     assert "performance.compile_mode=reduce-overhead" in chosen[1][0].overrides()
+    assert "performance.output_conv=shift-sum" in shift_sum_row.overrides()
+    assert "performance.output_conv=conv" in chosen[0][0].overrides()  # the baseline stays naive
 
 
 def test_flop_breakdown_adds_up_and_phase_two_holds_all_three_networks(smoke_report):
@@ -256,10 +261,12 @@ def test_compiled_training_steps_equal_the_plain_ones(tmp_path):
     _assert_same_step(plain, fast)
 
 
-def test_compiled_networks_are_traced_into_few_graphs(tmp_path, monkeypatch):
+@pytest.mark.parametrize("output_conv", ["conv", "shift-sum"])
+def test_compiled_networks_are_traced_into_few_graphs(tmp_path, monkeypatch, output_conv):
     """Each graph torch.compile traces is compiled separately (seconds to minutes with inductor on a
-    GPU), so a phase-2 step under bf16 must not feed the discriminator two input dtypes. Dynamo's
-    tracing and guards are those of a real compile; only the graphs' backend here is eager."""
+    GPU), so a phase-2 step under bf16 must not feed the discriminator two input dtypes, and the
+    shift-sum output convolution (a custom autograd function) must not break the generator's graph.
+    Dynamo's tracing and guards are those of a real compile; only the graphs' backend is eager."""
     from collections import Counter
 
     graphs: Counter[str] = Counter()
@@ -274,7 +281,9 @@ def test_compiled_networks_are_traced_into_few_graphs(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "compile", counting_compile)
     overrides = ["data.batch_size=2", "performance.compile=true", "performance.bf16=true"]
+    overrides.append(f"performance.output_conv={output_conv}")
     trainer = Trainer(load_train_config(TINY, [f"output_dir={tmp_path}", *overrides]), quiet=True)
+    assert trainer.generator.output_conv == output_conv
     for phase, step in (("pretrain", trainer._pretrain_step), ("gan", trainer._gan_step)):
         trainer.phase = phase
         trainer._new_optimisers(phase)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from srgan_med.nets import Discriminator, SRResNet
+from srgan_med.nets.shift_sum import shift_sum_conv2d
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4, 8])
@@ -60,3 +61,48 @@ def test_bicubic_residual_starts_as_bicubic_and_learns_a_difference():
     assert generator.tail.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="residual must be one of none, bicubic"):
         SRResNet(residual="lanczos")
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(("size", "outputs", "bias"), [(1, 1, True), (3, 4, False), (9, 1, True)])
+def test_shift_sum_convolution_has_the_convolution_s_values_and_gradients(size, outputs, bias, channels_last):
+    torch.manual_seed(3)
+    conv = torch.nn.Conv2d(5, outputs, size, padding=size // 2, bias=bias).double()
+    x = torch.randn(2, 5, 10, 7, dtype=torch.float64)  # 7 < 9: outputs that only see the border
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x_plain, x_shift = x.clone().requires_grad_(), x.clone().requires_grad_()
+    reference = conv(x_plain)
+    result = shift_sum_conv2d(x_shift, conv.weight, conv.bias)
+    torch.testing.assert_close(result.double(), reference)
+    upstream = torch.randn_like(reference)
+    grads = torch.autograd.grad((result * upstream).sum(), [x_shift, *conv.parameters()])
+    expected = torch.autograd.grad((reference * upstream).sum(), [x_plain, *conv.parameters()])
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got.double(), want)
+
+
+def test_shift_sum_gradient_passes_gradcheck():
+    torch.manual_seed(4)
+    x = torch.randn(1, 3, 6, 5, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: shift_sum_conv2d(*a).double(), (x, weight, bias))
+
+
+def test_shift_sum_output_convolution_trains_the_same_generator():
+    """``output_conv`` changes how the generator computes, not what: same output and gradients, and
+    the same weights (the state dict has no trace of it)."""
+    torch.manual_seed(5)
+    plain = SRResNet(scale=2, blocks=1, width=8)
+    shifted = SRResNet(scale=2, blocks=1, width=8)
+    shifted.load_state_dict(plain.state_dict())
+    shifted.output_conv = "shift-sum"
+    low_res = torch.randn(2, 1, 9, 11)
+    outputs = [net(low_res) for net in (plain, shifted)]
+    torch.testing.assert_close(outputs[1], outputs[0], atol=1e-5, rtol=1e-5)
+    for out in outputs:
+        out.square().mean().backward()
+    torch.testing.assert_close(shifted.tail.weight.grad, plain.tail.weight.grad, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(shifted.head[0].weight.grad, plain.head[0].weight.grad, atol=1e-5, rtol=1e-4)
+    assert shifted.state_dict().keys() == plain.state_dict().keys()

@@ -58,6 +58,7 @@ def _write(tmp_path, text: str) -> Path:
             "performance: {compile_mode: turbo}\n",
             r"performance\.compile_mode: must be one of default, reduce-overhead",
         ),
+        ("performance: {output_conv: fft}\n", r"performance\.output_conv: must be one of conv, shift-sum"),
         ("optimiser: {lr_scaling: cubic}\n", r"optimiser\.lr_scaling: must be one of none, linear, sqrt"),
         ("optimiser: {reference_batch: 0}\n", r"optimiser\.reference_batch: must be positive"),
         ("- a list\n", r"must be a mapping"),

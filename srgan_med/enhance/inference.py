@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from srgan_med.nets.shift_sum import is_same_conv, shift_sum_conv2d
+
 
 def fold_batch_norm(network: nn.Module) -> nn.Module:
     """A copy of ``network`` with every ``Conv2d`` -> ``BatchNorm2d`` pair inside an ``nn.Sequential``
@@ -115,7 +117,7 @@ def fold_tail_before_shuffle(network: nn.Module) -> nn.Module:
         isinstance(conv, nn.Conv2d)
         and isinstance(shuffle, nn.PixelShuffle)
         and isinstance(activation, nn.PReLU)
-        and _plain_same_conv(tail)
+        and is_same_conv(tail)
     )
     if not exact:
         return folded
@@ -127,61 +129,26 @@ def fold_tail_before_shuffle(network: nn.Module) -> nn.Module:
         )
     upsample[-1] = nn.Sequential(conv, prelu, _low_res_tail(tail, factor), nn.PixelShuffle(factor))
     folded.tail = nn.Identity()
+    folded.output_conv = "conv"  # a training-time choice (SRResNet.output_conv); the tail is gone
     return folded.eval()
 
 
 class ShiftSumConv2d(nn.Module):
-    """A stride-1, zero-padded ``k x k`` convolution computed as one ``1 x 1`` convolution to
-    ``k * k * out_channels`` planes (one per kernel tap and output channel) and the sum of the
-    ``k * k`` shifted planes, accumulated in float32. The same function as ``conv`` (the sums are
-    reassociated; checked in ``tests/test_enhance_inference.py``); its output is float32.
-
-    Why by hand: no library computes a convolution this way, and for SRResNet's output convolution it
-    matters on a GPU. After :func:`fold_tail_before_shuffle` that convolution has ``factor**2`` (4)
-    output channels, and cuDNN's implicit-GEMM kernels pad the output channels to their tile's 32, so
-    most of their matrix work is padding: on an H100 this one convolution took 31 % of an x4 pass in
-    bf16 (26.5 of 84.3 ms at batch 256, ``benchmarks/gpu_inference.py --profile``,
-    docs/results/h100-2026-11-26). Here the matrix product has ``k * k * out_channels`` (100) outputs,
-    and the shifted sum is one pass over planes no larger than the input.
-    """
+    """``conv`` computed by :func:`srgan_med.nets.shift_sum.shift_sum_conv2d`: a ``1 x 1``
+    convolution to one plane per kernel tap, then their shifted sum, in float32. The same function
+    (the sums are reassociated; ``tests/test_enhance_inference.py``), aimed at GPU kernels that pad
+    few output channels to a wide tile (that module's docstring has the measurement)."""
 
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
-        out_channels, in_channels, size, width = conv.weight.shape
-        if not _plain_same_conv(conv):
+        if not is_same_conv(conv):
             raise ValueError("ShiftSumConv2d needs a stride-1, zero-padded, ungrouped square odd convolution")
-        self.size, self.out_channels = size, out_channels
-        # Tap-major planes: the outputs of one tap are adjacent channels (one read in channels_last).
-        self.taps = nn.Conv2d(in_channels, size * size * out_channels, 1, bias=False)
-        with torch.no_grad():
-            self.taps.weight.copy_(conv.weight.detach().permute(2, 3, 0, 1).reshape(-1, in_channels, 1, 1))
-        bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(out_channels)
+        self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=False)
+        bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(conv.out_channels)
         self.bias = nn.Parameter(bias, requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        planes = self.taps(x)
-        height, width = planes.shape[-2:]
-        reach, count = self.size // 2, self.out_channels
-        planes = nn.functional.pad(planes, (reach, reach, reach, reach))
-        total = planes[:, :count, :height, :width] + self.bias.float().view(1, -1, 1, 1)
-        for tap in range(1, self.size * self.size):
-            dy, dx = divmod(tap, self.size)
-            total += planes[:, tap * count : (tap + 1) * count, dy : dy + height, dx : dx + width]
-        return total
-
-
-def _plain_same_conv(conv: nn.Module) -> bool:
-    """A ``Conv2d`` with a square odd kernel, stride 1, no dilation or groups, zero "same" padding."""
-    return (
-        isinstance(conv, nn.Conv2d)
-        and conv.kernel_size[0] == conv.kernel_size[1]
-        and conv.kernel_size[0] % 2 == 1
-        and conv.padding == (conv.kernel_size[0] // 2,) * 2
-        and conv.stride == (1, 1)
-        and conv.dilation == (1, 1)
-        and conv.groups == 1
-        and conv.padding_mode == "zeros"
-    )
+        return shift_sum_conv2d(x, self.weight, self.bias)
 
 
 def shift_sum_tail(network: nn.Module) -> nn.Module:
@@ -189,7 +156,7 @@ def shift_sum_tail(network: nn.Module) -> nn.Module:
     convolution as a :class:`ShiftSumConv2d`; networks of another shape are returned unchanged."""
     upsample = getattr(network, "upsample", None)
     last = upsample[-1] if isinstance(upsample, nn.Sequential) and len(upsample) else None
-    if isinstance(last, nn.Sequential) and len(last) == 4 and _plain_same_conv(last[2]):
+    if isinstance(last, nn.Sequential) and len(last) == 4 and is_same_conv(last[2]):
         last[2] = ShiftSumConv2d(last[2])
     return network
 

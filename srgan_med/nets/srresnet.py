@@ -12,8 +12,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from srgan_med.nets.shift_sum import shift_sum_conv2d
+
 SUPPORTED_SCALES = (2, 3, 4, 8)
 RESIDUALS = ("none", "bicubic")
+# How the 9x9 output convolution is computed: as a convolution, or by shift_sum_conv2d (the same
+# function, for GPUs: see srgan_med/nets/shift_sum.py). Not part of the weights.
+OUTPUT_CONVS = ("conv", "shift-sum")
 
 
 class ResidualBlock(nn.Module):
@@ -87,11 +92,16 @@ class SRResNet(nn.Module):
         if residual == "bicubic":
             nn.init.zeros_(self.tail.weight)
             nn.init.zeros_(self.tail.bias)
+        self.output_conv = "conv"  # or "shift-sum" (OUTPUT_CONVS); set by the trainer's config
 
     def forward(self, low_res: torch.Tensor) -> torch.Tensor:
         features = self.head(low_res)
         features = features + self.body_tail(self.body(features))
-        output = self.tail(self.upsample(features))
+        features = self.upsample(features)
+        if self.output_conv == "shift-sum":
+            output = shift_sum_conv2d(features, self.tail.weight, self.tail.bias)
+        else:
+            output = self.tail(features)
         if self.residual == "bicubic":
             output = output + nn.functional.interpolate(
                 low_res, scale_factor=self.scale, mode="bicubic", align_corners=False

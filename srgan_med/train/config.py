@@ -176,6 +176,9 @@ class PerformanceConfig:
             ``max-autotune-no-cudagraphs``. Only ``default`` has been measured (docs/benchmarks.md).
         deterministic: deterministic algorithms (bit-exact resume on CPU; slower on GPU).
         cpu_threads: intra-op threads on the CPU (0: torch's default). Tiny networks run faster on one.
+        output_conv: how the generator's 9x9 output convolution is computed: ``conv`` or
+            ``shift-sum`` (the same function, meant for GPUs: ``srgan_med/nets/shift_sum.py``; not
+            yet timed on one). It does not change the weights or checkpoints.
     """
 
     device: str = "auto"
@@ -185,6 +188,7 @@ class PerformanceConfig:
     compile_mode: str = "default"
     deterministic: bool = False
     cpu_threads: int = 0
+    output_conv: str = "conv"
 
 
 @dataclass(frozen=True)
@@ -245,6 +249,7 @@ _CHOICES = {
     "performance.channels_last": ("auto", True, False),
     "optimiser.lr_scaling": ("none", "linear", "sqrt"),
     "performance.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+    "performance.output_conv": ("conv", "shift-sum"),
 }
 
 

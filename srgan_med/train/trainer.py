@@ -168,6 +168,7 @@ class Trainer:
             },
         }
         self.generator = SRResNet(**self.architecture["kwargs"]).to(self.device)
+        self.generator.output_conv = config.performance.output_conv
         self.discriminator = Discriminator(channels=1, width=config.discriminator.width).to(self.device)
         self.perceptual = None
         if config.gan.steps > 0:
