@@ -10,7 +10,7 @@ depend on weight values) on 128x128 slices resident on the device, timed with CU
   output conv before the last pixel shuffle) in strict fp32, TF32, mixed and bf16 + channels_last,
   batched;
 - bf16 + channels_last replayed from a CUDA graph; ``torch.compile`` (``--compile``);
-- the same bf16 engine with the output convolution computed the other way (``tail="shift-sum"``,
+- the same bf16 engine with the output convolution computed the other way (``output_conv="shift-sum"``,
   :class:`srgan_med.enhance.inference.ShiftSumConv2d`), eager and compiled (default mode);
 - with ``--profile``, the top kernels of the fastest eager bf16 row and of each compiled row
   (``torch.profiler``), to show what bounds each figure.
@@ -22,7 +22,7 @@ Part 2, precision. Every shipped model of each public scan's modality (``--scans
 of ``../shared/data/scans`` when present, plus the package's example scans) enhances the scan's
 simulated low-res version (the evaluation's own :func:`srgan_med.evaluate.run.synthesise_pair`, the
 modality's preset, seed 0, ``--max-slices`` central slices) in each precision, and in bf16 with
-the output convolution computed another way (``tail="shift-sum"``); PSNR against the
+the output convolution computed another way (``output_conv="shift-sum"``); PSNR against the
 high-res scan uses ``srgan-med evaluate``'s data range and foreground mask. Issue #7's bar: within
 0.01 dB of strict fp32.
 
@@ -214,7 +214,9 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
             }
         )
     shift_sum = "engine bf16 + channels_last, shift-sum output convolution"
-    engines["bf16 shift-sum"] = prepare_for_inference(plain, device, precision="bf16", tail="shift-sum")
+    engines["bf16 shift-sum"] = prepare_for_inference(
+        plain, device, precision="bf16", output_conv="shift-sum"
+    )
     measure(shift_sum, engines["bf16 shift-sum"], graph_batch)
     if args.profile:
         with torch.inference_mode():
@@ -301,7 +303,7 @@ def precision_check(args: argparse.Namespace, device: torch.device) -> list[dict
             }
             variants = {p: prepare_for_inference(bundle.generator, device, precision=p) for p in precisions}
             variants["bf16 shift-sum"] = prepare_for_inference(
-                bundle.generator, device, precision="bf16", tail="shift-sum"
+                bundle.generator, device, precision="bf16", output_conv="shift-sum"
             )
             if args.compile and device.type == "cuda":
                 variants["bf16 compiled"] = torch.compile(variants["bf16"], dynamic=True)

@@ -136,16 +136,16 @@ def test_shift_sum_tail_replaces_only_the_folded_output_convolution():
     assert isinstance(shift_sum_tail(network)[0], nn.Conv2d)
 
 
-@pytest.mark.parametrize("tail", ["conv", "shift-sum"])
+@pytest.mark.parametrize("output_conv", ["conv", "shift-sum"])
 @pytest.mark.parametrize("residual", ["none", "bicubic"])
 @pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize("scale", [2, 3, 4])
-def test_prepared_generator_equals_plain(channels_last, scale, residual, tail):
+def test_prepared_generator_equals_plain(channels_last, scale, residual, output_conv):
     generator = _generator(scale, residual)
     prepared = prepare_for_inference(
-        generator, "cpu", channels_last=channels_last, precision="fp32", tail=tail
+        generator, "cpu", channels_last=channels_last, precision="fp32", output_conv=output_conv
     )
-    assert any(isinstance(m, ShiftSumConv2d) for m in prepared.modules()) == (tail == "shift-sum")
+    assert any(isinstance(m, ShiftSumConv2d) for m in prepared.modules()) == (output_conv == "shift-sum")
     low_res = torch.rand(4, 1, 24, 31)
     with torch.inference_mode():
         fast = prepared(low_res)
@@ -208,8 +208,8 @@ def test_default_precision_follows_the_device_and_the_cpu():
 def test_unknown_precision_or_tail_is_refused():
     with pytest.raises(ValueError, match="precision must be one of"):
         prepare_for_inference(_generator(2), "cpu", precision="fp16")
-    with pytest.raises(ValueError, match="tail must be one of"):
-        prepare_for_inference(_generator(2), "cpu", tail="fft")
+    with pytest.raises(ValueError, match="output_conv must be one of"):
+        prepare_for_inference(_generator(2), "cpu", output_conv="fft")
 
 
 def _ct_scan(shape=(40, 36, 7)) -> MetaTensor:

@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from srgan_med.nets.shift_sum import is_same_conv, shift_sum_conv2d
+from srgan_med.nets.srresnet import OUTPUT_CONVS
 
 
 def fold_batch_norm(network: nn.Module) -> nn.Module:
@@ -162,7 +163,6 @@ def shift_sum_tail(network: nn.Module) -> nn.Module:
 
 
 PRECISIONS = ("fp32", "tf32", "bf16", "mixed")
-TAILS = ("conv", "shift-sum")
 # What ``prepare_for_inference`` runs on CUDA when no precision is asked for. Chosen by
 # ``benchmarks/gpu_inference.py`` (docs/benchmarks.md): the fastest precision whose PSNR on the public
 # scans stays within 0.01 dB of strict fp32 for every shipped model. On an H200 (2026-11-26) bf16
@@ -278,7 +278,7 @@ def prepare_for_inference(
     *,
     channels_last: bool | None = None,
     precision: str | None = None,
-    tail: str = "conv",
+    output_conv: str = "conv",
 ) -> InferenceGenerator:
     """An eval-mode copy of ``generator`` on ``device``, with batch norm folded and, on CPU, the
     channels-last layout. The original module is not modified.
@@ -290,9 +290,9 @@ def prepare_for_inference(
         precision: ``"fp32"`` (IEEE float32; cuDNN's TF32 off), ``"tf32"`` (TF32 tensor-core
             convolutions on CUDA), ``"bf16"`` (autocast) or ``"mixed"`` (:func:`mixed_precision`);
             default: :func:`default_precision`.
-        tail: ``"conv"`` (the output convolution as a convolution) or ``"shift-sum"``
+        output_conv: ``"conv"`` (the output convolution as a convolution) or ``"shift-sum"``
             (:class:`ShiftSumConv2d`, the same function computed another way; on a 2-core CPU it
-            was 9 % slower, so it is not the default there; on CUDA it is still to be timed).
+            was 10 % slower, so it is not the default there; on CUDA it is still to be timed).
 
     Returns:
         :class:`InferenceGenerator` computing the same function as ``generator.eval()``.
@@ -300,11 +300,11 @@ def prepare_for_inference(
     device = torch.device(device)
     if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if tail not in TAILS:
-        raise ValueError(f"tail must be one of {TAILS}, got {tail!r}")
+    if output_conv not in OUTPUT_CONVS:
+        raise ValueError(f"output_conv must be one of {OUTPUT_CONVS}, got {output_conv!r}")
     # Folded on the CPU (the rewrites build their weights there), then moved.
     network = fold_tail_before_shuffle(fold_batch_norm(copy.deepcopy(generator).cpu().eval())).to(device)
-    if tail == "shift-sum":
+    if output_conv == "shift-sum":
         network = shift_sum_tail(network)
     if precision is None:
         precision = default_precision(device, network)

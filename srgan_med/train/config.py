@@ -249,7 +249,7 @@ _CHOICES = {
     "performance.channels_last": ("auto", True, False),
     "optimiser.lr_scaling": ("none", "linear", "sqrt"),
     "performance.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
-    "performance.output_conv": ("conv", "shift-sum"),
+    "performance.output_conv": ("conv", "shift-sum"),  # srgan_med.nets.srresnet.OUTPUT_CONVS
 }
 
 
