@@ -256,7 +256,7 @@ def measure(trainer, phase: str, variant: Variant, args, device, flops_per_patch
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     warmup_seconds, seconds = time_steps(step, args.steps, warmup, device)
-    finite = trainer._losses_finite()  # after the timed steps: one host sync
+    finite = trainer.guard.all_finite()  # after the timed steps: one host sync
     _, data_seconds = time_steps(trainer._batch, args.steps, 0, device)
     patches = variant.batch * args.steps / seconds
     row = {

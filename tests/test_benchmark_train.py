@@ -161,7 +161,7 @@ def test_training_steps_never_wait_for_the_gpu(tmp_path):
             step()
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    assert trainer._losses_finite()
+    assert trainer.guard.all_finite()
 
 
 def test_flop_count_of_phase_one_is_three_generator_forwards(tmp_path):

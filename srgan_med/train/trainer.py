@@ -12,26 +12,23 @@ generators) is checkpointed, so a resumed run continues the exact same sequence:
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from srgan_med.errors import ConfigError, InputError, OutputExistsError, TrainingDivergedError
+from srgan_med.errors import ConfigError, InputError, OutputExistsError
 from srgan_med.train import checkpoint as ckpt
 from srgan_med.train.config import PhaseConfig, TrainConfig
 from srgan_med.train.distributed import Distributed, setup_distributed
+from srgan_med.train.guard import DivergenceGuard
 from srgan_med.train.provenance import sidecar
 from srgan_med.train.reporting import Reporter
 from srgan_med.train.state import capture_state, restore_state
 
-logger = logging.getLogger(__name__)
-
 PHASES = ("pretrain", "gan")
 EXPORT_SUFFIX = {"pretrain": "srresnet", "gan": "srgan"}
-MAX_RESTORES = 3
 
 
 @dataclass
@@ -91,13 +88,7 @@ class Trainer:
         self.schedulers: dict[str, torch.optim.lr_scheduler.MultiStepLR] = {}
         self.metrics: dict[str, float] = {}
         self.history: list[dict[str, float]] = []
-        self._good_state: dict | None = None
-        self._restores = 0
-        # Every loss of every step since the last check is folded into this flag on the device, so a
-        # step never waits for the host; it is read (one sync) only at logging, validation and
-        # checkpoint steps (see ``_check_due``).
-        self._all_finite = torch.ones((), dtype=torch.bool, device=self.device)
-        self._checked_step = 0
+        self.guard = DivergenceGuard(self)  # reads the losses only at the steps of ``_check_due``
 
     # ----------------------------------------------------------------------------------- set-up
     def _find_resume(self, resume: bool | None) -> Path | None:
@@ -245,16 +236,6 @@ class Trainer:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
 
-    def _track_finite(self, loss: torch.Tensor) -> None:
-        """Fold ``loss``'s finiteness into the device-side flag (no host sync)."""
-        self._all_finite.logical_and_(torch.isfinite(loss.detach()))
-
-    def _losses_finite(self) -> bool:
-        """Whether every loss since the last call was finite on every rank (one host sync); resets."""
-        finite = self.dist.all_true(self._all_finite)
-        self._all_finite.fill_(True)
-        return finite
-
     def _optimise(self, name: str, loss: torch.Tensor) -> None:
         optimiser = self.optimisers[name]
         optimiser.zero_grad(set_to_none=True)
@@ -267,7 +248,7 @@ class Trainer:
         with self._autocast():
             output = self.generator_run(low_res)
         loss = self.pixel_loss(output.float(), high_res)
-        self._track_finite(loss)
+        self.guard.track(loss)
         self._optimise("generator", loss)
         return {"loss/pixel": loss.detach()}
 
@@ -288,7 +269,7 @@ class Trainer:
         if losses.pixel_weight_gan > 0:
             pixel = self.pixel_loss(output, high_res)
             generator_loss = generator_loss + losses.pixel_weight_gan * pixel
-        self._track_finite(generator_loss)
+        self.guard.track(generator_loss)
         self._optimise("generator", generator_loss)
 
         self.discriminator.requires_grad_(True)
@@ -299,12 +280,12 @@ class Trainer:
         with self._autocast():
             real_logits = self.discriminator_run(high_res).float()
         real_loss = self.adversarial_loss(real_logits, target_is_real=True, for_discriminator=True)
-        self._track_finite(real_loss)
+        self.guard.track(real_loss)
         real_loss.backward()
         with self._autocast():
             fake_logits_d = self.discriminator_run(output.detach()).float()
         fake_loss = self.adversarial_loss(fake_logits_d, target_is_real=False, for_discriminator=True)
-        self._track_finite(fake_loss)
+        self.guard.track(fake_loss)
         fake_loss.backward()
         optimiser.step()
         self.schedulers["discriminator"].step()
@@ -321,35 +302,6 @@ class Trainer:
         return result
 
     # ------------------------------------------------------------------------------ state handling
-    def _remember_good_state(
-        self, tensors: dict[str, torch.Tensor] | None = None, parts: dict | None = None
-    ) -> None:
-        """Keep (a copy of) the state the divergence guard goes back to: now's, or the one given."""
-        if tensors is None or parts is None:
-            tensors, parts = capture_state(self)
-        self._good_state = {
-            "tensors": {k: v.detach().clone() for k, v in tensors.items()},
-            "parts": parts,
-            "step": self.step,
-        }
-
-    def _restore_good_state(self, reporter: Reporter) -> None:
-        self._restores += 1
-        if self._good_state is None or self._restores > MAX_RESTORES:
-            raise TrainingDivergedError(
-                f"{self.phase} step {self.step}: losses are not finite again after {MAX_RESTORES} restores; "
-                "lower the learning rate or check the data"
-            )
-        # Weights and optimisers go back; the data stream does not, so the retry sees new patches.
-        restore_state(self, self._good_state["tensors"], self._good_state["parts"], data_position=False)
-        message = (
-            f"{self.phase} steps {self._checked_step + 1}-{self.step}: non-finite loss; the state of "
-            f"step {self._good_state['step']} restored"
-        )
-        logger.warning(message)
-        reporter.note(message)
-        self.step = self._checked_step = self._good_state["step"]
-
     def _save_checkpoint(self) -> None:
         self.dist.sync_buffers(self.generator)
         self.dist.sync_buffers(self.discriminator)
@@ -362,7 +314,7 @@ class Trainer:
                 sidecar(self, parts),
                 self.config.checkpoint.keep,
             )
-        self._remember_good_state(tensors, parts)
+        self.guard.remember(tensors, parts)
         self.dist.barrier()
 
     def _resume(self) -> None:
@@ -379,7 +331,7 @@ class Trainer:
         self.metrics = dict(sidecar.get("metrics", {}))
         self._new_optimisers(self.phase)
         restore_state(self, tensors, sidecar)
-        self._remember_good_state(tensors, sidecar)
+        self.guard.remember(tensors, sidecar)
 
     @property
     def global_step(self) -> int:
@@ -406,7 +358,7 @@ class Trainer:
                     if phase != self.phase or not self.optimisers:
                         self.phase, self.step = phase, 0
                         self._new_optimisers(phase)
-                        self._good_state = None
+                        self.guard.forget()
                     if settings.steps == 0:
                         continue
                     self._run_phase(settings, reporter)
@@ -426,20 +378,12 @@ class Trainer:
         step_function = self._pretrain_step if self.phase == "pretrain" else self._gan_step
         self.generator_run.train()
         self.discriminator_run.train()
-        if self._good_state is None:
-            self._remember_good_state()
-        self._all_finite.fill_(True)
-        self._checked_step = self.step
+        self.guard.start_phase()
         while self.step < settings.steps:
             self.step += 1
             losses = step_function()
-            if self._check_due(settings):
-                if not self._losses_finite():
-                    reporter.discard()
-                    self._restore_good_state(reporter)
-                    continue
-                self._restores = 0
-                self._checked_step = self.step
+            if self._check_due(settings) and not self.guard.check(reporter):
+                continue  # the last good state is back; its step is the trainer's again
             reporter.step(losses)
             every = config.validation.every
             if every and self.step % every == 0 and self.step < settings.steps:
