@@ -46,7 +46,7 @@ collect() {  # collect SOURCE NAME: a stage's report into $OUT at once, so a cal
 # call allows (10), and a session's device time (15 min) also pays the machine's start-up. The H100
 # run of 2026-11-26 measured everything once (docs/benchmarks.md); what is open is the shift-sum
 # output convolution (srgan_med/nets/shift_sum.py), in inference and training, in one call:
-#   STAGES="inference compile" COMPILE_BATCHES=256 INFERENCE_ARGS="--batches 256" T_INFERENCE=200 T_COMPILE=300
+#   STAGES="inference compile tests" COMPILE_BATCHES=256 INFERENCE_ARGS="--batches 256" T_INFERENCE=200 T_COMPILE=240 T_TESTS=90
 # (the inference stage times the engine with both output convolutions, eager and compiled, and
 # checks both PSNRs; the compile stage trains compiled at batch 256 with each.)
 STAGES=${STAGES:-tests traffic inference enhance overhead train compile cold}
@@ -73,7 +73,7 @@ want train && stage train "${T_TRAIN:-200}" python3 benchmarks/train_speed.py --
   --batch-sizes 32 64 128 256 --out "$WORK/train"
 want train && collect train/train_speed.json train_speed.json
 want tests && stage gpu_tests "${T_TESTS:-120}" python3 -m pytest -q -p no:cacheprovider -m gpu \
-  tests/test_degrade_batch.py tests/test_benchmark_train.py tests/test_enhance_engine.py
+  tests/test_degrade_batch.py tests/test_benchmark_train.py tests/test_enhance_engine.py tests/test_nets.py
 # The wheels were unpacked without bytecode (--no-compile, to save the other stages' time): compile it
 # first, as a normal installation does, so the cold start measures imports, not compiling them.
 want cold && stage bytecode 60 python3 -m compileall -q -j 0 /tmp/site

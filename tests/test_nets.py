@@ -106,3 +106,29 @@ def test_shift_sum_output_convolution_trains_the_same_generator():
     torch.testing.assert_close(shifted.tail.weight.grad, plain.tail.weight.grad, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(shifted.head[0].weight.grad, plain.head[0].weight.grad, atol=1e-5, rtol=1e-4)
     assert shifted.state_dict().keys() == plain.state_dict().keys()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("bf16", [False, True])
+def test_shift_sum_on_cuda_matches_the_convolution(bf16):
+    """The GPU path of both uses (training: 64 -> 1, 9x9; the folded inference tail: 4 outputs,
+    5x5) in channels_last, as the trainer and the engine run them; TF32 off for the float32 check."""
+    torch.manual_seed(6)
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        for inputs, outputs, size in ((64, 1, 9), (256, 4, 5)):
+            conv = torch.nn.Conv2d(inputs, outputs, size, padding=size // 2).cuda()
+            x = torch.randn(4, inputs, 40, 36, device="cuda").contiguous(memory_format=torch.channels_last)
+            x_plain, x_shift = x.clone().requires_grad_(), x.clone().requires_grad_()
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+                reference = conv(x_plain).float()
+                result = shift_sum_conv2d(x_shift, conv.weight, conv.bias)
+            tolerance = 2e-2 if bf16 else 1e-4
+            assert float((result - reference).norm() / reference.norm()) < tolerance
+            result.sum().backward()
+            reference.sum().backward()
+            assert float((x_shift.grad - x_plain.grad).norm() / x_plain.grad.norm()) < tolerance
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
