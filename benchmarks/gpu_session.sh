@@ -48,12 +48,16 @@ collect() {  # collect SOURCE NAME: a stage's report into $OUT at once, so a cal
 # output convolution (srgan_med/nets/shift_sum.py), in inference and training, in one call:
 #   STAGES="inference compile tests" COMPILE_BATCHES=256 INFERENCE_ARGS="--batches 256" T_INFERENCE=200 T_COMPILE=240 T_TESTS=90
 # (the inference stage times the engine with both output convolutions, eager and compiled, and
-# checks both PSNRs; the compile stage trains compiled at batch 256 with each.)
+# checks both PSNRs; the compile stage trains compiled at batch 256 with each.) With time left, on
+# the same warm machine (it goes back 30 s after a call): STAGES=compile
+# COMPILE_ROWS=compile_reduce_overhead T_COMPILE=200 (CUDA graphs at the paper's batch of 16).
 STAGES=${STAGES:-tests traffic inference enhance overhead train compile cold}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
-# COMPILE_BATCHES: the batches of the compiled training rows (each compiles from empty caches).
+# COMPILE_BATCHES: the batches of the compiled training rows (each compiles from empty caches);
+# COMPILE_ROWS: train_speed.py's rows (e.g. compile_reduce_overhead: CUDA graphs at batch 16).
 want compile && stage train_compile "${T_COMPILE:-220}" env TORCH_LOGS=recompiles python3 \
-  benchmarks/train_speed.py --profile --rows batches shift_sum --batch-sizes ${COMPILE_BATCHES:-256 128} \
+  benchmarks/train_speed.py --profile --rows ${COMPILE_ROWS:-batches shift_sum} \
+  --batch-sizes ${COMPILE_BATCHES:-256 128} \
   --out "$WORK/train_compile"
 want compile && collect train_compile/train_speed.json train_speed_compile.json
 want traffic && stage traffic "${T_TRAFFIC:-60}" python3 benchmarks/traffic.py --device cuda --out "$WORK/traffic"
