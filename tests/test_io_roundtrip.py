@@ -218,3 +218,30 @@ def test_dicom_writing_holds_no_whole_volume_copy(tmp_path):
         ds = pydicom.dcmread(tmp_path / "series" / f"IM{k + 1:05d}.dcm")
         assert (float(ds.RescaleSlope), float(ds.RescaleIntercept)) == (1.0, 0.0)
         np.testing.assert_array_equal(ds.pixel_array, volume[:, ::-1, k].T)
+
+
+def test_gzipped_nifti_is_read_through_isal_and_nibabel_is_left_as_it_was(
+    tmp_path, small_ct_volume, monkeypatch
+):
+    """The read goes through ISA-L (the speed-up docs/benchmarks.md measures), gives nibabel's own
+    voxels, and nibabel's opener table is back as it was afterwards, also after a failed read."""
+    import nibabel as nib
+    from isal import igzip
+    from nibabel.openers import ImageOpener
+
+    from srgan_med.errors import InputError
+
+    opened = []
+    real_open = igzip.open
+    monkeypatch.setattr(igzip, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    before = dict(ImageOpener.compress_ext_map)
+    path = write_nifti(tmp_path / "ct.nii.gz", *small_ct_volume)
+    scan = load_scan(path)
+    assert opened and all(str(p) == str(path) for p in opened)
+    np.testing.assert_array_equal(scan[0].numpy(), np.asarray(nib.load(path).dataobj, dtype=np.float32))
+    assert ImageOpener.compress_ext_map == before
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        load_scan(broken)
+    assert ImageOpener.compress_ext_map == before
