@@ -245,3 +245,30 @@ def test_gzipped_nifti_is_read_through_isal_and_nibabel_is_left_as_it_was(
     with pytest.raises(InputError, match="truncated or corrupt"):
         load_scan(broken)
     assert ImageOpener.compress_ext_map == before
+
+
+def test_modality_guess_is_the_lower_first_percentile_without_sorting():
+    from srgan_med.io.scan import _guess_modality
+
+    rng = np.random.default_rng(0)
+    for size in (1, 2, 100, 101, 12345):
+        for _ in range(40):  # volumes around the threshold: exactly -500 HU counts as air
+            weights = rng.dirichlet(np.ones(5))
+            volume = rng.choice([-1000.0, -500.0, -499.0, 0.0, 40.0], size=size, p=weights)
+            expected = "CT" if np.percentile(volume, 1, method="lower") <= -500 else "MR"
+            assert _guess_modality(volume.astype(np.float32)) == expected
+    assert _guess_modality(np.full((4, 4, 4), -1000, np.int16)) == "CT"
+    assert _guess_modality(np.zeros((4, 4, 4), np.uint8)) == "MR"
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint16, np.uint8, np.int32, np.float32, np.float64])
+def test_loaded_volumes_are_c_ordered_float32_with_the_stored_values(dtype):
+    """NIfTI data arrive in Fortran order; the loaded tensor is C-ordered float32 either way."""
+    from srgan_med.io.scan import _float32_c_order
+
+    volume = np.asfortranarray(np.arange(7 * 5 * 3).reshape(7, 5, 3).astype(dtype))
+    tensor = _float32_c_order(volume)
+    assert tensor.dtype == torch.float32 and tensor.is_contiguous()
+    np.testing.assert_array_equal(tensor.numpy(), volume.astype(np.float32))
+    volume.flags.writeable = False  # torch.from_numpy would warn: the copy is numpy's then
+    np.testing.assert_array_equal(_float32_c_order(volume).numpy(), volume.astype(np.float32))
