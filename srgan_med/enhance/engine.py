@@ -110,10 +110,14 @@ def enhance_volume(
     storage = np.empty((count, width * scale, height * scale), dtype=np.float32)  # (N, W * s, H * s)
     output = np.moveaxis(storage.transpose(0, 2, 1), 0, slice_axis)  # (I', J', K') view
     data_range = float(np.ptp(volume)) or 1.0
+    # Gathering a batch of slices is a transposing copy (the slice axis is not the slowest in
+    # memory); torch's is tiled and uses every core: for a 512x512x300 float32 volume 0.24-0.32 s
+    # against numpy's 0.44 s on a 2-core CPU.
+    source = torch.from_numpy(volume)
     squared_error, start = 0.0, 0
     while start < count:
         stop = min(start + batch_size, count)
-        batch = np.ascontiguousarray(np.moveaxis(volume[:, :, start:stop], -1, 0))[:, None]
+        batch = source[:, :, start:stop].permute(2, 0, 1).contiguous().numpy()[:, None]
         low_res = torch.from_numpy(normalise(batch).astype(np.float32, copy=False)).to(device)
         try:
             with torch.inference_mode():
