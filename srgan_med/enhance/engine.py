@@ -111,8 +111,8 @@ def enhance_volume(
     output = np.moveaxis(storage.transpose(0, 2, 1), 0, slice_axis)  # (I', J', K') view
     data_range = float(np.ptp(volume)) or 1.0
     # Gathering a batch of slices is a transposing copy (the slice axis is not the slowest in
-    # memory); torch's is tiled and uses every core: for a 512x512x300 float32 volume 0.24-0.32 s
-    # against numpy's 0.44 s on a 2-core CPU.
+    # memory); torch's is tiled and uses every core. For a 512x512x300 input the engine's own work
+    # went from 1.39-1.56 s to 1.20-1.23 s on a 2-core CPU (enhance_overhead.py, docs/benchmarks.md).
     source = torch.from_numpy(volume)
     squared_error, start = 0.0, 0
     while start < count:

@@ -130,7 +130,7 @@ def write_nifti(
 def _isal_gzip_reads():
     """While inside: nibabel inflates ``.gz`` files with ISA-L (python-isal) instead of zlib.
 
-    Why: reading a 512x512x300 int16 ``.nii.gz`` took 0.5 s instead of 1.0 s on a 2-core EPYC
+    Why: it took 0.3-0.7 s off loading a 512x512x300 int16 ``.nii.gz`` on a 2-core EPYC
     (``benchmarks/enhance_overhead.py``, docs/benchmarks.md). nibabel has no switch for this; its
     extension point for compressed formats is ``ImageOpener.compress_ext_map`` (images open their
     files, and the array proxies their data, through ``ImageOpener``). The entry is swapped only

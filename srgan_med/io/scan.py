@@ -32,8 +32,9 @@ _CT_AIR_THRESHOLD_HU = -500.0
 
 def _guess_modality(volume: np.ndarray) -> str:
     """``"CT"`` when the volume's 1st percentile (the lower order statistic, numpy's ``method="lower"``)
-    is at or below -500 HU, else ``"MR"``. Counted, not sorted: the percentile itself took 1.7 s of a
-    3.1 s load of a 512x512x300 volume on a 2-core CPU (``benchmarks/enhance_overhead.py``)."""
+    is at or below -500 HU, else ``"MR"``. Counted, not sorted: with the float32 copy below, this
+    took a 512x512x300 ``.nii.gz`` load from 2.9-3.0 s to 1.3-1.4 s on a 2-core CPU
+    (``benchmarks/enhance_overhead.py``, docs/benchmarks.md)."""
     at_or_below = int(np.count_nonzero(volume <= _CT_AIR_THRESHOLD_HU))
     # The lower 1st percentile is the value of rank floor(0.01 * (n - 1)) (from 0) in sorted order.
     return "CT" if at_or_below > 0.01 * (volume.size - 1) else "MR"
@@ -96,8 +97,8 @@ def load_scan(path: str | Path, series: str | None = None, modality: str | None 
 
 def _float32_c_order(volume: np.ndarray):
     """``volume`` as a C-ordered float32 tensor. NIfTI data arrive in Fortran order, so this is a
-    transposing copy; torch's (tiled, on every core) took 0.62 s for a 512x512x300 int16 volume where
-    ``np.ascontiguousarray(volume, dtype=np.float32)`` took 1.47 s, with the same values."""
+    transposing copy; torch's is tiled and uses every core, numpy's ``ascontiguousarray`` is neither
+    (with the modality count above: docs/benchmarks.md). The values are the same."""
     import torch
 
     if volume.dtype.kind not in "fiub" or volume.dtype.itemsize > 8 or not volume.flags.writeable:
