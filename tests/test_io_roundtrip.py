@@ -272,3 +272,38 @@ def test_loaded_volumes_are_c_ordered_float32_with_the_stored_values(dtype):
     np.testing.assert_array_equal(tensor.numpy(), volume.astype(np.float32))
     volume.flags.writeable = False  # torch.from_numpy would warn: the copy is numpy's then
     np.testing.assert_array_equal(_float32_c_order(volume).numpy(), volume.astype(np.float32))
+
+
+@pytest.mark.parametrize("cores", [1, 2, 8])
+def test_gzipped_nifti_holds_the_same_bytes_on_any_number_of_cores(
+    tmp_path, small_ct_volume, monkeypatch, cores
+):
+    """One core: ISA-L's single-stream writer; more: its threaded writer behind a forward-only
+    seekable stream. Either way a standard gzip, mtime 0, of the bytes the .nii writer writes."""
+    import gzip
+
+    import srgan_med.io.nifti as nifti
+
+    monkeypatch.setattr(nifti, "_available_cores", lambda: cores)
+    scan = load_scan(write_nifti(tmp_path / "ct.nii", *small_ct_volume))
+    plain = save_scan(scan, tmp_path / "plain.nii").read_bytes()
+    data = save_scan(scan, tmp_path / f"packed{cores}.nii.gz").read_bytes()
+    assert data[:2] == b"\x1f\x8b" and data[4:8] == b"\0\0\0\0"  # gzip, mtime 0: reproducible
+    assert gzip.decompress(data) == plain
+
+
+def test_forward_writer_allows_only_forward_seeks(tmp_path):
+    import io
+
+    from srgan_med.io.nifti import _ForwardWriter
+
+    sink = io.BytesIO()
+    sink.close = lambda: None  # keep the bytes readable after the writer closes its stream
+    with _ForwardWriter(sink) as stream:
+        stream.seek(0)
+        stream.write(b"abc")
+        assert stream.tell() == 3 and stream.seek(6) == 6 and stream.seek(2, io.SEEK_CUR) == 8
+        stream.write(np.arange(2, dtype=np.int16))
+        with pytest.raises(io.UnsupportedOperation, match="only seek forward"):
+            stream.seek(1)
+    assert sink.getvalue() == b"abc" + bytes(5) + np.arange(2, dtype=np.int16).tobytes()
