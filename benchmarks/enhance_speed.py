@@ -381,21 +381,30 @@ def _cuda_end_to_end_rows(args, source: Path, model: Path, flops, folder: Path) 
                 batch=report["batch_size"],
             )
         )
-    target = folder / "ct_sr_cli.nii"
-    command = [sys.executable, "-m", "srgan_med", "enhance", str(source), "-o", str(target)]
-    command += ["--model", str(model), "--device", "cuda", "-q"]
-    started = time.perf_counter()
-    subprocess.run(command, check=True)
-    rows.append(
-        _row(
-            "srgan-med enhance end to end on CUDA, fresh command",
-            time.perf_counter() - started,
-            args.slices,
-            flops,
-            name,
-            includes="python start-up, imports, CUDA init",
-        )  # fmt: skip
-    )
+    # A fresh command as a user runs it, then one with cuDNN's per-shape algorithm search off
+    # (srgan_med.enhance.run.CUDNN_BENCHMARK), each with the command's own report of its stages.
+    launch = "import sys, srgan_med.enhance.run as run; run.CUDNN_BENCHMARK = {}; "
+    launch += "from srgan_med.cli import main; sys.argv[0] = 'srgan-med'; main()"
+    for benchmark in (True, False):
+        target = folder / f"ct_sr_cli_{benchmark}.nii"
+        command = [sys.executable, "-c", launch.format(benchmark), "enhance", str(source), "-o", str(target)]
+        command += ["--model", str(model), "--device", "cuda", "-q"]
+        started = time.perf_counter()
+        subprocess.run(command, check=True)
+        seconds = time.perf_counter() - started
+        report = json.loads(target.with_name(target.name + ".json").read_text())
+        rows.append(
+            _row(
+                f"srgan-med enhance end to end on CUDA, fresh command, cudnn.benchmark {benchmark}",
+                seconds,
+                args.slices,
+                flops,
+                name,
+                includes="python start-up, imports, CUDA init",
+                in_command_s=report["seconds"],
+                in_command_stages=report["seconds_by_stage"],
+            )  # fmt: skip
+        )
     return rows
 
 

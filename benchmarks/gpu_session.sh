@@ -49,8 +49,9 @@ collect() {  # collect SOURCE NAME: a stage's report into $OUT at once, so a cal
 #   STAGES="inference compile tests" COMPILE_BATCHES=256 INFERENCE_ARGS="--batches 256" T_INFERENCE=200 T_COMPILE=240 T_TESTS=90
 # (the inference stage times the engine with both output convolutions, eager and compiled, and
 # checks both PSNRs; the compile stage trains compiled at batch 256 with each.) With time left, on
-# the same warm machine (it goes back 30 s after a call): STAGES=compile
-# COMPILE_ROWS=compile_reduce_overhead T_COMPILE=200 (CUDA graphs at the paper's batch of 16).
+# the same warm machine (it goes back 30 s after a call): STAGES="enhance compile"
+# COMPILE_ROWS=compile_reduce_overhead T_COMPILE=200 (a fresh enhance command with and without
+# cuDNN's algorithm search; CUDA graphs at the paper's batch of 16).
 STAGES=${STAGES:-tests traffic inference enhance overhead train compile cold}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 # COMPILE_BATCHES: the batches of the compiled training rows (each compiles from empty caches);

@@ -21,6 +21,10 @@ CPU_PIXELS_PER_PASS = 2 * 512 * 512
 GPU_TILE = 256
 CPU_BATCH = 8
 CUDA_BATCH = 32  # x4 at 128x128 in: 32 slices of 512x512 out per pass (OOM halves it)
+# cuDNN times its algorithms for each new convolution shape and keeps the fastest: every batch but
+# the last has the same shape. Whether that first-call cost pays off within one command is what
+# enhance_speed.py's two fresh-command rows measure (with and without); not yet timed on a GPU.
+CUDNN_BENCHMARK = True
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[Path]:
@@ -137,7 +141,7 @@ def enhance_files(
         bundle.generator, torch_device, precision=None if precision == "auto" else precision
     )
     if torch_device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # every batch but the last has the same shape
+        torch.backends.cudnn.benchmark = CUDNN_BENCHMARK
     written = []
     columns = (
         TextColumn("{task.description}"),
