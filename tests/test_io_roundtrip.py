@@ -307,3 +307,17 @@ def test_forward_writer_allows_only_forward_seeks(tmp_path):
         with pytest.raises(io.UnsupportedOperation, match="only seek forward"):
             stream.seek(1)
     assert sink.getvalue() == b"abc" + bytes(5) + np.arange(2, dtype=np.int16).tobytes()
+
+
+def test_gzipped_reads_in_several_threads_put_nibabel_back_once(tmp_path, small_ct_volume):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from nibabel.openers import ImageOpener
+
+    before = dict(ImageOpener.compress_ext_map)
+    path = write_nifti(tmp_path / "ct.nii.gz", *small_ct_volume)
+    expected = load_scan(path).numpy()
+    with ThreadPoolExecutor(4) as pool:
+        scans = list(pool.map(lambda _: load_scan(path).numpy(), range(16)))
+    assert all(np.array_equal(scan, expected) for scan in scans)
+    assert ImageOpener.compress_ext_map == before

@@ -6,6 +6,7 @@ import contextlib
 import io
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,9 @@ def write_nifti(
         image.to_file_map({"image": nib.FileHolder(fileobj=stream)})
 
 
+_SWAP = {"lock": threading.Lock(), "readers": 0, "saved": None}
+
+
 @contextlib.contextmanager
 def _isal_gzip_reads():
     """While inside: nibabel inflates ``.gz`` files with ISA-L (python-isal) instead of zlib.
@@ -136,8 +140,9 @@ def _isal_gzip_reads():
     (``benchmarks/enhance_overhead.py``, docs/benchmarks.md). nibabel has no switch for this; its
     extension point for compressed formats is ``ImageOpener.compress_ext_map`` (images open their
     files, and the array proxies their data, through ``ImageOpener``). The entry is swapped only
-    while this module reads, so other nibabel users in the process are not affected. Where python-isal
-    is missing, nothing changes.
+    while this module reads (counted, so reads in several threads put it back once, after the last),
+    so other nibabel users in the process are not affected. Where python-isal is missing, nothing
+    changes.
     """
     try:
         from isal import igzip
@@ -146,12 +151,18 @@ def _isal_gzip_reads():
         yield
         return
     openers = ImageOpener.compress_ext_map
-    before = openers[".gz"]
-    openers[".gz"] = (igzip.open, ("mode",))
+    with _SWAP["lock"]:
+        if _SWAP["readers"] == 0:
+            _SWAP["saved"] = openers[".gz"]
+            openers[".gz"] = (igzip.open, ("mode",))
+        _SWAP["readers"] += 1
     try:
         yield
     finally:
-        openers[".gz"] = before
+        with _SWAP["lock"]:
+            _SWAP["readers"] -= 1
+            if _SWAP["readers"] == 0:
+                openers[".gz"] = _SWAP["saved"]
 
 
 def _gzip_writer(path: Path):
