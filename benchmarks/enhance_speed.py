@@ -360,16 +360,24 @@ def _cuda_end_to_end_rows(args, source: Path, model: Path, flops, folder: Path) 
     command (Python start-up, imports and CUDA initialisation included)."""
     import subprocess
 
-    from srgan_med.enhance.run import enhance_files
+    from srgan_med.enhance.run import enhance_files, report_path
 
     name = f"GPU: {torch.cuda.get_device_name(0)}"
+
+    def timed(run: Callable[[], Any], target: Path) -> tuple[float, dict[str, Any]]:
+        """Seconds of ``run()``, which enhances into ``target``, and the command's own report."""
+        seconds, _, _ = _timed(run, torch.device("cuda"))
+        return seconds, json.loads(report_path(target).read_text())
+
     rows = []
     for attempt in ("first call", "second call"):
         target = folder / f"ct_sr_cuda_{attempt.split()[0]}.nii"
-        started = time.perf_counter()
-        enhance_files([str(source)], output=target, model=str(model), device="cuda", quiet=True)
-        seconds = time.perf_counter() - started
-        report = json.loads(target.with_name(target.name + ".json").read_text())
+        seconds, report = timed(
+            lambda t=target: enhance_files(
+                [str(source)], output=t, model=str(model), device="cuda", quiet=True
+            ),
+            target,
+        )
         rows.append(
             _row(
                 f"srgan-med enhance end to end on CUDA, in process ({attempt})",
@@ -389,10 +397,7 @@ def _cuda_end_to_end_rows(args, source: Path, model: Path, flops, folder: Path) 
         target = folder / f"ct_sr_cli_{benchmark}.nii"
         command = [sys.executable, "-c", launch.format(benchmark), "enhance", str(source), "-o", str(target)]
         command += ["--model", str(model), "--device", "cuda", "-q"]
-        started = time.perf_counter()
-        subprocess.run(command, check=True)
-        seconds = time.perf_counter() - started
-        report = json.loads(target.with_name(target.name + ".json").read_text())
+        seconds, report = timed(lambda c=command: subprocess.run(c, check=True), target)
         rows.append(
             _row(
                 f"srgan-med enhance end to end on CUDA, fresh command, cudnn.benchmark {benchmark}",

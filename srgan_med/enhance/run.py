@@ -27,6 +27,11 @@ CUDA_BATCH = 32  # x4 at 128x128 in: 32 slices of 512x512 out per pass (OOM halv
 CUDNN_BENCHMARK = True
 
 
+def report_path(output: Path) -> Path:
+    """Where ``enhance`` writes the JSON report of ``output``: beside it, ``<output>.json``."""
+    return output.with_name(output.name + ".json")
+
+
 def expand_inputs(inputs: Sequence[str]) -> list[Path]:
     """Each input as given, except that a folder holding NIfTI files stands for those files."""
     from srgan_med.examples import resolve_input
@@ -216,8 +221,7 @@ def enhance_files(
             "input_shape": list(scan.shape[1:]),
             "output_shape": list(result.image.shape[1:]),
         }
-        report_path = target.with_name(target.name + ".json")
-        with atomic_output(report_path, overwrite=True, inputs=[source]) as temporary:
+        with atomic_output(report_path(target), overwrite=True, inputs=[source]) as temporary:
             temporary.write_text(json.dumps(report, indent=2, default=str))
         written.append(target)
         if not quiet:
