@@ -10,8 +10,10 @@ depend on weight values) on 128x128 slices resident on the device, timed with CU
   output conv before the last pixel shuffle) in strict fp32, TF32, mixed and bf16 + channels_last,
   batched;
 - bf16 + channels_last replayed from a CUDA graph; ``torch.compile`` (``--compile``);
-- the same bf16 engine with the output convolution computed the other way (``output_conv="shift-sum"``,
-  :class:`srgan_med.enhance.inference.ShiftSumConv2d`), eager and compiled (default mode);
+- the same bf16 engine with the output convolution computed other ways, eager and compiled (default
+  mode): ``output_conv="shift-sum"`` (:class:`srgan_med.enhance.inference.ShiftSumConv2d`) and
+  ``"fused-shift-sum"`` (:class:`srgan_med.enhance.inference.PReLUShiftSumConv2d`: the PReLU before
+  it applied inside the product, a Triton kernel);
 - with ``--profile``, the top kernels of the fastest eager bf16 row and of each compiled row
   (``torch.profiler``), to show what bounds each figure.
 
@@ -22,7 +24,7 @@ Part 2, precision. Every shipped model of each public scan's modality (``--scans
 of ``../shared/data/scans`` when present, plus the package's example scans) enhances the scan's
 simulated low-res version (the evaluation's own :func:`srgan_med.evaluate.run.synthesise_pair`, the
 modality's preset, seed 0, ``--max-slices`` central slices) in each precision, and in bf16 with
-the output convolution computed another way (``output_conv="shift-sum"``); PSNR against the
+the output convolution computed the other ways (also compiled with ``--compile``); PSNR against the
 high-res scan uses ``srgan-med evaluate``'s data range and foreground mask. Issue #7's bar: within
 0.01 dB of strict fp32.
 
@@ -64,6 +66,8 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SCANS = REPO.parent / "shared" / "data" / "scans"
 TARGET_SLICES_PER_S = 4000.0  # issue #7, H100, x4 generator, 128x128 slices
 PSNR_BAR_DB = 0.01
+# The engine's output convolution computed other ways than as a convolution (prepare_for_inference).
+OTHER_OUTPUT_CONVS = ("shift-sum", "fused-shift-sum")
 
 
 def _events_ms(function: Callable[[], Any], repeats: int, warmup: int) -> float:
@@ -213,22 +217,25 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
                 "skipped": f"{type(error).__name__}: {error}",
             }
         )
-    shift_sum = "engine bf16 + channels_last, shift-sum output convolution"
-    engines["bf16 shift-sum"] = prepare_for_inference(
-        plain, device, precision="bf16", output_conv="shift-sum"
-    )
-    measure(shift_sum, engines["bf16 shift-sum"], graph_batch)
-    if args.profile:
-        with torch.inference_mode():
-            profiles[f"{shift_sum}, eager, batch {graph_batch}"] = kernel_profile(
-                functools.partial(engines["bf16 shift-sum"], batch_of(graph_batch)[0]), device
-            )
+    names = {}
+    for output_conv in OTHER_OUTPUT_CONVS:
+        names[output_conv] = f"engine bf16 + channels_last, {output_conv} output convolution"
+        engines[f"bf16 {output_conv}"] = prepare_for_inference(
+            plain, device, precision="bf16", output_conv=output_conv
+        )
+        measure(names[output_conv], engines[f"bf16 {output_conv}"], graph_batch)
+        if args.profile:
+            with torch.inference_mode():
+                profiles[f"{names[output_conv]}, eager, batch {graph_batch}"] = kernel_profile(
+                    functools.partial(engines[f"bf16 {output_conv}"], batch_of(graph_batch)[0]), device
+                )
     if args.compile:
         runs = [
             ("bf16", mode, f"engine bf16 + channels_last, torch.compile(mode={mode!r})")
             for mode in args.compile_modes
         ]
-        runs.append(("bf16 shift-sum", "default", f"{shift_sum}, torch.compile(mode='default')"))
+        for output_conv, name in names.items():
+            runs.append((f"bf16 {output_conv}", "default", f"{name}, torch.compile(mode='default')"))
         for engine, mode, name in runs:
             try:
                 torch.compiler.reset()  # each mode compiles from empty caches
@@ -302,11 +309,14 @@ def precision_check(args: argparse.Namespace, device: torch.device) -> list[dict
                 "slices": int(scan.shape[1 + axis]),
             }
             variants = {p: prepare_for_inference(bundle.generator, device, precision=p) for p in precisions}
-            variants["bf16 shift-sum"] = prepare_for_inference(
-                bundle.generator, device, precision="bf16", output_conv="shift-sum"
-            )
+            for output_conv in OTHER_OUTPUT_CONVS:
+                variants[f"bf16 {output_conv}"] = prepare_for_inference(
+                    bundle.generator, device, precision="bf16", output_conv=output_conv
+                )
             if args.compile and device.type == "cuda":
                 variants["bf16 compiled"] = torch.compile(variants["bf16"], dynamic=True)
+                fused = variants["bf16 fused-shift-sum"]
+                variants["bf16 fused-shift-sum compiled"] = torch.compile(fused, dynamic=True)
             for label, generator in variants.items():
                 output = enhance_volume(
                     low_res, generator, bundle.scale, normalise=normalise, denormalise=denormalise,

@@ -44,14 +44,15 @@ collect() {  # collect SOURCE NAME: a stage's report into $OUT at once, so a cal
 # COMPILE_MODES="default max-autotune-no-cudagraphs" adds torch.compile modes to the inference stage.
 # STAGES picks stages (all by default). Together they need about 12 minutes, more than one device
 # call allows (10), and a session's device time (15 min) also pays the machine's start-up. The H100
-# run of 2026-11-26 measured everything once (docs/benchmarks.md); what is open is the shift-sum
-# output convolution (srgan_med/nets/shift_sum.py), in inference and training, in one call:
-#   STAGES="inference compile tests" COMPILE_BATCHES=256 INFERENCE_ARGS="--batches 256" T_INFERENCE=200 T_COMPILE=240 T_TESTS=90
-# (the inference stage times the engine with both output convolutions, eager and compiled, and
-# checks both PSNRs; the compile stage trains compiled at batch 256 with each.) With time left, on
-# the same warm machine (it goes back 30 s after a call): STAGES="enhance compile"
-# COMPILE_ROWS=compile_reduce_overhead T_COMPILE=200 (a fresh enhance command with and without
-# cuDNN's algorithm search; CUDA graphs at the paper's batch of 16).
+# run of 2026-11-26 measured everything once (docs/benchmarks.md); inference was at 3,000 of 4,000
+# slices/s, bound by the output convolution. Open: its other forms, "shift-sum"
+# (srgan_med/nets/shift_sum.py) and "fused-shift-sum" (srgan_med/nets/prelu_matmul.py, a Triton
+# kernel), first in inference (eager, compiled, profiled, their PSNR on the public scans) and in the
+# GPU tests, in one call:
+#   STAGES="inference tests" INFERENCE_ARGS="--batches 256" T_INFERENCE=300 T_TESTS=120
+# Then, on the same warm machine (it goes back 30 s after a call): STAGES="compile enhance"
+# COMPILE_BATCHES=256 T_COMPILE=240 (training compiled at batch 256 with each output convolution; a
+# fresh enhance command with and without cuDNN's algorithm search).
 STAGES=${STAGES:-tests traffic inference enhance overhead train compile cold}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 # COMPILE_BATCHES: the batches of the compiled training rows (each compiles from empty caches);
@@ -78,7 +79,8 @@ want train && stage train "${T_TRAIN:-200}" python3 benchmarks/train_speed.py --
   --batch-sizes 32 64 128 256 --out "$WORK/train"
 want train && collect train/train_speed.json train_speed.json
 want tests && stage gpu_tests "${T_TESTS:-120}" python3 -m pytest -q -p no:cacheprovider -m gpu \
-  tests/test_degrade_batch.py tests/test_benchmark_train.py tests/test_enhance_engine.py tests/test_nets.py
+  tests/test_degrade_batch.py tests/test_benchmark_train.py tests/test_enhance_engine.py tests/test_nets.py \
+  tests/test_prelu_matmul.py
 # The wheels were unpacked without bytecode (--no-compile, to save the other stages' time): compile it
 # first, as a normal installation does, so the cold start measures imports, not compiling them.
 want cold && stage bytecode 60 python3 -m compileall -q -j 0 /tmp/site

@@ -31,8 +31,13 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from srgan_med.nets.shift_sum import is_same_conv, shift_sum_conv2d
+from srgan_med.nets.prelu_matmul import kernel_applies, load_kernel, prelu_matmul
+from srgan_med.nets.shift_sum import is_same_conv, shift_sum_conv2d, shifted_sum, tap_matrix
 from srgan_med.nets.srresnet import OUTPUT_CONVS
+
+# The output convolution's forms for inference: the training-time ones, and "fused-shift-sum"
+# (PReLUShiftSumConv2d, no gradient).
+INFERENCE_OUTPUT_CONVS = (*OUTPUT_CONVS, "fused-shift-sum")
 
 
 def fold_batch_norm(network: nn.Module) -> nn.Module:
@@ -159,6 +164,51 @@ def shift_sum_tail(network: nn.Module) -> nn.Module:
     last = upsample[-1] if isinstance(upsample, nn.Sequential) and len(upsample) else None
     if isinstance(last, nn.Sequential) and len(last) == 4 and is_same_conv(last[2]):
         last[2] = ShiftSumConv2d(last[2])
+    return network
+
+
+class PReLUShiftSumConv2d(nn.Module):
+    """``conv(prelu(y + bias))`` in two passes: the bias and PReLU applied as the ``1 x 1`` product's
+    operand is loaded (:func:`srgan_med.nets.prelu_matmul.prelu_matmul`, one Triton kernel on CUDA),
+    then :func:`srgan_med.nets.shift_sum.shifted_sum` of its planes. Replaces ``bias`` (the
+    convolution before it), ``prelu`` and ``conv`` of the folded tail; ``(B, C, H, W)`` without that
+    bias -> ``(B, out, H, W)`` float32. Where the kernel does not apply (not channels_last, float32,
+    no Triton) the same function runs as :class:`ShiftSumConv2d` after ``prelu``."""
+
+    def __init__(self, bias: torch.Tensor | None, prelu: nn.PReLU, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.shift_sum = ShiftSumConv2d(conv)
+        self.size, self.outputs = conv.kernel_size[0], conv.out_channels
+        columns = self.size**2 * self.outputs
+        taps = torch.zeros(conv.in_channels, -(-columns // 8) * 8)  # 16-byte aligned rows of planes
+        taps[:, :columns] = tap_matrix(conv.weight.detach()).t()
+        self.taps = nn.Parameter(taps, requires_grad=False)
+        in_bias = bias.detach().clone() if bias is not None else torch.zeros(conv.in_channels)
+        self.in_bias = nn.Parameter(in_bias, requires_grad=False)
+        self.alpha = nn.Parameter(prelu.weight.detach().clone(), requires_grad=False)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = y.shape
+        rows = y.permute(0, 2, 3, 1).reshape(batch * height * width, channels)  # a view in channels_last
+        if not (y.is_contiguous(memory_format=torch.channels_last) and kernel_applies(rows)):
+            shifted = y + self.in_bias.view(1, -1, 1, 1).to(y.dtype)
+            return self.shift_sum(nn.functional.prelu(shifted, self.alpha.to(y.dtype)))
+        planes = prelu_matmul(rows, self.in_bias, self.alpha, self.taps)
+        planes = planes.view(batch, height, width, -1).permute(0, 3, 1, 2)
+        return shifted_sum(planes, self.size, self.outputs) + self.shift_sum.bias.view(1, -1, 1, 1)
+
+
+def fused_shift_sum_tail(network: nn.Module) -> nn.Module:
+    """``network`` (after :func:`fold_tail_before_shuffle`) with the last upsampling convolution's
+    bias, the PReLU and the low-resolution output convolution as one :class:`PReLUShiftSumConv2d`;
+    networks of another shape are returned unchanged."""
+    upsample = getattr(network, "upsample", None)
+    last = upsample[-1] if isinstance(upsample, nn.Sequential) and len(upsample) else None
+    if isinstance(last, nn.Sequential) and len(last) == 4 and is_same_conv(last[2]):
+        conv, prelu = last[0], last[1]
+        fused = PReLUShiftSumConv2d(conv.bias, prelu, last[2])
+        conv.bias = None
+        upsample[-1] = nn.Sequential(conv, fused, last[3])
     return network
 
 
@@ -292,7 +342,9 @@ def prepare_for_inference(
             default: :func:`default_precision`.
         output_conv: ``"conv"`` (the output convolution as a convolution) or ``"shift-sum"``
             (:class:`ShiftSumConv2d`, the same function computed another way; on a 2-core CPU it
-            was 10 % slower, so it is not the default there; on CUDA it is still to be timed).
+            was 10 % slower, so it is not the default there; on CUDA it is still to be timed), or
+            ``"fused-shift-sum"`` (:class:`PReLUShiftSumConv2d`: the PReLU before it fused into the
+            product, a Triton kernel on CUDA; still to be timed).
 
     Returns:
         :class:`InferenceGenerator` computing the same function as ``generator.eval()``.
@@ -300,12 +352,15 @@ def prepare_for_inference(
     device = torch.device(device)
     if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if output_conv not in OUTPUT_CONVS:
-        raise ValueError(f"output_conv must be one of {OUTPUT_CONVS}, got {output_conv!r}")
+    if output_conv not in INFERENCE_OUTPUT_CONVS:
+        raise ValueError(f"output_conv must be one of {INFERENCE_OUTPUT_CONVS}, got {output_conv!r}")
     # Folded on the CPU (the rewrites build their weights there), then moved.
     network = fold_tail_before_shuffle(fold_batch_norm(copy.deepcopy(generator).cpu().eval())).to(device)
     if output_conv == "shift-sum":
         network = shift_sum_tail(network)
+    elif output_conv == "fused-shift-sum":
+        load_kernel()  # before any torch.compile traces the network
+        network = fused_shift_sum_tail(network)
     if precision is None:
         precision = default_precision(device, network)
     if channels_last is None:

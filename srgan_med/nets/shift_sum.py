@@ -32,7 +32,7 @@ def is_same_conv(conv: nn.Module) -> bool:
     )
 
 
-def _shifted_sum(planes: torch.Tensor, size: int, outputs: int) -> torch.Tensor:
+def shifted_sum(planes: torch.Tensor, size: int, outputs: int) -> torch.Tensor:
     """``out[:, o, y, x] = sum over taps (dy, dx) of planes[:, (dy * size + dx) * outputs + o,
     y + dy - r, x + dx - r]`` (zero outside), ``r = size // 2``, accumulated in float32 at least."""
     height, width = planes.shape[-2:]
@@ -46,15 +46,23 @@ def _shifted_sum(planes: torch.Tensor, size: int, outputs: int) -> torch.Tensor:
     return total
 
 
+def tap_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """``(out, in, k, k)`` -> ``(k * k * out, in)``: row ``(dy * k + dx) * out + o`` holds tap
+    ``(dy, dx)`` of output channel ``o``. Tap-major, so the planes of one tap are adjacent channels
+    (one read in channels_last), as :func:`shifted_sum` expects."""
+    outputs, inputs, size, _ = weight.shape
+    return weight.permute(2, 3, 0, 1).reshape(size * size * outputs, inputs)
+
+
 class _ShiftedSum(torch.autograd.Function):
-    """:func:`_shifted_sum` with its gradient as one gather: the gradient of tap ``(dy, dx)``'s planes
+    """:func:`shifted_sum` with its gradient as one gather: the gradient of tap ``(dy, dx)``'s planes
     is the output's gradient shifted back by that tap. (Autograd's own gradient of the slices
     would allocate a zero tensor the size of all planes for each of the ``size * size`` taps.)"""
 
     @staticmethod
     def forward(ctx, planes: torch.Tensor, size: int, outputs: int) -> torch.Tensor:
         ctx.size, ctx.outputs, ctx.dtype = size, outputs, planes.dtype
-        return _shifted_sum(planes, size, outputs)
+        return shifted_sum(planes, size, outputs)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -75,7 +83,6 @@ def shift_sum_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     in ``x``, ``weight`` and ``bias``; the result is float32, or float64 for float64 input (the planes
     may be bf16 under autocast; their sum is taken in float32)."""
     outputs, inputs, size, _ = weight.shape
-    # Tap-major planes: the outputs of one tap are adjacent channels (one read in channels_last).
-    taps = weight.permute(2, 3, 0, 1).reshape(size * size * outputs, inputs, 1, 1)
+    taps = tap_matrix(weight)[:, :, None, None]
     total = _ShiftedSum.apply(nn.functional.conv2d(x, taps), size, outputs)
     return total if bias is None else total + bias.view(1, -1, 1, 1).to(total.dtype)
