@@ -49,10 +49,12 @@ collect() {  # collect SOURCE NAME: a stage's report into $OUT at once, so a cal
 # (srgan_med/nets/shift_sum.py) and "fused-shift-sum" (srgan_med/nets/prelu_matmul.py, a Triton
 # kernel), first in inference (eager, compiled, profiled, their PSNR on the public scans) and in the
 # GPU tests, in one call:
-#   STAGES="inference tests" INFERENCE_ARGS="--batches 256" T_INFERENCE=300 T_TESTS=120
-# Then, on the same warm machine (it goes back 30 s after a call): STAGES="compile enhance"
-# COMPILE_BATCHES=256 T_COMPILE=240 (training compiled at batch 256 with each output convolution; a
-# fresh enhance command with and without cuDNN's algorithm search).
+#   STAGES="inference tests" INFERENCE_ARGS="--batches 256 --skip-precision" T_INFERENCE=300 T_TESTS=150
+# Then, on the same warm machine (it goes back 30 s after a call), their PSNR on the public scans:
+#   STAGES="inference" INFERENCE_ARGS="--skip-throughput" T_INFERENCE=200
+# With time left: STAGES="compile enhance" COMPILE_BATCHES=256 T_COMPILE=240 (training compiled at
+# batch 256 with each output convolution; a fresh enhance command with and without cuDNN's
+# algorithm search).
 STAGES=${STAGES:-tests traffic inference enhance overhead train compile cold}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 # COMPILE_BATCHES: the batches of the compiled training rows (each compiles from empty caches);

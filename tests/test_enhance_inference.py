@@ -12,16 +12,15 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from torch import nn
 
+from srgan_med.enhance.conv_forms import ShiftSumConv2d, UnfoldConv2d, shift_sum_tail
 from srgan_med.enhance.engine import enhance_volume
 from srgan_med.enhance.inference import (
-    ShiftSumConv2d,
     default_precision,
     fold_batch_norm,
     fold_tail_before_shuffle,
     mixed_precision,
     native_bf16_cpu,
     prepare_for_inference,
-    shift_sum_tail,
 )
 from srgan_med.metrics import psnr
 from srgan_med.nets import SRResNet
@@ -136,16 +135,44 @@ def test_shift_sum_tail_replaces_only_the_folded_output_convolution():
     assert isinstance(shift_sum_tail(network)[0], nn.Conv2d)
 
 
-@pytest.mark.parametrize("output_conv", ["conv", "shift-sum"])
+@pytest.mark.parametrize("size", [3, 9])
+@pytest.mark.parametrize("inputs", [1, 3])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_unfold_convolution_equals_the_convolution(size, inputs, channels_last):
+    torch.manual_seed(4)
+    conv = nn.Conv2d(inputs, 16, size, padding=size // 2)
+    x = torch.randn(2, inputs, 19, 23)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    unfold = UnfoldConv2d(conv, channels_last)
+    assert unfold.weight.shape[1] % 8 == 0  # padded with zero columns
+    with torch.no_grad():
+        got, expected = unfold(x), conv(x)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert (got.stride(1) == 1) == channels_last  # the layout it was told
+    with pytest.raises(ValueError, match="UnfoldConv2d needs"):
+        UnfoldConv2d(nn.Conv2d(1, 4, 3, stride=2, padding=1))
+
+
+@pytest.mark.parametrize(
+    ("output_conv", "input_conv"),
+    [("conv", "conv"), ("shift-sum", "conv"), ("conv", "unfold"), ("fused-shift-sum", "unfold")],
+)
 @pytest.mark.parametrize("residual", ["none", "bicubic"])
 @pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize("scale", [2, 3, 4])
-def test_prepared_generator_equals_plain(channels_last, scale, residual, output_conv):
+def test_prepared_generator_equals_plain(channels_last, scale, residual, output_conv, input_conv):
     generator = _generator(scale, residual)
     prepared = prepare_for_inference(
-        generator, "cpu", channels_last=channels_last, precision="fp32", output_conv=output_conv
+        generator,
+        "cpu",
+        channels_last=channels_last,
+        precision="fp32",
+        output_conv=output_conv,
+        input_conv=input_conv,
     )
-    assert any(isinstance(m, ShiftSumConv2d) for m in prepared.modules()) == (output_conv == "shift-sum")
+    assert any(isinstance(m, ShiftSumConv2d) for m in prepared.modules()) == (output_conv != "conv")
+    assert isinstance(prepared.network.head[0], UnfoldConv2d) == (input_conv == "unfold")
     low_res = torch.rand(4, 1, 24, 31)
     with torch.inference_mode():
         fast = prepared(low_res)
@@ -210,6 +237,10 @@ def test_unknown_precision_or_tail_is_refused():
         prepare_for_inference(_generator(2), "cpu", precision="fp16")
     with pytest.raises(ValueError, match="output_conv must be one of"):
         prepare_for_inference(_generator(2), "cpu", output_conv="fft")
+    with pytest.raises(ValueError, match="input_conv must be one of"):
+        prepare_for_inference(_generator(2), "cpu", input_conv="fft")
+    with pytest.raises(ValueError, match="'fused-shift-sum' has no kernel"):
+        prepare_for_inference(_generator(2), "cpu", precision="mixed", output_conv="fused-shift-sum")
 
 
 def _ct_scan(shape=(40, 36, 7)) -> MetaTensor:

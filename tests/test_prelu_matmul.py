@@ -14,13 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from srgan_med.enhance.inference import (
-    PReLUShiftSumConv2d,
-    fold_batch_norm,
-    fold_tail_before_shuffle,
-    fused_shift_sum_tail,
-    prepare_for_inference,
-)
+from srgan_med.enhance.conv_forms import PReLUShiftSumConv2d, fused_shift_sum_tail
+from srgan_med.enhance.inference import fold_batch_norm, fold_tail_before_shuffle, prepare_for_inference
 from srgan_med.nets import SRResNet
 from srgan_med.nets.prelu_matmul import prelu_matmul, prelu_matmul_reference
 
@@ -153,14 +148,16 @@ def test_fused_engine_on_cuda_eager_and_compiled():
     expected = prelu_matmul_reference(y, bias, alpha, weight).float()
     assert float((out - expected).norm() / expected.norm()) < 1e-2
 
-    generator = SRResNet(scale=4, residual="bicubic").eval()
+    generator = SRResNet(scale=4, blocks=2, residual="bicubic").eval()  # 64 wide: K = 256, as shipped
     with torch.no_grad():
         generator.tail.weight.normal_(0.0, 0.01)  # zero at init with the bicubic residual
     generator = generator.to(device)
     low_res = torch.rand(8, 1, 64, 64, device=device)
     with torch.no_grad():
         plain = generator(low_res)
-    fused = prepare_for_inference(generator, device, precision="bf16", output_conv="fused-shift-sum")
+    fused = prepare_for_inference(
+        generator, device, precision="bf16", output_conv="fused-shift-sum", input_conv="unfold"
+    )
     compiled = torch.compile(fused, fullgraph=True)
     with torch.inference_mode():
         for result in (fused(low_res), compiled(low_res)):

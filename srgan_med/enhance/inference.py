@@ -31,13 +31,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from srgan_med.nets.prelu_matmul import kernel_applies, load_kernel, prelu_matmul
-from srgan_med.nets.shift_sum import is_same_conv, shift_sum_conv2d, shifted_sum, tap_matrix
-from srgan_med.nets.srresnet import OUTPUT_CONVS
-
-# The output convolution's forms for inference: the training-time ones, and "fused-shift-sum"
-# (PReLUShiftSumConv2d, no gradient).
-INFERENCE_OUTPUT_CONVS = (*OUTPUT_CONVS, "fused-shift-sum")
+from srgan_med.enhance.conv_forms import INFERENCE_OUTPUT_CONVS, INPUT_CONVS, rewrite_head, rewrite_tail
+from srgan_med.nets.shift_sum import is_same_conv
 
 
 def fold_batch_norm(network: nn.Module) -> nn.Module:
@@ -137,79 +132,6 @@ def fold_tail_before_shuffle(network: nn.Module) -> nn.Module:
     folded.tail = nn.Identity()
     folded.output_conv = "conv"  # a training-time choice (SRResNet.output_conv); the tail is gone
     return folded.eval()
-
-
-class ShiftSumConv2d(nn.Module):
-    """``conv`` computed by :func:`srgan_med.nets.shift_sum.shift_sum_conv2d`: a ``1 x 1``
-    convolution to one plane per kernel tap, then their shifted sum, in float32. The same function
-    (the sums are reassociated; ``tests/test_enhance_inference.py``), aimed at GPU kernels that pad
-    few output channels to a wide tile (that module's docstring has the measurement)."""
-
-    def __init__(self, conv: nn.Conv2d) -> None:
-        super().__init__()
-        if not is_same_conv(conv):
-            raise ValueError("ShiftSumConv2d needs a stride-1, zero-padded, ungrouped square odd convolution")
-        self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=False)
-        bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(conv.out_channels)
-        self.bias = nn.Parameter(bias, requires_grad=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return shift_sum_conv2d(x, self.weight, self.bias)
-
-
-def shift_sum_tail(network: nn.Module) -> nn.Module:
-    """``network`` (after :func:`fold_tail_before_shuffle`) with its low-resolution output
-    convolution as a :class:`ShiftSumConv2d`; networks of another shape are returned unchanged."""
-    upsample = getattr(network, "upsample", None)
-    last = upsample[-1] if isinstance(upsample, nn.Sequential) and len(upsample) else None
-    if isinstance(last, nn.Sequential) and len(last) == 4 and is_same_conv(last[2]):
-        last[2] = ShiftSumConv2d(last[2])
-    return network
-
-
-class PReLUShiftSumConv2d(nn.Module):
-    """``conv(prelu(y + bias))`` in two passes: the bias and PReLU applied as the ``1 x 1`` product's
-    operand is loaded (:func:`srgan_med.nets.prelu_matmul.prelu_matmul`, one Triton kernel on CUDA),
-    then :func:`srgan_med.nets.shift_sum.shifted_sum` of its planes. Replaces ``bias`` (the
-    convolution before it), ``prelu`` and ``conv`` of the folded tail; ``(B, C, H, W)`` without that
-    bias -> ``(B, out, H, W)`` float32. Where the kernel does not apply (not channels_last, float32,
-    no Triton) the same function runs as :class:`ShiftSumConv2d` after ``prelu``."""
-
-    def __init__(self, bias: torch.Tensor | None, prelu: nn.PReLU, conv: nn.Conv2d) -> None:
-        super().__init__()
-        self.shift_sum = ShiftSumConv2d(conv)
-        self.size, self.outputs = conv.kernel_size[0], conv.out_channels
-        columns = self.size**2 * self.outputs
-        taps = torch.zeros(conv.in_channels, -(-columns // 8) * 8)  # 16-byte aligned rows of planes
-        taps[:, :columns] = tap_matrix(conv.weight.detach()).t()
-        self.taps = nn.Parameter(taps, requires_grad=False)
-        in_bias = bias.detach().clone() if bias is not None else torch.zeros(conv.in_channels)
-        self.in_bias = nn.Parameter(in_bias, requires_grad=False)
-        self.alpha = nn.Parameter(prelu.weight.detach().clone(), requires_grad=False)
-
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        batch, channels, height, width = y.shape
-        rows = y.permute(0, 2, 3, 1).reshape(batch * height * width, channels)  # a view in channels_last
-        if not (y.is_contiguous(memory_format=torch.channels_last) and kernel_applies(rows)):
-            shifted = y + self.in_bias.view(1, -1, 1, 1).to(y.dtype)
-            return self.shift_sum(nn.functional.prelu(shifted, self.alpha.to(y.dtype)))
-        planes = prelu_matmul(rows, self.in_bias, self.alpha, self.taps)
-        planes = planes.view(batch, height, width, -1).permute(0, 3, 1, 2)
-        return shifted_sum(planes, self.size, self.outputs) + self.shift_sum.bias.view(1, -1, 1, 1)
-
-
-def fused_shift_sum_tail(network: nn.Module) -> nn.Module:
-    """``network`` (after :func:`fold_tail_before_shuffle`) with the last upsampling convolution's
-    bias, the PReLU and the low-resolution output convolution as one :class:`PReLUShiftSumConv2d`;
-    networks of another shape are returned unchanged."""
-    upsample = getattr(network, "upsample", None)
-    last = upsample[-1] if isinstance(upsample, nn.Sequential) and len(upsample) else None
-    if isinstance(last, nn.Sequential) and len(last) == 4 and is_same_conv(last[2]):
-        conv, prelu = last[0], last[1]
-        fused = PReLUShiftSumConv2d(conv.bias, prelu, last[2])
-        conv.bias = None
-        upsample[-1] = nn.Sequential(conv, fused, last[3])
-    return network
 
 
 PRECISIONS = ("fp32", "tf32", "bf16", "mixed")
@@ -329,6 +251,7 @@ def prepare_for_inference(
     channels_last: bool | None = None,
     precision: str | None = None,
     output_conv: str = "conv",
+    input_conv: str = "conv",
 ) -> InferenceGenerator:
     """An eval-mode copy of ``generator`` on ``device``, with batch norm folded and, on CPU, the
     channels-last layout. The original module is not modified.
@@ -340,11 +263,14 @@ def prepare_for_inference(
         precision: ``"fp32"`` (IEEE float32; cuDNN's TF32 off), ``"tf32"`` (TF32 tensor-core
             convolutions on CUDA), ``"bf16"`` (autocast) or ``"mixed"`` (:func:`mixed_precision`);
             default: :func:`default_precision`.
-        output_conv: ``"conv"`` (the output convolution as a convolution) or ``"shift-sum"``
-            (:class:`ShiftSumConv2d`, the same function computed another way; on a 2-core CPU it
-            was 10 % slower, so it is not the default there; on CUDA it is still to be timed), or
-            ``"fused-shift-sum"`` (:class:`PReLUShiftSumConv2d`: the PReLU before it fused into the
-            product, a Triton kernel on CUDA; still to be timed).
+        output_conv: ``"conv"`` (the output convolution as a convolution), ``"shift-sum"``
+            (``ShiftSumConv2d``, the same function computed another way; on a 2-core CPU it was
+            10 % slower, so it is not the default there; on CUDA it is still to be timed), or
+            ``"fused-shift-sum"`` (``PReLUShiftSumConv2d``: the PReLU before it fused into the
+            product, a Triton kernel on CUDA; still to be timed). See
+            :mod:`srgan_med.enhance.conv_forms`.
+        input_conv: ``"conv"`` or ``"unfold"`` (``UnfoldConv2d``, the first convolution as a
+            product over shifted copies of the input; still to be timed).
 
     Returns:
         :class:`InferenceGenerator` computing the same function as ``generator.eval()``.
@@ -354,17 +280,20 @@ def prepare_for_inference(
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if output_conv not in INFERENCE_OUTPUT_CONVS:
         raise ValueError(f"output_conv must be one of {INFERENCE_OUTPUT_CONVS}, got {output_conv!r}")
-    # Folded on the CPU (the rewrites build their weights there), then moved.
-    network = fold_tail_before_shuffle(fold_batch_norm(copy.deepcopy(generator).cpu().eval())).to(device)
-    if output_conv == "shift-sum":
-        network = shift_sum_tail(network)
-    elif output_conv == "fused-shift-sum":
-        load_kernel()  # before any torch.compile traces the network
-        network = fused_shift_sum_tail(network)
+    if input_conv not in INPUT_CONVS:
+        raise ValueError(f"input_conv must be one of {INPUT_CONVS}, got {input_conv!r}")
+    if precision == "mixed" and output_conv == "fused-shift-sum":
+        raise ValueError(
+            "precision 'mixed' keeps the output convolution in float32, where 'fused-shift-sum' has no kernel"
+        )
+    # Rewritten on the CPU (the rewrites build their weights there), then moved.
+    network = fold_tail_before_shuffle(fold_batch_norm(copy.deepcopy(generator).cpu().eval()))
+    network = rewrite_tail(network, output_conv)
     if precision is None:
         precision = default_precision(device, network)
     if channels_last is None:
         channels_last = device.type == "cpu" or precision in ("bf16", "mixed")
+    network = rewrite_head(network, input_conv, channels_last).to(device)
     if precision == "mixed":
         network = mixed_precision(network)
     if channels_last:
