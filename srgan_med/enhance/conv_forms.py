@@ -1,6 +1,8 @@
-"""The same convolutions computed other ways, for the generator's first and output convolutions,
-where GPU convolution kernels spend most of their work on padding (the measurements are in
-``srgan_med/nets/shift_sum.py`` and ``srgan_med/nets/prelu_matmul.py``). Each is the same function
+"""The same convolutions computed other ways, for the generator's first and output convolutions:
+there GPU convolution kernels spend most of their work on padding few channels to a wide tile, or
+the output convolution re-reads the largest tensor of the network (the H100 measurements are in
+``srgan_med/nets/shift_sum.py``, ``srgan_med/nets/prelu_matmul.py`` and :class:`UnfoldConv2d`,
+and in docs/benchmarks.md). Each is the same function
 as the convolution it replaces (``tests/test_enhance_inference.py``, ``tests/test_prelu_matmul.py``);
 :func:`srgan_med.enhance.inference.prepare_for_inference` applies them on request.
 """

@@ -12,7 +12,8 @@ Three exact rewrites (equal to the trained generator up to float32 rounding, che
   in, so every convolution skips two layout conversions; on CUDA with bf16 too.
 
 Measured with ``benchmarks/enhance_speed.py`` and ``benchmarks/gpu_inference.py`` (figures in
-``docs/benchmarks.md``).
+``docs/benchmarks.md``). On request the first and the output convolution are computed in other forms
+(:mod:`srgan_med.enhance.conv_forms`: ``input_conv``, ``output_conv``), not yet by default.
 
 Precision is a separate, explicit choice (:func:`default_precision`): on CUDA bf16 autocast; on a CPU
 with native bf16, ``"mixed"`` (the trunk in bf16, the first and the output convolution in float32);
