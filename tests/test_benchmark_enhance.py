@@ -168,3 +168,18 @@ def test_overhead_benchmark_reads_and_writes_dicom_series(tmp_path):
     report = overhead.main([*args, "--out", str(tmp_path)])
     assert report["format"] == "dicom" and report["median_seconds"]["save"] > 0
     assert report["written_bytes"] > 3 * 32 * 24 * 2  # three DICOM files: headers + int16 pixels
+
+
+def test_precision_summary_fails_a_variant_that_failed_on_any_pair():
+    """A variant whose run raised on some scan (``error_<label>``) is not within the bar, however
+    small its deltas elsewhere; one that never ran has no delta at all."""
+    bench = _load("gpu_inference")
+    rows = [
+        {"delta_bf16_db": 0.004, "delta_fused_db": 0.001},
+        {"delta_bf16_db": -0.006, "error_fused": "RuntimeError: no kernel"},
+        {"delta_bf16_db": 0.002, "error_broken": "RuntimeError: no kernel"},
+    ]
+    summary = bench.precision_summary(rows)
+    assert summary["bf16"] == {"max_abs_delta_db": 0.006, "within_0.01_db": True}
+    assert summary["fused"] == {"max_abs_delta_db": 0.001, "within_0.01_db": False, "failed_pairs": 1}
+    assert summary["broken"] == {"max_abs_delta_db": None, "within_0.01_db": False, "failed_pairs": 1}
