@@ -5,8 +5,9 @@ Why by hand: in SRResNet's folded tail (``fold_tail_before_shuffle``) the last u
 writes the largest tensor of the network (256 channels at half the output resolution: 8.6 GB for a
 batch of 256 x4 slices in bf16). Its bias and PReLU then take one more pass over it (by its name and
 time, a 5.7 ms kernel of an 84.3 ms compiled pass on an H100, docs/results/h100-2026-11-26) before
-the output convolution reads it again. cuDNN fuses no PReLU into a convolution, and Inductor declines to fuse a pointwise prologue that
-it computes in float32 into a bf16 matrix template (``check_prologue_fusion_heuristics_fusable``).
+the output convolution reads it again. cuDNN fuses no PReLU into a convolution, and Inductor
+declines to fuse a pointwise prologue that it computes in float32 into a bf16 matrix template
+(``check_prologue_fusion_heuristics_fusable``).
 Here the PReLU is applied in registers while the tile is loaded, so the tensor is read once. With
 ``weight`` holding one column per kernel tap and output channel, the product is the first half of
 :func:`srgan_med.nets.shift_sum.shift_sum_conv2d`.
