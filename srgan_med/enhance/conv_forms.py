@@ -73,13 +73,14 @@ class PReLUShiftSumConv2d(nn.Module):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = y.shape
-        rows = y.permute(0, 2, 3, 1).reshape(batch * height * width, channels)  # a view in channels_last
-        if not (y.is_contiguous(memory_format=torch.channels_last) and kernel_applies(rows)):
-            shifted = y + self.in_bias.view(1, -1, 1, 1).to(y.dtype)
-            return self.shift_sum(nn.functional.prelu(shifted, self.alpha.to(y.dtype)))
-        planes = prelu_matmul(rows, self.in_bias, self.alpha, self.taps)
-        planes = planes.view(batch, height, width, -1).permute(0, 3, 1, 2)
-        return shifted_sum(planes, self.size, self.outputs) + self.shift_sum.bias.view(1, -1, 1, 1)
+        if y.is_contiguous(memory_format=torch.channels_last):  # else the rows below would be a copy
+            rows = y.permute(0, 2, 3, 1).reshape(batch * height * width, channels)  # a view
+            if kernel_applies(rows):
+                planes = prelu_matmul(rows, self.in_bias, self.alpha, self.taps)
+                planes = planes.view(batch, height, width, -1).permute(0, 3, 1, 2)
+                return shifted_sum(planes, self.size, self.outputs) + self.shift_sum.bias.view(1, -1, 1, 1)
+        shifted = y + self.in_bias.view(1, -1, 1, 1).to(y.dtype)
+        return self.shift_sum(nn.functional.prelu(shifted, self.alpha.to(y.dtype)))
 
 
 def fused_shift_sum_tail(network: nn.Module) -> nn.Module:
