@@ -41,12 +41,26 @@ class ShiftSumConv2d(nn.Module):
         return shift_sum_conv2d(x, self.weight, self.bias)
 
 
-def shift_sum_tail(network: nn.Module) -> nn.Module:
-    """``network`` (after :func:`fold_tail_before_shuffle`) with its low-resolution output
-    convolution as a :class:`ShiftSumConv2d`; networks of another shape are returned unchanged."""
+def _aligned(count: int) -> int:
+    """``count`` rounded up to a multiple of 8: rows of 8 bf16 values are 16-byte aligned."""
+    return -(-count // 8) * 8
+
+
+def _folded_tail(network: nn.Module) -> nn.Sequential | None:
+    """The last upsampling block as ``fold_tail_before_shuffle`` leaves it, ``(conv, prelu,
+    low-res output conv, shuffle)``, or ``None`` for a network of another shape."""
     upsample = getattr(network, "upsample", None)
     last = upsample[-1] if isinstance(upsample, nn.Sequential) and len(upsample) else None
     if isinstance(last, nn.Sequential) and len(last) == 4 and is_same_conv(last[2]):
+        return last
+    return None
+
+
+def shift_sum_tail(network: nn.Module) -> nn.Module:
+    """``network`` (after :func:`fold_tail_before_shuffle`) with its low-resolution output
+    convolution as a :class:`ShiftSumConv2d`; networks of another shape are returned unchanged."""
+    last = _folded_tail(network)
+    if last is not None:
         last[2] = ShiftSumConv2d(last[2])
     return network
 
@@ -64,7 +78,7 @@ class PReLUShiftSumConv2d(nn.Module):
         self.shift_sum = ShiftSumConv2d(conv)
         self.size, self.outputs = conv.kernel_size[0], conv.out_channels
         columns = self.size**2 * self.outputs
-        taps = torch.zeros(conv.in_channels, -(-columns // 8) * 8)  # 16-byte aligned rows of planes
+        taps = torch.zeros(conv.in_channels, _aligned(columns))  # aligned rows of planes
         taps[:, :columns] = tap_matrix(conv.weight.detach()).t()
         self.taps = nn.Parameter(taps, requires_grad=False)
         in_bias = bias.detach().clone() if bias is not None else torch.zeros(conv.in_channels)
@@ -87,13 +101,12 @@ def fused_shift_sum_tail(network: nn.Module) -> nn.Module:
     """``network`` (after :func:`fold_tail_before_shuffle`) with the last upsampling convolution's
     bias, the PReLU and the low-resolution output convolution as one :class:`PReLUShiftSumConv2d`;
     networks of another shape are returned unchanged."""
-    upsample = getattr(network, "upsample", None)
-    last = upsample[-1] if isinstance(upsample, nn.Sequential) and len(upsample) else None
-    if isinstance(last, nn.Sequential) and len(last) == 4 and is_same_conv(last[2]):
+    last = _folded_tail(network)
+    if last is not None:
         conv, prelu = last[0], last[1]
         fused = PReLUShiftSumConv2d(conv.bias, prelu, last[2])
         conv.bias = None
-        upsample[-1] = nn.Sequential(conv, fused, last[3])
+        network.upsample[-1] = nn.Sequential(conv, fused, last[3])
     return network
 
 
@@ -116,7 +129,7 @@ class UnfoldConv2d(nn.Module):
             raise ValueError("UnfoldConv2d needs a stride-1, zero-padded, ungrouped square odd convolution")
         self.size = conv.kernel_size[0]
         depth = conv.in_channels * self.size**2
-        weight = torch.zeros(conv.out_channels, -(-depth // 8) * 8, 1, 1)  # 16-byte aligned rows
+        weight = torch.zeros(conv.out_channels, _aligned(depth), 1, 1)
         weight[:, :depth, 0, 0] = conv.weight.detach().reshape(conv.out_channels, depth)
         self.weight = nn.Parameter(weight, requires_grad=False)
         bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(conv.out_channels)
