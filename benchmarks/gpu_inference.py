@@ -9,7 +9,9 @@ depend on weight values) on 128x128 slices resident on the device, timed with CU
 - the engine's generator (:func:`srgan_med.enhance.inference.prepare_for_inference`: batch norm folded,
   output conv before the last pixel shuffle) in strict fp32, TF32, mixed and bf16 + channels_last,
   batched;
-- bf16 + channels_last replayed from a CUDA graph; ``torch.compile`` (``--compile``);
+- bf16 + channels_last replayed from a CUDA graph; ``torch.compile`` (``--compile``; its settings
+  ``--compile-modes``: torch.compile's modes or ``triton-convs``, see :data:`COMPILE_SETTINGS`; at
+  ``--compile-batches``);
 - the same bf16 engine with the output convolution computed other ways, eager and compiled (default
   mode): ``output_conv="shift-sum"`` (:class:`srgan_med.enhance.conv_forms.ShiftSumConv2d`) and
   ``"fused-shift-sum"`` (:class:`srgan_med.enhance.conv_forms.PReLUShiftSumConv2d`: the PReLU before
@@ -77,6 +79,36 @@ CONV_FORMS = {
         "input_conv": "unfold",
     },
 }
+# Compile settings by name: torch.compile's own modes, and "triton-convs", Inductor's own Triton
+# convolution templates for every convolution (cuDNN left out). A template can take the PReLU and
+# residual add that follow it into its epilogue; max-autotune, left to choose, kept cuDNN for all
+# but the first convolution on the H100 (docs/benchmarks.md).
+COMPILE_SETTINGS = {
+    "triton-convs": {"options": {"max_autotune": True, "max_autotune_conv_backends": "TRITON"}},
+}
+
+
+def compile_kwargs(setting: str) -> dict[str, Any]:
+    """``torch.compile`` keyword arguments for a ``--compile-modes`` name."""
+    return COMPILE_SETTINGS.get(setting, {"mode": setting})
+
+
+def compile_label(setting: str) -> str:
+    """How a compiled row names its setting: ``torch.compile(mode='default')``, or the setting."""
+    return f"torch.compile({setting})" if setting in COMPILE_SETTINGS else f"torch.compile(mode={setting!r})"
+
+
+def compile_plan(forms: list[str], settings: list[str]) -> list[tuple[str, str]]:
+    """(engine, setting) pairs to compile, in order: each form (the most rewritten, last in
+    :data:`CONV_FORMS`, first: a stage's time limit may cut the last rows, and the plain engine's
+    figure exists from earlier runs) and the plain engine ``"bf16"`` in the first setting; the most
+    rewritten form and the plain engine in each further one."""
+    ordered = [f"bf16 {form}" for form in reversed(forms)]
+    plan = []
+    for index, setting in enumerate(settings):
+        engines = [*ordered, "bf16"] if index == 0 else [*ordered[:1], "bf16"]
+        plan += [(engine, setting) for engine in engines]
+    return plan
 
 
 def _events_ms(function: Callable[[], Any], repeats: int, warmup: int) -> float:
@@ -241,29 +273,22 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         except Exception as error:
             rows.append({"variant": name, "skipped": f"{type(error).__name__}: {str(error)[:200]}"})
     if args.compile:
-        # The forms first, the most rewritten first: on a lent GPU the stage's time limit may cut the
-        # last rows, and the plain engine's compiled figure exists from earlier runs.
-        runs = [
-            (f"bf16 {form}", "default", f"{name}, torch.compile(mode='default')")
-            for form, name in reversed(names.items())
-        ]
-        runs += [
-            ("bf16", mode, f"engine bf16 + channels_last, torch.compile(mode={mode!r})")
-            for mode in args.compile_modes
-        ]
-        for engine, mode, name in runs:
+        for engine, setting in compile_plan(list(names), args.compile_modes):
+            form = engine.removeprefix("bf16 ")
+            name = f"{names.get(form, 'engine bf16 + channels_last')}, {compile_label(setting)}"
             try:
-                torch.compiler.reset()  # each mode compiles from empty caches
-                started = time.perf_counter()
-                compiled = torch.compile(engines[engine], mode=mode, dynamic=False)
-                with torch.inference_mode():
-                    compiled(batch_of(graph_batch)[0])
-                torch.cuda.synchronize()
-                measure(name, compiled, graph_batch, compile_s=round(time.perf_counter() - started, 1))
-                if args.profile:
-                    example = batch_of(graph_batch)[0]
+                torch.compiler.reset()  # each setting compiles from empty caches
+                compiled = torch.compile(engines[engine], dynamic=False, **compile_kwargs(setting))
+                for batch in args.compile_batches or [graph_batch]:  # a new shape compiles again
+                    started = time.perf_counter()
                     with torch.inference_mode():
-                        profiles[name] = kernel_profile(functools.partial(compiled, example), device)
+                        compiled(batch_of(batch)[0])
+                    torch.cuda.synchronize()
+                    measure(name, compiled, batch, compile_s=round(time.perf_counter() - started, 1))
+                    if args.profile and batch == graph_batch:
+                        example = batch_of(batch)[0]
+                        with torch.inference_mode():
+                            profiles[name] = kernel_profile(functools.partial(compiled, example), device)
             except Exception as error:
                 rows.append({"variant": name, "skipped": f"{type(error).__name__}: {str(error)[:200]}"})
     if profiles:
@@ -330,7 +355,10 @@ def precision_check(args: argparse.Namespace, device: torch.device) -> list[dict
             if args.compile and device.type == "cuda":
                 variants["bf16 compiled"] = torch.compile(variants["bf16"], dynamic=True)
                 fastest = variants["bf16 fused-shift-sum unfold"]
-                variants["bf16 fused-shift-sum unfold compiled"] = torch.compile(fastest, dynamic=True)
+                for setting in args.compile_modes:  # each setting's numerics, on the most rewritten form
+                    label = "bf16 fused-shift-sum unfold compiled"
+                    label += "" if setting == "default" else f" {setting}"
+                    variants[label] = torch.compile(fastest, dynamic=True, **compile_kwargs(setting))
             for label, generator in variants.items():
                 try:  # a variant that fails (a kernel that does not build) is reported, not fatal
                     output = enhance_volume(
@@ -424,7 +452,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
-    parser.add_argument("--compile-modes", nargs="+", default=["default", "max-autotune-no-cudagraphs"])
+    parser.add_argument(
+        "--compile-modes",
+        nargs="+",
+        default=["default", "max-autotune-no-cudagraphs"],
+        help="torch.compile modes, or 'triton-convs' (Inductor's Triton convolutions, no cuDNN)",
+    )
+    parser.add_argument(
+        "--compile-batches",
+        type=int,
+        nargs="+",
+        help="batches of the compiled rows (default: the fastest eager bf16 batch)",
+    )
     parser.add_argument("--scans", type=Path, default=DEFAULT_SCANS, help="folder of public *.nii.gz scans")
     parser.add_argument("--max-slices", type=int, default=24, help="central slices per scan (0: all)")
     parser.add_argument("--skip-throughput", action="store_true")

@@ -183,3 +183,30 @@ def test_precision_summary_fails_a_variant_that_failed_on_any_pair():
     assert summary["bf16"] == {"max_abs_delta_db": 0.006, "within_0.01_db": True}
     assert summary["fused"] == {"max_abs_delta_db": 0.001, "within_0.01_db": False, "failed_pairs": 1}
     assert summary["broken"] == {"max_abs_delta_db": None, "within_0.01_db": False, "failed_pairs": 1}
+
+
+def test_compile_plan_puts_every_form_in_the_first_setting_and_the_most_rewritten_in_the_rest():
+    """The compiled rows: every conv form (most rewritten first) and the plain engine in the first
+    setting; only the most rewritten form and the plain engine in each further one, whose compile
+    (max-autotune's) takes a minute each. Names map to ``torch.compile`` arguments."""
+    bench = _load("gpu_inference")
+    forms = list(bench.CONV_FORMS)
+    plan = bench.compile_plan(forms, ["default", "triton-convs"])
+    most = f"bf16 {forms[-1]}"
+    first = [(f"bf16 {form}", "default") for form in reversed(forms)] + [("bf16", "default")]
+    assert plan == [*first, (most, "triton-convs"), ("bf16", "triton-convs")]
+    assert bench.compile_plan([], ["default", "reduce-overhead"]) == [
+        ("bf16", "default"),
+        ("bf16", "reduce-overhead"),
+    ]
+    assert bench.compile_kwargs("reduce-overhead") == {"mode": "reduce-overhead"}
+    options = bench.compile_kwargs("triton-convs")["options"]
+    assert options["max_autotune_conv_backends"] == "TRITON"
+    known = torch._inductor.config.get_config_copy()  # options torch.compile would reject otherwise
+    assert set(options) <= set(known)
+    assert bench.compile_label("default") == "torch.compile(mode='default')"
+    assert bench.compile_label("triton-convs") == "torch.compile(triton-convs)"
+    args = bench.parse_args(
+        ["--out", "x", "--compile-modes", "triton-convs", "--compile-batches", "32", "256"]
+    )
+    assert args.compile_modes == ["triton-convs"] and args.compile_batches == [32, 256]

@@ -82,6 +82,10 @@ def _kernel():
             (256, 128, 64, 8, 3),
             (128, 64, 64, 4, 4),
             (64, 128, 64, 4, 4),
+            # Whole 256-channel rows in one or two steps: fewer, longer loads for a pass bound by
+            # reading its left operand.
+            (128, 128, 128, 8, 3),
+            (64, 128, 256, 4, 2),
         )
     ]
     if _INTERPRETED:  # every config would be "timed" by the interpreter; one is enough there
