@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -128,6 +129,62 @@ def test_triton_kernel_in_the_interpreter():
     assert results["network_calls"] == 1  # float16 in channels_last: the kernel
     assert results["kernel_vs_plain"] < 5e-3
     assert abs(results["kernel_vs_plain"] - results["torch_vs_plain"]) < 1e-3
+
+
+def _compile_for_h100(kernel, config, dtype: str):
+    """``kernel`` (a ``JITFunction``) compiled ahead of time for sm_90 with ``config``, no GPU needed:
+    Triton's own front end, LLVM and the ``ptxas`` its wheel carries."""
+    from triton import compile as triton_compile
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    pointers = {"y_ptr": dtype, "bias_ptr": "fp32", "alpha_ptr": "fp32", "w_ptr": dtype, "out_ptr": dtype}
+    signature = {}
+    for name in kernel.arg_names:
+        if name in pointers:
+            signature[name] = "*" + pointers[name]
+        else:
+            signature[name] = "constexpr" if name == "K" or name.startswith("BLOCK_") else "i32"
+    names = kernel.arg_names
+    aligned = [index for index, name in enumerate(names) if name.endswith("_ptr") or "stride" in name]
+    source = ASTSource(
+        kernel,
+        signature,
+        constexprs={"K": 256, **config.kwargs},  # the x4 engine's width: 64 channels x 4 phases
+        attrs={(index,): [["tt.divisibility", 16]] for index in aligned},
+    )
+    options = {"num_warps": config.num_warps, "num_stages": config.num_stages}
+    return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=options)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_every_autotune_config_builds_for_an_h100_without_spilling(dtype, tmp_path):
+    """Each config the autotuner may pick compiles for sm_90, multiplies on the Hopper tensor cores
+    (``wgmma``) and keeps its accumulator and the PReLU'd tile in registers: a spilling config
+    (stack use in the cubin) would read and write local memory in a pass meant to be bound by reading
+    its input once."""
+    pytest.importorskip("triton", reason="triton (test extra, Linux x86-64) not installed")
+    import triton
+
+    import srgan_med.nets.prelu_matmul as pm
+
+    tools = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+    if not (tools / "cuobjdump").exists():
+        pytest.skip(f"this triton wheel carries no CUDA tools in {tools}")
+    assert not pm._INTERPRETED  # the tests' interpreter runs in subprocesses
+    autotuner = pm._kernel()
+    assert len(autotuner.configs) >= 4
+    for config in autotuner.configs:
+        compiled = _compile_for_h100(autotuner.fn, config, dtype)
+        assert "wgmma" in compiled.asm["ptx"], config
+        cubin = tmp_path / "kernel.cubin"
+        cubin.write_bytes(compiled.asm["cubin"])
+        usage = subprocess.run(
+            [str(tools / "cuobjdump"), "--dump-resource-usage", str(cubin)], capture_output=True, text=True
+        )
+        resources = dict(field.split(":") for field in usage.stdout.split() if field.count(":") == 1)
+        assert resources.get("STACK") == "0", (config, usage.stdout)
+        assert compiled.metadata.shared <= 227 * 1024, config  # an H100 block's shared memory
 
 
 @pytest.mark.gpu

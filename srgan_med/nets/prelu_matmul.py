@@ -74,18 +74,20 @@ def _kernel():
     import triton
     import triton.language as tl
 
+    # Every config keeps its accumulator and the PReLU'd tile in registers without spilling, when
+    # compiled for an H100 (sm_90) in bf16 with K = 256 by the triton of the test extra;
+    # tests/test_prelu_matmul.py checks that on the CPU. (128x128 tiles at 4 warps, 256-row tiles
+    # with 64-deep steps, and 128- or 256-deep steps at 4 warps spilled.)
     configs = [
         triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=s)
         for m, n, k, w, s in (
-            (128, 128, 64, 4, 3),
             (128, 128, 64, 8, 4),
-            (256, 128, 64, 8, 3),
-            (128, 64, 64, 4, 4),
+            (128, 128, 64, 8, 3),
+            (128, 128, 32, 8, 4),
+            (128, 128, 128, 8, 2),
+            (256, 128, 32, 8, 4),
             (64, 128, 64, 4, 4),
-            # Whole 256-channel rows in one or two steps: fewer, longer loads for a pass bound by
-            # reading its left operand.
-            (128, 128, 128, 8, 3),
-            (64, 128, 256, 4, 2),
+            (128, 64, 64, 4, 4),
         )
     ]
     if _INTERPRETED:  # every config would be "timed" by the interpreter; one is enough there
