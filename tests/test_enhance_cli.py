@@ -91,6 +91,13 @@ def test_example_scan_and_models_listing(tmp_path):
     assert listing.exit_code == 0
 
 
+def _complex_nifti(path):
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.full((8, 8, 2), 1 + 2j, np.complex64), np.eye(4)), path)
+    return path
+
+
 @pytest.mark.parametrize(
     ("make_input", "model_scale", "args", "message"),
     [
@@ -100,7 +107,18 @@ def test_example_scan_and_models_listing(tmp_path):
             [],
             "holds 3 volumes",
         ),
-        (lambda p: pydicom_test_files() / "SC_rgb_rle.dcm", 2, [], "photometric interpretation RGB"),
+        (
+            lambda p: pydicom_test_files() / "SC_rgb_rle.dcm",
+            2,
+            [],
+            "photometric interpretation RGB (3 samples",
+        ),
+        (
+            lambda p: _complex_nifti(p / "complex.nii.gz"),
+            2,
+            [],
+            "complex-valued NIfTI",
+        ),
         (
             lambda p: write_nifti(p / "ct.nii.gz", np.zeros((8, 8, 2), np.int16), np.eye(4)),
             2,
@@ -192,10 +210,10 @@ def test_auto_model_follows_modality_and_scale(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.stderr
     assert json.loads((tmp_path / "auto.json").read_text())["model"] == "ct-x2"
     four = _invoke("example:ct-small", "--scale", "4", "-o", str(tmp_path / "x4"))
-    assert four.exit_code == 2 and "no shipped model for a CT scan at x4 (shipped: ct-x2)" in four.stderr
+    assert four.exit_code == 2 and "no shipped model for CT scans at x4 (shipped: ct-x2)" in four.stderr
     assert not (tmp_path / "x4").exists()
     mr = _invoke("example:mr-small", "-o", str(tmp_path / "mr"))
-    assert mr.exit_code == 2 and "no shipped model for a MR scan at x2" in mr.stderr
+    assert mr.exit_code == 2 and "no shipped model for MR scans at x2" in mr.stderr
 
 
 def test_unknown_precision_is_one_line_error_and_writes_nothing(tmp_path, small_ct_volume):

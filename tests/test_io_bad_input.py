@@ -130,6 +130,21 @@ def test_four_d_nifti_is_refused_but_a_single_volume_4d_loads(tmp_path):
     assert json.loads(_info(str(one)).stdout)["shape"] == [8, 8, 4]
 
 
+def test_colour_and_complex_nifti_are_refused(tmp_path):
+    """nibabel reads RGB24 as a structured dtype (which broke the value checks: an internal error)
+    and complex voxels as complex (whose imaginary part the float conversion silently dropped)."""
+    import nibabel as nib
+
+    rgb = np.zeros((8, 8, 4), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), tmp_path / "rgb.nii.gz")
+    _assert_one_line_error(_info(str(tmp_path / "rgb.nii.gz")), "colour NIfTI (R, G, B per voxel)")
+    complex_volume = (np.random.default_rng(0).random((8, 8, 4)) * (1 + 1j)).astype(np.complex64)
+    nib.save(nib.Nifti1Image(complex_volume, np.eye(4)), tmp_path / "complex.nii.gz")
+    _assert_one_line_error(
+        _info(str(tmp_path / "complex.nii.gz")), "complex-valued NIfTI (complex64)", "magnitude"
+    )
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_nan_and_inf_voxels_are_refused(tmp_path, bad):
     volume = np.zeros((8, 8, 4), np.float32)

@@ -117,7 +117,8 @@ def _check_image(ds, path: Path) -> None:
     if photometric not in _GREY or samples != 1:
         raise InputError(
             f"{path}: unsupported photometric interpretation {photometric or 'missing'} "
-            f"({samples} samples per pixel); srgan-med works on grey-scale CT/MR images"
+            f"({samples} sample{'' if samples == 1 else 's'} per pixel); "
+            "srgan-med works on grey-scale CT/MR images"
         )
 
 

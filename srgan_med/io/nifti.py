@@ -57,6 +57,16 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
             f"{path}: {len(shape)}-D NIfTI of shape {shape} holds {int(np.prod(extra))} volumes; "
             "extract the one to use first (e.g. nibabel: img.slicer[..., 0])"
         )
+    stored = image.header.get_data_dtype()
+    if stored.fields:  # RGB24 / RGBA32: nibabel stores the channels as a structured dtype
+        raise InputError(
+            f"{path}: colour NIfTI ({', '.join(stored.names)} per voxel); expected one intensity per voxel"
+        )
+    if stored.kind == "c":  # reading would keep the real part and drop the imaginary one
+        raise InputError(
+            f"{path}: complex-valued NIfTI ({stored}); super-resolution works on real intensities: "
+            "save its magnitude first (e.g. numpy.abs)"
+        )
     try:
         array, meta = reader.get_data(image)
     except Exception as exc:  # noqa: BLE001 - truncated gzip/raw data surface as EOFError, OSError, zlib.error, ValueError

@@ -124,7 +124,7 @@ def default_model(modality: str, scale: int | None = None) -> str:
     if name not in shipped:
         available = ", ".join(shipped) or "none are shipped in this version"
         raise WeightsNotFoundError(
-            f"no shipped model for a {modality} scan at x{scale or 2} (shipped: {available}); "
+            f"no shipped model for {modality} scans at x{scale or 2} (shipped: {available}); "
             "pass --model NAME or --model PATH to a trained .safetensors file"
         )
     return name
