@@ -3,6 +3,7 @@ at a time), and ``enhance_volume`` keeps its memory to about one output volume."
 
 from __future__ import annotations
 
+import functools
 import tracemalloc
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from srgan_med.enhance.conv_forms import ShiftSumConv2d, UnfoldConv2d, shift_sum_tail
 from srgan_med.enhance.engine import enhance_volume
@@ -152,6 +154,38 @@ def test_unfold_convolution_equals_the_convolution(size, inputs, channels_last):
     assert (got.stride(1) == 1) == channels_last  # the layout it was told
     with pytest.raises(ValueError, match="UnfoldConv2d needs"):
         UnfoldConv2d(nn.Conv2d(1, 4, 3, stride=2, padding=1))
+
+
+def test_unfold_under_autocast_makes_its_copies_in_the_autocast_dtype_and_compiles_whole():
+    """Under bf16 autocast the 81 copies are made in bf16, half the bytes, and the result is the
+    autocast convolution's own (both round the input to bf16 before the product); traced whole."""
+    torch.manual_seed(5)
+    conv = nn.Conv2d(1, 8, 9, padding=4)
+    unfold = UnfoldConv2d(conv, channels_last=True)
+    x = torch.rand(2, 1, 20, 21)
+
+    class Copies(TorchDispatchMode):  # the dtype of the stacked copies (aten.cat's result)
+        made = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.ops.aten.cat.default:
+                self.made.append(out.dtype)
+            return out
+
+    def run(module, image):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return module(image)
+
+    with Copies():
+        got = run(unfold, x)
+    expected = run(conv, x)
+    assert Copies.made == [torch.bfloat16] and got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), expected.float(), atol=2e-2, rtol=2e-2)
+    compiled = torch.compile(functools.partial(run, unfold), fullgraph=True)
+    torch.testing.assert_close(compiled(x), got, atol=1e-2, rtol=1e-2)
+    with torch.no_grad():  # outside autocast: float32, as before
+        assert unfold(x).dtype == torch.float32
 
 
 @pytest.mark.parametrize(

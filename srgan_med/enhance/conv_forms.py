@@ -136,6 +136,8 @@ class UnfoldConv2d(nn.Module):
         self.bias = nn.Parameter(bias, requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_autocast_enabled(x.device.type):  # the copies in the dtype the product casts them to
+            x = x.to(torch.get_autocast_dtype(x.device.type))
         height, width = x.shape[-2:]
         reach = self.size // 2
         padded = nn.functional.pad(x, (reach, reach, reach, reach))
