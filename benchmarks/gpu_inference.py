@@ -32,11 +32,15 @@ high-res scan uses ``srgan-med evaluate``'s data range and foreground mask. Issu
 0.01 dB of strict fp32.
 
 On a machine without CUDA part 1 is skipped with a reason and part 2 runs the CPU precisions (fp32,
-bf16), so the script is checked by the test suite.
+bf16, mixed), so the script is checked by the test suite. ``--device cpu`` runs part 1 on the CPU
+too, timed by the wall clock: with ``--blocks 1 --width 8 --compile-backend eager`` (a trace-only
+backend), a smoke run of its whole control flow that the suite makes, not a figure.
 
 Usage:
     python benchmarks/gpu_inference.py --out bench_out/ --compile
     python benchmarks/gpu_inference.py --out /tmp/b --max-slices 2 --skip-throughput   # CPU check
+    python benchmarks/gpu_inference.py --out /tmp/b --device cpu --size 16 --blocks 1 --width 8 \
+        --batches 1 2 --compile --compile-backend eager --compile-batches 1 2 --skip-precision  # smoke
 """
 
 from __future__ import annotations
@@ -111,13 +115,23 @@ def compile_plan(forms: list[str], settings: list[str]) -> list[tuple[str, str]]
     return plan
 
 
-def _events_ms(function: Callable[[], Any], repeats: int, warmup: int) -> float:
-    """Median milliseconds of one call of ``function`` (CUDA events)."""
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _events_ms(function: Callable[[], Any], repeats: int, warmup: int, device: torch.device) -> float:
+    """Median milliseconds of one call of ``function`` (CUDA events; on the CPU, the wall clock)."""
     for _ in range(warmup):
         function()
-    torch.cuda.synchronize()
+    _synchronize(device)
     times = []
     for _ in range(repeats):
+        if device.type != "cuda":
+            started = time.perf_counter()
+            function()
+            times.append((time.perf_counter() - started) * 1000)
+            continue
         start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         function()
@@ -127,15 +141,16 @@ def _events_ms(function: Callable[[], Any], repeats: int, warmup: int) -> float:
     return statistics.median(times)
 
 
-def ceilings() -> dict[str, float]:
-    """Measured bf16 matrix-product rate (TFLOP/s) and device-to-device copy bandwidth (GB/s)."""
-    size = 8192
-    a = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
-    ms = _events_ms(lambda: a @ b, repeats=10, warmup=3)
-    source = torch.randn(2**28, device="cuda")  # 1 GiB
+def ceilings(device: torch.device) -> dict[str, float]:
+    """Measured bf16 matrix-product rate (TFLOP/s) and device-to-device copy bandwidth (GB/s); on
+    the CPU (a smoke run) with smaller operands."""
+    size, elements = (8192, 2**28) if device.type == "cuda" else (512, 2**22)  # copies of 1 GiB / 16 MiB
+    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    ms = _events_ms(lambda: a @ b, repeats=10, warmup=3, device=device)
+    source = torch.randn(elements, device=device)
     target = torch.empty_like(source)
-    copy_ms = _events_ms(lambda: target.copy_(source), repeats=10, warmup=3)
+    copy_ms = _events_ms(lambda: target.copy_(source), repeats=10, warmup=3, device=device)
     return {
         "bf16_matmul_tflop_per_s": round(2 * size**3 / ms / 1e9, 1),
         "copy_gb_per_s": round(2 * source.numel() * 4 / copy_ms / 1e6, 1),
@@ -176,11 +191,17 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     from srgan_med.enhance.inference import prepare_for_inference
     from srgan_med.nets import SRResNet
 
-    device = torch.device("cuda")
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
     torch.manual_seed(0)
-    plain = SRResNet(scale=4, blocks=16, width=64, channels=1).to(device).eval()
+    plain = SRResNet(scale=4, blocks=args.blocks, width=args.width, channels=1).to(device).eval()
     flops = _flops_per_slice(plain, args.size)
-    result: dict[str, Any] = {"ceilings": ceilings(), "flops_per_slice": flops, "rows": []}
+    result: dict[str, Any] = {
+        "generator": {"scale": 4, "blocks": args.blocks, "width": args.width, "slice": args.size},
+        "ceilings": ceilings(device),
+        "flops_per_slice": flops,
+        "rows": [],
+    }
     rows = result["rows"]
     inputs = {}
 
@@ -209,7 +230,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
 
         try:
             with torch.inference_mode():
-                ms = _events_ms(call, repeats=args.repeats, warmup=args.warmup)
+                ms = _events_ms(call, repeats=args.repeats, warmup=args.warmup, device=device)
         except torch.cuda.OutOfMemoryError:
             rows.append({"variant": name, "batch": batch, "skipped": "CUDA out of memory"})
             torch.cuda.empty_cache()
@@ -230,10 +251,11 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     engines: dict[str, torch.nn.Module] = {}
     measure("baseline: plain generator, fp32 eager NCHW, torch defaults", plain, 1)
     torch.backends.cudnn.benchmark = True
-    precisions = ("fp32", "tf32", "bf16", "mixed")
+    precisions = ("fp32", "tf32", "bf16", "mixed") if cuda else ("fp32", "bf16", "mixed")
     engines.update({p: prepare_for_inference(plain, device, precision=p) for p in precisions})
     measure("engine fp32 (IEEE), cudnn.benchmark", engines["fp32"], args.batch)
-    measure("engine tf32, cudnn.benchmark", engines["tf32"], args.batch)
+    if cuda:
+        measure("engine tf32, cudnn.benchmark", engines["tf32"], args.batch)
     measure("engine mixed (bf16 trunk, fp32 image convs) + channels_last", engines["mixed"], args.batch)
     for batch in args.batches:
         measure("engine bf16 + channels_last, cudnn.benchmark", engines["bf16"], batch)
@@ -249,6 +271,8 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
                 functools.partial(engines["bf16"], example), device
             )
     try:
+        if not cuda:
+            raise RuntimeError("needs a CUDA device")
         replay = _cuda_graph(engines["bf16"], batch_of(graph_batch)[0])
         measure("engine bf16 + channels_last, CUDA graph", replay, graph_batch)
     except Exception as error:  # a capture failure is reported, not fatal
@@ -276,14 +300,19 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         for engine, setting in compile_plan(list(names), args.compile_modes):
             form = engine.removeprefix("bf16 ")
             name = f"{names.get(form, 'engine bf16 + channels_last')}, {compile_label(setting)}"
+            if args.compile_backend != "inductor":  # a smoke run's trace-only backend, said in each row
+                name += f", backend {args.compile_backend!r}"
             try:
                 torch.compiler.reset()  # each setting compiles from empty caches
-                compiled = torch.compile(engines[engine], dynamic=False, **compile_kwargs(setting))
+                options = compile_kwargs(setting) if args.compile_backend == "inductor" else {}
+                compiled = torch.compile(
+                    engines[engine], dynamic=False, backend=args.compile_backend, **options
+                )
                 for batch in args.compile_batches or [graph_batch]:  # a new shape compiles again
                     started = time.perf_counter()
                     with torch.inference_mode():
                         compiled(batch_of(batch)[0])
-                    torch.cuda.synchronize()
+                    _synchronize(device)
                     measure(name, compiled, batch, compile_s=round(time.perf_counter() - started, 1))
                     if args.profile and batch == graph_batch:
                         example = batch_of(batch)[0]
@@ -399,7 +428,10 @@ def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     part = report.get("throughput")
     if part:
         lines += [
-            "## throughput: x4 SRResNet (16 blocks, 64 channels), 128x128 slices resident on the device",
+            "## throughput: x4 SRResNet ({blocks} blocks, {width} channels), {slice}x{slice} slices "
+            "resident on the device".format(
+                **part.get("generator", {"blocks": 16, "width": 64, "slice": 128})
+            ),
             "",
             f"- FLOPs per slice: {part['flops_per_slice'] / 1e9:.2f} GFLOP (FlopCounterMode)",
             f"- measured ceilings: {part['ceilings']}",
@@ -447,6 +479,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for gpu_inference.json / .md")
     parser.add_argument("--size", type=int, default=128, help="low-res slice side")
+    parser.add_argument(
+        "--device", default="cuda", help="device of the throughput part (cpu: a smoke run of the script)"
+    )
+    parser.add_argument("--blocks", type=int, default=16, help="residual blocks of the timed generator")
+    parser.add_argument("--width", type=int, default=64, help="channels of the timed generator")
+    parser.add_argument(
+        "--compile-backend", default="inductor", help="torch.compile backend (eager: trace only, a smoke run)"
+    )
     parser.add_argument("--batch", type=int, default=64, help="batch of the fp32 / tf32 rows")
     parser.add_argument("--batches", type=int, nargs="+", default=[32, 64, 128, 256], help="bf16 batches")
     parser.add_argument("--repeats", type=int, default=20)
@@ -478,15 +518,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     shown = sys.argv[1:] if argv is None else argv
     command = "python " + shlex.join(["benchmarks/gpu_inference.py", *shown])
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda" if cuda else "cpu")
+    cuda = torch.cuda.is_available() and torch.device(args.device).type == "cuda"
+    device = torch.device(args.device if cuda else "cpu")
     report: dict[str, Any] = {
         "benchmark": "gpu_inference",
         "environment": environment() | {"command": command},
-        "device": torch.cuda.get_device_name(0) if cuda else "CPU (no CUDA device)",
+        "device": torch.cuda.get_device_name(device)
+        if cuda
+        else "CPU"
+        if args.device == "cpu"
+        else "CPU (no CUDA device)",
         "precision": [],
     }
-    if args.skip_throughput or not cuda:
+    if args.skip_throughput or (device.type != torch.device(args.device).type):
         report["throughput_skipped"] = "--skip-throughput" if args.skip_throughput else "no CUDA device"
     else:
         report["throughput"] = throughput(args)

@@ -210,3 +210,43 @@ def test_compile_plan_puts_every_form_in_the_first_setting_and_the_most_rewritte
         ["--out", "x", "--compile-modes", "triton-convs", "--compile-batches", "32", "256"]
     )
     assert args.compile_modes == ["triton-convs"] and args.compile_batches == [32, 256]
+
+
+def test_gpu_inference_throughput_part_runs_through_on_the_cpu(tmp_path):
+    """The throughput part's whole control flow (baseline, precisions, batches, the conv forms, the
+    compile plan at two batches, profiles, the report) on a tiny generator on the CPU, with a
+    trace-only compile backend: a mistake in it would otherwise first show on a lent GPU's time."""
+    bench = _load("gpu_inference")
+    argv = ["--out", str(tmp_path), "--device", "cpu", "--size", "12", "--blocks", "1", "--width", "8"]
+    argv += ["--batch", "2", "--batches", "1", "2", "--repeats", "2", "--warmup", "1", "--profile"]
+    argv += ["--compile", "--compile-backend", "eager", "--compile-modes", "default", "reduce-overhead"]
+    argv += ["--compile-batches", "1", "2", "--skip-precision"]
+    report = bench.main(argv)
+    part = report["throughput"]
+    assert report["device"] == "CPU" and part["generator"] == {
+        "scale": 4,
+        "blocks": 1,
+        "width": 8,
+        "slice": 12,
+    }
+    rows = part["rows"]
+    timed = [row for row in rows if "slices_per_s" in row]
+    assert [row for row in rows if "skipped" in row] == [
+        {"variant": "engine bf16 + channels_last, CUDA graph", "skipped": "RuntimeError: needs a CUDA device"}
+    ]
+    compiled = [row for row in timed if "torch.compile" in row["variant"]]
+    plan = bench.compile_plan(list(bench.CONV_FORMS), ["default", "reduce-overhead"])
+    assert len(compiled) == 2 * len(plan)  # every planned engine and setting, at both batches
+    assert all(row["variant"].endswith("backend 'eager'") for row in compiled)
+    assert {row["batch"] for row in compiled} == {1, 2}
+    forms = [row for row in timed if any(form in row["variant"] for form in bench.CONV_FORMS)]
+    # each form eager and compiled in the first setting at 2 batches; the most rewritten one in the second
+    assert len(forms) == len(bench.CONV_FORMS) * 3 + 2
+    for row in timed[1:]:  # the same function as strict fp32, up to bf16 rounding
+        assert float(row["rel_error_vs_fp32"]) < 2e-2, row
+        assert row["ratio_vs_baseline"] > 0 and row["meets_issue7_target"] in (True, False)
+    assert any(
+        name.endswith("torch.compile(mode='reduce-overhead'), backend 'eager'") for name in part["profiles"]
+    )
+    text = (tmp_path / "gpu_inference.md").read_text()
+    assert "x4 SRResNet (1 blocks, 8 channels), 12x12 slices" in text
