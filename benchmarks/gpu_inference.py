@@ -381,13 +381,15 @@ def precision_check(args: argparse.Namespace, device: torch.device) -> list[dict
             for options in CONV_FORMS.values():
                 label = "bf16 " + " ".join(options.values())
                 variants[label] = prepare_for_inference(bundle.generator, device, precision="bf16", **options)
-            if args.compile and device.type == "cuda":
-                variants["bf16 compiled"] = torch.compile(variants["bf16"], dynamic=True)
+            if args.compile and (device.type == "cuda" or args.compile_backend != "inductor"):
+                backend = args.compile_backend
+                variants["bf16 compiled"] = torch.compile(variants["bf16"], dynamic=True, backend=backend)
                 fastest = variants["bf16 fused-shift-sum unfold"]
                 for setting in args.compile_modes:  # each setting's numerics, on the most rewritten form
                     label = "bf16 fused-shift-sum unfold compiled"
                     label += "" if setting == "default" else f" {setting}"
-                    variants[label] = torch.compile(fastest, dynamic=True, **compile_kwargs(setting))
+                    options = compile_kwargs(setting) if backend == "inductor" else {}
+                    variants[label] = torch.compile(fastest, dynamic=True, backend=backend, **options)
             for label, generator in variants.items():
                 try:  # a variant that fails (a kernel that does not build) is reported, not fatal
                     output = enhance_volume(

@@ -81,7 +81,9 @@ def test_gpu_inference_benchmark_checks_precisions_and_skips_throughput_without_
     """On CPU: the throughput part is skipped with its reason; the precision part scores every shipped
     model of the example scans' modality in each CPU precision; the JSON renders back to Markdown."""
     bench = _load("gpu_inference")
-    report = bench.main(["--out", str(tmp_path), "--scans", str(tmp_path / "none"), "--max-slices", "1"])
+    argv = ["--out", str(tmp_path), "--scans", str(tmp_path / "none"), "--max-slices", "1"]
+    argv += ["--compile", "--compile-backend", "eager", "--compile-modes", "default", "triton-convs"]
+    report = bench.main(argv)
     if not torch.cuda.is_available():
         assert report["throughput_skipped"] == "no CUDA device"
     rows = report["precision"]
@@ -92,6 +94,20 @@ def test_gpu_inference_benchmark_checks_precisions_and_skips_throughput_without_
         assert row["delta_bf16_db"] == round(row["psnr_bf16"] - row["psnr_fp32"], 4)
     summary = report["precision_summary"]["bf16"]
     assert summary["max_abs_delta_db"] == max(abs(row["delta_bf16_db"]) for row in rows)
+    compiled = [
+        "bf16 compiled",
+        "bf16 fused-shift-sum unfold compiled",
+        "bf16 fused-shift-sum unfold compiled triton-convs",
+    ]
+    for label in compiled:  # traced only (the eager backend): the eager variants' own numbers
+        assert report["precision_summary"][label]["max_abs_delta_db"] is not None
+        assert all(f"error_{label}" not in row for row in rows)
+    for row in rows:  # traced, not recompiled: each computes what its eager variant does
+        assert row["psnr_bf16 compiled"] == row["psnr_bf16"]
+        assert (
+            row["psnr_bf16 fused-shift-sum unfold compiled triton-convs"]
+            == row["psnr_bf16 fused-shift-sum unfold"]
+        )
 
     render = _load("render_reports")
     (markdown,) = render.main([str(tmp_path), str(tmp_path / "rendered")])
