@@ -228,13 +228,21 @@ def test_compile_plan_puts_every_form_in_the_first_setting_and_the_most_rewritte
     assert args.compile_modes == ["triton-convs"] and args.compile_batches == [32, 256]
 
 
+def forms_eager(rows, bench):
+    return [
+        row
+        for row in rows
+        if row["variant"].removeprefix("engine bf16 + channels_last, ") in bench.CONV_FORMS
+    ]
+
+
 def test_gpu_inference_throughput_part_runs_through_on_the_cpu(tmp_path):
     """The throughput part's whole control flow (baseline, precisions, batches, the conv forms, the
     compile plan at two batches, profiles, the report) on a tiny generator on the CPU, with a
     trace-only compile backend: a mistake in it would otherwise first show on a lent GPU's time."""
     bench = _load("gpu_inference")
     argv = ["--out", str(tmp_path), "--device", "cpu", "--size", "12", "--blocks", "1", "--width", "8"]
-    argv += ["--batch", "2", "--batches", "1", "2", "--repeats", "2", "--warmup", "1", "--profile"]
+    argv += ["--batch", "3", "--batches", "1", "2", "--repeats", "2", "--warmup", "1", "--profile"]
     argv += ["--compile", "--compile-backend", "eager", "--compile-modes", "default", "reduce-overhead"]
     argv += ["--compile-batches", "1", "2", "--skip-precision"]
     report = bench.main(argv)
@@ -255,6 +263,9 @@ def test_gpu_inference_throughput_part_runs_through_on_the_cpu(tmp_path):
     assert len(compiled) == 2 * len(plan)  # every planned engine and setting, at both batches
     assert all(row["variant"].endswith("backend 'eager'") for row in compiled)
     assert {row["batch"] for row in compiled} == {1, 2}
+    eager = [row for row in timed if row["variant"] == "engine bf16 + channels_last, cudnn.benchmark"]
+    best = max(eager, key=lambda row: row["slices_per_s"])["batch"]  # never the mixed row's 3
+    assert {row["batch"] for row in forms_eager(timed, bench)} == {best}
     forms = [row for row in timed if any(form in row["variant"] for form in bench.CONV_FORMS)]
     # each form eager and compiled in the first setting at 2 batches; the most rewritten one in the second
     assert len(forms) == len(bench.CONV_FORMS) * 3 + 2
