@@ -47,14 +47,14 @@ collect() {  # collect SOURCE NAME: a stage's report into $OUT at once, so a cal
 # run of 2026-11-26 measured everything once (docs/benchmarks.md); inference was at 3,000 of 4,000
 # slices/s, bound by the output convolution and by the PReLU / residual-add passes. Open: the output
 # convolution's other forms, "shift-sum" (srgan_med/nets/shift_sum.py) and "fused-shift-sum"
-# (srgan_med/nets/prelu_matmul.py, a Triton kernel), eager, compiled and profiled, and the GPU tests,
-# in one call (about 5 minutes; the suite's CPU smoke run of gpu_inference.py checks its flow):
-#   STAGES="inference tests" INFERENCE_ARGS="--batches 256 --skip-precision" T_INFERENCE=300 T_TESTS=150
-# Then, on the same warm machine (it goes back 30 s after a call), their PSNR on the public scans,
-# and the compiled forms at smaller batches replayed as CUDA graphs (an activation of a batch of 16
-# is 34 MB, within the H100's 50 MB L2), two runs in one call, each with its own OUT:
-#   OUT=$OUT/psnr STAGES="inference" INFERENCE_ARGS="--skip-throughput" T_INFERENCE=200
-#   OUT=$OUT/batches STAGES="inference" COMPILE_MODES="reduce-overhead" T_INFERENCE=300
+# (srgan_med/nets/prelu_matmul.py, a Triton kernel): eager, compiled and profiled, their PSNR on the
+# public scans, and the GPU tests, all in one call (about 7 minutes; the suite's CPU smoke run of
+# gpu_inference.py checks its flow):
+#   STAGES="inference tests" INFERENCE_ARGS="--batches 256" T_INFERENCE=400 T_TESTS=150
+# Then, on the same warm machine (it goes back 30 s after a call), the compiled forms at smaller
+# batches replayed as CUDA graphs (an activation of a batch of 16 is 34 MB, within the H100's 50 MB
+# L2):
+#   STAGES="inference" COMPILE_MODES="reduce-overhead" T_INFERENCE=300
 #   INFERENCE_ARGS="--batches 256 --compile-batches 16 64 256 --skip-precision"
 # With time left: COMPILE_MODES="triton-convs" (Inductor's Triton convolutions, whose epilogues can
 # take those passes; unlikely to pay: for kernels other than 1x1 its template runs at most 4 warps
