@@ -365,7 +365,7 @@ def precision_check(args: argparse.Namespace, device: torch.device) -> list[dict
     for source in find_scans(args.scans):
         scan = load_scan(resolve_input(source))
         modality = str(scan.meta["modality"])
-        axis = slice_axis_for(scan.affine.numpy(), "auto")
+        axis = slice_axis_for(scan.affine.numpy(), "auto", tuple(scan.shape[1:]))
         scan = _central(scan, args.max_slices, axis)
         for name, bundle in bundles.items():
             if bundle.modality != modality:

@@ -114,6 +114,12 @@ def _complex_nifti(path):
             "photometric interpretation RGB (3 samples",
         ),
         (
+            lambda p: write_nifti(p / "one.nii.gz", np.full((8, 8, 1), -1000, np.int16), np.eye(4)),
+            2,
+            ["--through-plane"],
+            "--through-plane refines the slice axis, but this volume is one slice (shape (8, 8, 1))",
+        ),
+        (
             lambda p: _complex_nifti(p / "complex.nii.gz"),
             2,
             [],
@@ -293,3 +299,13 @@ def test_read_only_output_folder_is_one_line_error(tmp_path, small_ct_volume):
         locked.chmod(0o755)
     assert result.exit_code == 2 and "Permission denied (EACCES)" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and list(locked.iterdir()) == []
+
+
+def test_a_single_image_with_coarse_pixels_is_enhanced_in_its_own_plane(tmp_path):
+    """pydicom's JPEG2000.dcm: one 1024x256 NM image, 2.26 mm pixels, no slice thickness (1 mm
+    assumed). It was sliced along a pixel axis (the coarsest spacing) and refused as 1024x1 slices."""
+    source = pydicom_test_files() / "JPEG2000.dcm"
+    result = _invoke(str(source), "--model", str(_bundle(tmp_path)), "-o", str(tmp_path / "nm.nii.gz"))
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((tmp_path / "nm.nii.gz.json").read_text())
+    assert report["slice_axis"] == 2 and report["output_shape"] == [512, 2048, 1]

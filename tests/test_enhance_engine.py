@@ -140,6 +140,18 @@ def test_plane_choice():
     assert slice_axis_for(coronal_stack, "coronal") == 2 and slice_axis_for(coronal_stack, "auto") == 2
 
 
+def test_a_single_image_is_sliced_across_its_one_voxel_axis():
+    """pydicom's JPEG2000.dcm (NM, 1024x256, 2.26 mm pixels, no slice thickness: 1 mm assumed) was
+    sliced along its coarsest axis, one of the image's own, into 1024x1 "slices" and refused."""
+    pixels = np.diag([2.26, 2.26, 1.0, 1.0])
+    assert slice_axis_for(pixels, "auto") == 0  # by spacing alone
+    assert slice_axis_for(pixels, "auto", (256, 1024, 1)) == 2
+    assert slice_axis_for(np.diag([1.0, 0.5, 0.5, 1.0]), "auto", (1, 64, 64)) == 0
+    assert slice_axis_for(pixels, "auto", (64, 1, 1)) == 2  # a line: prefer the usual axis
+    assert slice_axis_for(pixels, "auto", (64, 64, 8)) == 0  # a volume: spacing decides
+    assert slice_axis_for(pixels, "sagittal", (256, 1024, 1)) == 0  # a named plane is obeyed
+
+
 def test_cuda_out_of_memory_lowers_the_batch_and_continues():
     seen = []
 

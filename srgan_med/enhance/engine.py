@@ -21,15 +21,20 @@ _PLANE_NORMAL = {"sagittal": 0, "coronal": 1, "axial": 2}
 MIN_TILE = 32
 
 
-def slice_axis_for(affine, plane: str) -> int:
+def slice_axis_for(affine, plane: str, shape: tuple[int, ...] | None = None) -> int:
     """Voxel axis along which slices are taken.
 
-    ``auto`` picks the axis with the coarsest spacing (the acquisition's slice direction); a named
+    ``auto`` picks the axis with the coarsest spacing (the acquisition's slice direction), except
+    that a volume one voxel deep along some axis (``shape``: a single 2-D image) is sliced along that
+    axis, whatever spacing it states there (often a default 1 mm, finer than its pixels); a named
     plane picks the voxel axis closest to that plane's normal in RAS space.
     """
     matrix = np.asarray(affine, dtype=np.float64)[:3, :3]
     if plane not in PLANES:
         raise InputError(f"unknown plane {plane!r}; choose one of {', '.join(PLANES)}")
+    flat = [axis for axis, size in enumerate(shape or ()) if size == 1]
+    if plane == "auto" and flat:
+        return 2 if 2 in flat else flat[-1]
     if plane == "auto":
         spacing = np.linalg.norm(matrix, axis=0)
         coarsest = np.flatnonzero(np.isclose(spacing, spacing.max(), rtol=1e-3))

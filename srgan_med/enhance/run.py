@@ -171,7 +171,12 @@ def enhance_files(
         if output is not None:
             target = output / target.name if len(sources) > 1 else output
         check_output(target, overwrite=overwrite, inputs=[source])
-        slice_axis = slice_axis_for(scan.affine.numpy(), plane)
+        slice_axis = slice_axis_for(scan.affine.numpy(), plane, tuple(scan.shape[1:]))
+        if through_plane and int(scan.shape[1 + slice_axis]) == 1:
+            raise InputError(
+                f"{source}: --through-plane refines the slice axis, but this volume is one slice "
+                f"(shape {tuple(int(v) for v in scan.shape[1:])})"
+            )
         normalise, denormalise = bundle.intensity_maps(scan[0])
         with Progress(*columns, disable=quiet, transient=True) as progress:
             passes = [a for a in range(3) if a != slice_axis] if through_plane else [slice_axis]
