@@ -57,6 +57,11 @@ def _slices(array: np.ndarray) -> list[np.ndarray]:
     return [array] if array.ndim == 2 else [array[..., k] for k in range(array.shape[-1])]
 
 
+# The side of SSIM's Gaussian window: scikit-image makes it 2 * int(3.5 * sigma + 0.5) + 1 = 11 for
+# sigma 1.5, and refuses images smaller than the window.
+SSIM_MIN_SIDE = 11
+
+
 def ssim(reference, test, data_range: float, mask=None) -> float:
     """Mean structural similarity (2-D, Gaussian window sigma 1.5 as in Wang et al. 2004)."""
     from skimage.metrics import structural_similarity
@@ -66,8 +71,9 @@ def ssim(reference, test, data_range: float, mask=None) -> float:
     values, weights = [], []
     masks = _slices(mask) if mask is not None else [None] * len(_slices(reference))
     for ref, tst, msk in zip(_slices(reference), _slices(test), masks, strict=True):
-        if min(ref.shape) < 7:
-            raise ValueError(f"slices of {ref.shape} are too small for SSIM (7x7 at least)")
+        if min(ref.shape) < SSIM_MIN_SIDE:
+            side = SSIM_MIN_SIDE
+            raise ValueError(f"slices of {ref.shape} are too small for SSIM ({side}x{side} at least)")
         mean_ssim, ssim_map = structural_similarity(
             ref,
             tst,

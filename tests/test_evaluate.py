@@ -12,6 +12,7 @@ from monai.data import MetaTensor
 from PIL import Image
 from typer.testing import CliRunner
 
+from srgan_med import metrics
 from srgan_med.cli import app
 from srgan_med.evaluate.core import Case, evaluate_case, interpolation_method
 from srgan_med.evaluate.figures import BOX_PLOT_INCHES, DPI, montage_size, plot_gain_boxplot, plot_montage
@@ -172,3 +173,19 @@ def test_synthesised_low_res_with_the_degradation_preset(tmp_path, small_ct_volu
     )
     assert again.exit_code == 0
     assert (tmp_path / "synth2" / "metrics.csv").read_text() == (out / "metrics.csv").read_text()  # seeded
+
+
+def test_images_smaller_than_the_ssim_window_get_no_ssim_but_the_other_metrics(tmp_path):
+    """pydicom's JPEGLSNearLossless_08.dcm is one 10x45 image: 7 pixels or more, but less than SSIM's
+    11x11 Gaussian window (sigma 1.5), which scikit-image refuses; that was an internal error."""
+    from conftest import pydicom_test_files
+
+    source = pydicom_test_files() / "JPEGLSNearLossless_08.dcm"
+    out = tmp_path / "small"
+    result = CliRunner().invoke(app, ["evaluate", str(source), "--scale", "2", "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert rows and all(r["ssim"] == "nan" and np.isfinite(float(r["psnr"])) for r in rows)
+    with pytest.raises(ValueError, match=r"too small for SSIM \(11x11 at least\)"):
+        metrics.ssim(np.zeros((10, 45)), np.ones((10, 45)), 1.0)
+    assert metrics.ssim(np.zeros((11, 45)), np.zeros((11, 45)), 1.0) == pytest.approx(1.0)

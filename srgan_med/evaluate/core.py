@@ -82,7 +82,9 @@ def _scores(reference: np.ndarray, test: np.ndarray, data_range: float, mask) ->
         "gmsd": metrics.gmsd(reference, test, data_range, mask),
     }
     values["ssim"] = (
-        metrics.ssim(reference, test, data_range, mask) if min(reference.shape[:2]) >= 7 else float("nan")
+        metrics.ssim(reference, test, data_range, mask)
+        if min(reference.shape[:2]) >= metrics.SSIM_MIN_SIDE
+        else float("nan")
     )
     try:
         values["hfen"] = metrics.hfen(reference, test, mask)
@@ -134,7 +136,7 @@ def evaluate_case(case: Case, methods: dict[str, Method], mask_mode: str | np.nd
             row["psnr"] = metrics.psnr(high[..., k], reconstructed[..., k], data_range, slice_mask)
             row["ssim"] = (
                 metrics.ssim(high[..., k], reconstructed[..., k], data_range, slice_mask)
-                if min(high.shape[:2]) >= 7
+                if min(high.shape[:2]) >= metrics.SSIM_MIN_SIDE
                 else float("nan")
             )
             result.slice_rows.append(row)
