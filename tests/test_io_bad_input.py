@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +129,24 @@ def test_four_d_nifti_is_refused_but_a_single_volume_4d_loads(tmp_path):
     _assert_one_line_error(_info(str(four_d)), "holds 3 volumes")
     one = write_nifti(tmp_path / "one.nii.gz", np.zeros((8, 8, 4, 1), np.int16), np.eye(4))
     assert json.loads(_info(str(one)).stdout)["shape"] == [8, 8, 4]
+
+
+def test_other_formats_are_named_and_a_dicom_file_with_any_suffix_still_loads(tmp_path):
+    """Any file that is not NIfTI is read as DICOM (DICOM files carry any suffix); when it is not,
+    a known suffix names the format, instead of a bare "not a DICOM file"."""
+    import nibabel as nib
+    from PIL import Image
+
+    nib.save(nib.Nifti1Pair(np.zeros((8, 8, 4), np.int16), np.eye(4)), tmp_path / "pair.img")
+    for name in ("pair.img", "pair.hdr"):
+        _assert_one_line_error(_info(str(tmp_path / name)), "Analyze / NIfTI-pair", "convert it to .nii.gz")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "slice.png")
+    _assert_one_line_error(_info(str(tmp_path / "slice.png")), "a PNG picture, not a format srgan-med reads")
+    (tmp_path / "notes.txt").write_text("hello")
+    _assert_one_line_error(_info(str(tmp_path / "notes.txt")), "notes.txt: not a DICOM file")
+    disguised = tmp_path / "ct.png"
+    shutil.copy(pydicom_test_files() / "CT_small.dcm", disguised)
+    assert json.loads(_info(str(disguised)).stdout)["shape"] == [128, 128, 1]
 
 
 def test_colour_and_complex_nifti_are_refused(tmp_path):

@@ -26,6 +26,24 @@ from srgan_med.io.nifti import NIFTI_SUFFIXES, is_nifti_path, read_nifti, write_
 
 logger = logging.getLogger(__name__)
 
+# Files of other formats, by suffix, named in the error when DICOM reading finds no DICOM in them
+# (any other file is tried as DICOM: DICOM files carry any suffix or none).
+_OTHER_FORMATS = {
+    ".hdr": "an Analyze / NIfTI-pair header (.hdr/.img)",
+    ".img": "an Analyze / NIfTI-pair image (.hdr/.img)",
+    ".mgz": "a FreeSurfer MGH volume",
+    ".mgh": "a FreeSurfer MGH volume",
+    ".nrrd": "an NRRD volume",
+    ".nhdr": "an NRRD header",
+    ".mha": "a MetaImage volume",
+    ".mhd": "a MetaImage header",
+    ".png": "a PNG picture",
+    ".jpg": "a JPEG picture",
+    ".jpeg": "a JPEG picture",
+    ".tif": "a TIFF picture",
+    ".tiff": "a TIFF picture",
+    ".npy": "a NumPy array",
+}
 # Below this value a NIfTI volume is taken to be CT in HU (air is -1000 HU; MR magnitudes are >= 0).
 _CT_AIR_THRESHOLD_HU = -500.0
 
@@ -76,7 +94,16 @@ def load_scan(path: str | Path, series: str | None = None, modality: str | None 
     else:
         from srgan_med.io.dicom_read import read_dicom
 
-        volume, affine, meta = read_dicom(path, series=series)
+        try:
+            volume, affine, meta = read_dicom(path, series=series)
+        except InputError as error:
+            kind = _OTHER_FORMATS.get(path.suffix.lower()) if path.is_file() else None
+            if kind is None or "not a DICOM file" not in str(error):
+                raise
+            raise InputError(
+                f"{path}: {kind}, not a format srgan-med reads (NIfTI .nii/.nii.gz, DICOM files and "
+                "series folders); convert it to .nii.gz first (e.g. nibabel, SimpleITK, 3D Slicer)"
+            ) from None
         meta.update(source_format="dicom", modality_guessed=False)
         if modality:
             meta["modality"] = modality
