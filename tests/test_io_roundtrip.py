@@ -39,6 +39,24 @@ def test_uint8_mr_roundtrip(tmp_path):
     np.testing.assert_allclose(back.affine.numpy(), scan.affine.numpy(), atol=1e-5)
 
 
+def test_nifti_2_is_written_back_as_nifti_2_and_nifti_1_as_nifti_1(tmp_path, small_ct_volume):
+    """The output keeps the input's format, the NIfTI version included (NIfTI-2 holds sizes past
+    32767 and 64-bit fields; it had been written back as NIfTI-1)."""
+    import nibabel as nib
+
+    volume, affine = small_ct_volume
+    nib.save(nib.Nifti2Image(volume, affine), tmp_path / "two.nii.gz")
+    for name, header_class in (("two", nib.Nifti2Header), ("one", nib.Nifti1Header)):
+        source = tmp_path / f"{name}.nii.gz"
+        if name == "one":
+            write_nifti(source, volume, affine)
+        scan = load_scan(source)
+        written = nib.load(save_scan(scan, tmp_path / f"{name}_copy.nii.gz"))
+        assert type(written.header) is header_class
+        np.testing.assert_array_equal(np.asarray(written.dataobj), volume)
+        np.testing.assert_allclose(written.affine, affine, atol=1e-5)
+
+
 def test_float_values_that_do_not_fit_the_dtype_are_written_as_float(tmp_path, small_ct_volume):
     volume, affine = small_ct_volume
     scan = load_scan(write_nifti(tmp_path / "ct.nii.gz", volume, affine))

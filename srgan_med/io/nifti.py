@@ -43,6 +43,7 @@ def read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
 
 
 def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    import nibabel as nib
     from monai.data import NibabelReader
 
     reader = NibabelReader()
@@ -99,6 +100,7 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
                 "descrip": header["descrip"].item().decode("latin-1", "replace").strip("\x00 "),
                 "sform_code": sform_code if sform_code > 0 else 1,
                 "qform_code": qform_code if qform_code > 0 else 1,
+                "version": 2 if isinstance(header, nib.Nifti2Header) else 1,
             },
         },
     )
@@ -113,7 +115,8 @@ def write_nifti(
     header: dict[str, Any],
     description: str,
 ) -> None:
-    """Write ``volume`` (I, J, K) with ``affine`` as NIfTI-1, in ``dtype`` (values rounded for ints)."""
+    """Write ``volume`` (I, J, K) with ``affine`` as NIfTI-1, or NIfTI-2 when ``header`` says the
+    input was (``"version": 2``), in ``dtype`` (values rounded for ints)."""
     import nibabel as nib
 
     data = np.asarray(volume)
@@ -127,7 +130,8 @@ def write_nifti(
         data = rounded
     else:
         data = data.astype(dtype, copy=False)
-    image = nib.Nifti1Image(data, affine)
+    image_class = nib.Nifti2Image if int(header.get("version", 1)) == 2 else nib.Nifti1Image
+    image = image_class(data, affine)
     image.set_sform(affine, code=int(header.get("sform_code", 1)))
     image.set_qform(affine, code=int(header.get("qform_code", 1)))
     image.header.set_xyzt_units(xyz="mm", t="sec")
