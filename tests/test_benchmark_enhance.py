@@ -277,3 +277,10 @@ def test_gpu_inference_throughput_part_runs_through_on_the_cpu(tmp_path):
     )
     text = (tmp_path / "gpu_inference.md").read_text()
     assert "x4 SRResNet (1 blocks, 8 channels), 12x12 slices" in text
+
+    plots = _load("plot_reports")  # the figure shows the report's timed rows, and nothing else
+    (figure,) = plots.main([str(tmp_path), str(tmp_path / "figures")])
+    assert figure == tmp_path / "figures" / "gpu_inference.png" and figure.stat().st_size > 10_000
+    bars = plots.panels(report)["inference"]
+    assert [value for _, value in bars] == [row["slices_per_s"] for row in timed]
+    assert bars[0][0] == "baseline: plain generator, fp32 eager NCHW, torch defaults, batch 1"

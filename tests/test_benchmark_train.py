@@ -66,6 +66,22 @@ def test_cpu_smoke_run_writes_rows_with_positive_numbers(smoke_report):
     assert [row["ratio_vs_baseline"] for row in baselines] == [1.0, 1.0]
 
 
+def test_figure_has_one_panel_per_phase_with_the_timed_rows(smoke_report, tmp_path):
+    report, out = smoke_report
+    plots = _load("plot_reports")
+    (figure,) = plots.main([str(out), str(tmp_path)])
+    assert figure.name == "train_speed.png" and figure.stat().st_size > 10_000
+    bars = plots.panels(report)
+    assert set(bars) == {"pretrain", "gan"}
+    for phase, rows in bars.items():
+        timed = [row for row in report["rows"] if row["phase"] == phase and row.get("patches_per_s")]
+        assert [value for _, value in rows] == [row["patches_per_s"] for row in timed]
+        labels = [label for label, _ in rows]  # each names its batch, once
+        assert all(
+            label.count(f"batch {row['batch']}") == 1 for label, row in zip(labels, timed, strict=True)
+        )
+
+
 def test_profile_of_each_row_shows_the_training_step_s_operators(smoke_report):
     report, out = smoke_report
     timed = [row for row in report["rows"] if "skipped" not in row]
