@@ -13,6 +13,7 @@ from conftest import pydicom_data_files, pydicom_test_files, write_nifti
 from typer.testing import CliRunner
 
 from srgan_med.cli import app
+from srgan_med.io import load_scan, save_scan
 
 runner = CliRunner()
 
@@ -147,6 +148,36 @@ def test_other_formats_are_named_and_a_dicom_file_with_any_suffix_still_loads(tm
     disguised = tmp_path / "ct.png"
     shutil.copy(pydicom_test_files() / "CT_small.dcm", disguised)
     assert json.loads(_info(str(disguised)).stdout)["shape"] == [128, 128, 1]
+
+
+def test_big_endian_nifti_loads_with_its_values_and_integer_type(tmp_path):
+    """nibabel's own test data has big-endian files (anatomical.nii); torch takes native byte order
+    only, so these were an internal error, and their type (">i2") was not recognised as int16."""
+    import nibabel as nib
+
+    header = nib.Nifti1Header(endianness=">")
+    header.set_data_dtype(np.int16)
+    volume = (np.arange(8 * 8 * 4).reshape(8, 8, 4) - 100).astype(np.int16)
+    nib.save(nib.Nifti1Image(volume, np.diag([0.5, 0.5, 2.0, 1.0]), header=header), tmp_path / "big.nii")
+    assert nib.load(tmp_path / "big.nii").get_data_dtype().str == ">i2"
+    scan = load_scan(tmp_path / "big.nii")
+    np.testing.assert_array_equal(scan[0].numpy(), volume)
+    assert scan.meta["original_dtype"] == "int16"
+    written = nib.load(save_scan(scan, tmp_path / "copy.nii.gz"))
+    assert written.get_data_dtype() == np.int16
+    np.testing.assert_array_equal(np.asarray(written.dataobj), volume)
+
+
+def test_cifti_and_streamlines_are_named(tmp_path):
+    for name, message in (
+        ("conn.dconn.nii", "a CIFTI-2 file (grayordinates or a matrix), not a volume of voxels"),
+        ("fibres.tck", "fibres.tck: MRtrix streamlines, not an image"),
+        ("fibres.trk", "fibres.trk: TrackVis streamlines, not an image"),
+        ("brain.mnc", "a MINC volume, not a format srgan-med reads"),
+        ("scan.PAR", "a Philips PAR/REC header, not a format srgan-med reads"),
+    ):
+        (tmp_path / name).write_bytes(b"not a volume srgan-med reads" * 8)
+        _assert_one_line_error(_info(str(tmp_path / name)), message)
 
 
 def test_colour_and_complex_nifti_are_refused(tmp_path):

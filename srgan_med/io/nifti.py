@@ -6,6 +6,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,11 @@ logger = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _MM_PER_UNIT = {"mm": 1.0, "meter": 1000.0, "micron": 0.001, "unknown": 1.0}
+
+
+# CIFTI-2 files are NIfTI-2 containers of surface/grayordinate data, named by their intent
+# (".dconn.nii", ".dtseries.nii", ".pscalar.nii", ...); nibabel reads them as Cifti2Image.
+_CIFTI_NAME = re.compile(r"\.[dp][a-z]+\.nii$", re.IGNORECASE)
 
 
 def is_nifti_path(path: Path) -> bool:
@@ -45,6 +51,9 @@ def read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
 def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     import nibabel as nib
     from monai.data import NibabelReader
+
+    if _CIFTI_NAME.search(path.name):
+        raise InputError(f"{path}: a CIFTI-2 file (grayordinates or a matrix), not a volume of voxels")
 
     reader = NibabelReader()
     try:
@@ -75,6 +84,8 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
             f"{path}: truncated or corrupt image data ({' '.join(str(exc).split())[:160]})"
         ) from None
     array = np.asarray(array)
+    if not array.dtype.isnative:  # a big-endian file, as stored: torch takes native byte order only
+        array = array.astype(array.dtype.newbyteorder("="))
     array = array.reshape(shape[:3] if len(shape) >= 3 else (*shape, 1) if len(shape) == 2 else shape)
     if array.ndim != 3:
         raise InputError(f"{path}: expected a 3-D image, got shape {shape}")
@@ -86,7 +97,7 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         affine[:3, :] *= _MM_PER_UNIT[spatial_unit]
     slope, intercept = header.get_slope_inter()
     scaled = slope not in (None, 1.0) or intercept not in (None, 0.0)
-    original_dtype = "float32" if scaled else str(header.get_data_dtype())
+    original_dtype = "float32" if scaled else header.get_data_dtype().newbyteorder("=").name  # ">i2": int16
     if original_dtype not in {"uint8", "int8", "int16", "uint16", "int32", "uint32", "float32", "float64"}:
         original_dtype = "float32"
     sform_code = int(header["sform_code"])

@@ -43,7 +43,15 @@ _OTHER_FORMATS = {
     ".tif": "a TIFF picture",
     ".tiff": "a TIFF picture",
     ".npy": "a NumPy array",
+    ".par": "a Philips PAR/REC header",
+    ".rec": "a Philips PAR/REC image",
+    ".mnc": "a MINC volume",
+    ".head": "an AFNI header (HEAD/BRIK)",
+    ".brik": "an AFNI image (HEAD/BRIK)",
+    ".v": "an ECAT volume",
 }
+# Files that hold no image at all, by suffix: no conversion to offer.
+_NOT_IMAGES = {".trk": "TrackVis streamlines", ".tck": "MRtrix streamlines"}
 # Below this value a NIfTI volume is taken to be CT in HU (air is -1000 HU; MR magnitudes are >= 0).
 _CT_AIR_THRESHOLD_HU = -500.0
 
@@ -97,9 +105,12 @@ def load_scan(path: str | Path, series: str | None = None, modality: str | None 
         try:
             volume, affine, meta = read_dicom(path, series=series)
         except InputError as error:
-            kind = _OTHER_FORMATS.get(path.suffix.lower()) if path.is_file() else None
-            if kind is None or "not a DICOM file" not in str(error):
+            suffix = path.suffix.lower() if path.is_file() else ""
+            kind = _OTHER_FORMATS.get(suffix)
+            if "not a DICOM file" not in str(error) or (kind is None and suffix not in _NOT_IMAGES):
                 raise
+            if kind is None:
+                raise InputError(f"{path}: {_NOT_IMAGES[suffix]}, not an image") from None
             raise InputError(
                 f"{path}: {kind}, not a format srgan-med reads (NIfTI .nii/.nii.gz, DICOM files and "
                 "series folders); convert it to .nii.gz first (e.g. nibabel, SimpleITK, 3D Slicer)"
