@@ -309,3 +309,36 @@ def test_a_single_image_with_coarse_pixels_is_enhanced_in_its_own_plane(tmp_path
     assert result.exit_code == 0, result.stderr
     report = json.loads((tmp_path / "nm.nii.gz.json").read_text())
     assert report["slice_axis"] == 2 and report["output_shape"] == [512, 2048, 1]
+
+
+def test_several_inputs_check_every_output_before_any_work_and_name_what_was_written(
+    tmp_path, small_ct_volume
+):
+    """Clashing or existing outputs are found before the first input is read; an input that fails
+    after others were written says which were."""
+    volume, affine = small_ct_volume
+    model = str(_bundle(tmp_path))
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        write_nifti(tmp_path / folder / "ct.nii.gz", volume, affine)
+    first, second = str(tmp_path / "a" / "ct.nii.gz"), str(tmp_path / "b" / "ct.nii.gz")
+    clash = _invoke(first, second, "--model", model, "-o", str(tmp_path / "out"))
+    assert clash.exit_code == 2 and "would both be written to" in clash.stderr
+    assert not (tmp_path / "out").exists()
+
+    (tmp_path / "b" / "ct_sr.nii.gz").write_text("an earlier result")
+    existing = _invoke(first, second, "--model", model)
+    assert existing.exit_code == 2 and "b/ct_sr.nii.gz: exists already" in existing.stderr
+    assert not (tmp_path / "a" / "ct_sr.nii.gz").exists()  # the first was not written either
+    assert (tmp_path / "b" / "ct_sr.nii.gz").read_text() == "an earlier result"
+
+    broken = tmp_path / "b" / "broken.nii.gz"
+    broken.write_bytes(b"not gzip")
+    stopped = _invoke(first, str(broken), "--model", model)
+    errors = [line for line in stopped.stderr.splitlines() if line.startswith("error:")]
+    assert stopped.exit_code == 2 and len(errors) == 1  # (and a warning: the tiny model is CT's)
+    assert "broken.nii.gz: not a readable NIfTI file" in stopped.stderr
+    assert (
+        "stopped there; 1 of 2 written before it: " in stopped.stderr and "a/ct_sr.nii.gz" in stopped.stderr
+    )
+    assert not (tmp_path / "b" / "broken_sr.nii.gz").exists()

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from srgan_med.errors import InputError
+from srgan_med.errors import InputError, SrganMedError
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,28 @@ def default_output(source: Path, source_format: str, fmt: str | None) -> Path:
             name = name[: -len(suffix)]
             break
     return source.with_name(f"{name}_sr.nii.gz" if fmt == "nifti" else f"{name}_sr")
+
+
+def planned_outputs(sources: Sequence[Path], output: Path | None, fmt: str | None) -> list[Path]:
+    """Each input's output, known before any input is read (its format follows the input's path,
+    as :func:`srgan_med.io.load_scan` decides it); two inputs writing one output is an error."""
+    from srgan_med.io.nifti import is_nifti_path
+
+    if output is not None and len(sources) > 1 and output.exists() and not output.is_dir():
+        raise InputError(f"{output}: several inputs need an output folder, not a file")
+    targets: list[Path] = []
+    for source in sources:
+        source_format = "nifti" if source.is_file() and is_nifti_path(source) else "dicom"
+        target = default_output(source, source_format, fmt)
+        if output is not None:
+            target = output / target.name if len(sources) > 1 else output
+        clash = [
+            sources[index] for index, planned in enumerate(targets) if planned.resolve() == target.resolve()
+        ]
+        if clash:
+            raise InputError(f"{clash[0]} and {source} would both be written to {target}; give them apart")
+        targets.append(target)
+    return targets
 
 
 def _json_number(value: float) -> float | str:
@@ -123,6 +145,9 @@ def enhance_files(
     if precision != "auto" and precision not in PRECISIONS:
         raise InputError(f"--precision must be auto, {', '.join(PRECISIONS)}; got {precision!r}")
     sources = expand_inputs(inputs)
+    targets = planned_outputs(sources, output, fmt)
+    for target in targets:  # before any work: a clash found at the third input would leave two written
+        check_output(target, overwrite=overwrite, inputs=sources)
     torch_device = pick_device(device)
     if batch_size is None:
         batch_size = CUDA_BATCH if torch_device.type == "cuda" else CPU_BATCH
@@ -137,9 +162,6 @@ def enhance_files(
         raise InputError(
             f"model {bundle.name} upscales x{bundle.scale}; --scale {scale} needs a x{scale} model"
         )
-    if output is not None and len(sources) > 1:
-        if output.exists() and not output.is_dir():
-            raise InputError(f"{output}: several inputs need an output folder, not a file")
     halo = receptive_field_radius(bundle.generator)
     # Same function, faster (folded batch norm, layout); precision as asked or the device's default.
     generator = prepare_for_inference(
@@ -154,7 +176,8 @@ def enhance_files(
         TextColumn("{task.completed}/{task.total} slices"),
         TimeRemainingColumn(),
     )
-    for source in sources:
+
+    def enhance_one(source: Path, target: Path) -> Path:
         started = time.perf_counter()
         scan = loaded.pop(source) if source in loaded else load_scan(source)
         read = time.perf_counter()
@@ -167,10 +190,7 @@ def enhance_files(
                 bundle.name,
                 bundle.modality,
             )
-        target = default_output(source, scan.meta["source_format"], fmt)
-        if output is not None:
-            target = output / target.name if len(sources) > 1 else output
-        check_output(target, overwrite=overwrite, inputs=[source])
+        check_output(target, overwrite=overwrite, inputs=sources)
         slice_axis = slice_axis_for(scan.affine.numpy(), plane, tuple(scan.shape[1:]))
         if through_plane and int(scan.shape[1 + slice_axis]) == 1:
             raise InputError(
@@ -228,10 +248,20 @@ def enhance_files(
         }
         with atomic_output(report_path(target), overwrite=True, inputs=[source]) as temporary:
             temporary.write_text(json.dumps(report, indent=2, default=str))
-        written.append(target)
         if not quiet:
             print(
                 f"{source} -> {target} (x{bundle.scale}, {report['seconds']:.1f} s, consistency "
                 f"{result.consistency_psnr_db:.1f} dB)"
             )
+        return target
+
+    for source, target in zip(sources, targets, strict=True):
+        try:
+            written.append(enhance_one(source, target))
+        except SrganMedError as error:
+            if not written:
+                raise
+            done = ", ".join(str(path) for path in written[:3]) + (", ..." if len(written) > 3 else "")
+            note = f"stopped there; {len(written)} of {len(sources)} written before it: {done}"
+            raise type(error)(f"{error} ({note})") from None
     return written
