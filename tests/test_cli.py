@@ -111,6 +111,8 @@ def test_output_under_a_regular_file_is_one_line_error(tmp_path):
         (["enhance", "x.nii", "--bogus"], "No such option: --bogus; see 'srgan-med enhance --help'"),
         (["enhance"], "Missing argument 'inputs'; see 'srgan-med enhance --help'"),
         (["nocmd"], "No such command 'nocmd'; see 'srgan-med --help'"),
+        (["degrade", "x.nii", "-o", "y.nii", "--seed", "-1"], "Invalid value for '--seed'"),  # numpy's error
+        (["evaluate", "x.nii", "--seed", "4294967296"], "Invalid value for '--seed'"),
     ],
 )
 def test_usage_errors_are_one_line_through_the_real_console_script(args, expected):

@@ -70,3 +70,34 @@ def test_user_errors_are_one_line_exit_2(ct_nifti, tmp_path):
     bad_preset = run(source, "-o", tmp_path / "y.nii.gz", "--preset", "pet")
     assert bad_preset.exit_code == 2 and "preset" in bad_preset.output
     assert "Traceback" not in thin.output + bad_preset.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--fwhm-mm", "nan"], "blur.fwhm_mm: values must be finite numbers"),
+        (["--noise", "inf"], "noise.std_hu: values must be finite numbers"),  # was caught only at writing
+        (["--slice-gap-mm", "5"], "a gap between simulated slices needs slice_thickness_mm"),  # was ignored
+        (["--slice-thickness-mm", "inf"], "through_plane.slice_thickness_mm: must be a positive number"),
+    ],
+)
+def test_impossible_values_are_refused_before_any_work(ct_nifti, tmp_path, args, message):
+    source, _ = ct_nifti
+    result = run(source, "-o", tmp_path / "lr.nii.gz", *args)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "lr.nii.gz").exists()
+
+
+def test_scan_and_preview_are_written_both_or_neither(ct_nifti, tmp_path):
+    """A preview that cannot be written left the scan written and an error (something partial)."""
+    source, _ = ct_nifti
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the preview's folder would be")
+    result = run(source, "-o", tmp_path / "lr.nii.gz", "--preview", blocked / "preview.png")
+    assert result.exit_code == 2 and "preview.png" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked", "ct.nii.gz"]
+    (tmp_path / "old.png").write_text("an earlier preview")
+    exists = run(source, "-o", tmp_path / "lr.nii.gz", "--preview", tmp_path / "old.png")
+    assert exists.exit_code == 2 and "old.png: exists already" in exists.output
+    assert not (tmp_path / "lr.nii.gz").exists()

@@ -135,7 +135,10 @@ def degrade(
         float | None, typer.Option("--slice-gap-mm", help="Gap between simulated slices (mm).")
     ] = None,
     seed: Annotated[
-        int, typer.Option("--seed", help="Seed of the random draws (same seed, same output).")
+        int,
+        typer.Option(
+            "--seed", min=0, max=2**32 - 1, help="Seed of the random draws (same seed, same output)."
+        ),
     ] = 0,
     preview: Annotated[
         Path | None, typer.Option("--preview", help="Also save a PNG: HR | LR | difference (middle slice).")
@@ -148,27 +151,38 @@ def degrade(
     """Write the low-resolution scan a worse acquisition would have produced (blur, downsampling, thick
     slices, noise), on a voxel-centre-correct grid so it overlays the input in any viewer."""
     from srgan_med.degrade import load_degradation_preset, simulate_low_res
-    from srgan_med.errors import OutputExistsError
     from srgan_med.examples import resolve_input
     from srgan_med.io import load_scan, save_scan
+    from srgan_med.io.atomic import atomic_output, check_output
 
-    if preview is not None and preview.exists() and not overwrite:
-        raise OutputExistsError(f"{preview}: exists; pass --overwrite to replace it")
+    if preview is not None:  # before any work, as the scan's output is checked
+        check_output(preview, overwrite=overwrite, inputs=[Path(input_path)])
+    check_output(output, overwrite=overwrite, inputs=[Path(input_path)])
     scan = load_scan(resolve_input(input_path), series=series)
     modality = str(scan.meta.get("modality", "CT")).upper()
     config = load_degradation_preset(preset or ("mr" if modality == "MR" else "ct"))
     config = _with_overrides(config, modality, fwhm_mm, noise, slice_thickness_mm, slice_gap_mm)
     result, item = simulate_low_res(scan, config, scale, seed=seed)
     low_res = item["low_res"]
-    written = save_scan(
-        result,
-        output,
-        overwrite=overwrite,
-        reference=scan,
-        inputs=[input_path] if not str(input_path).startswith("example:") else [],
-        description=f"srgan-med degrade x{scale}",
-        derivation=f"simulated low resolution x{scale} (srgan-med degrade, seed {seed})",
-    )
+    inputs = [input_path] if not str(input_path).startswith("example:") else []
+
+    def save() -> Path:
+        return save_scan(
+            result,
+            output,
+            overwrite=overwrite,
+            reference=scan,
+            inputs=inputs,
+            description=f"srgan-med degrade x{scale}",
+            derivation=f"simulated low resolution x{scale} (srgan-med degrade, seed {seed})",
+        )
+
+    if preview is None:
+        written = save()
+    else:  # both or neither: the preview is renamed into place only once the scan is written
+        with atomic_output(preview, overwrite=overwrite, inputs=inputs) as temporary:
+            write_png(preview_image(item["high_res"], low_res, config.in_plane_axes), temporary)
+            written = save()
     log.info(
         "wrote %s: %s -> %s, degradation %s",
         written,
@@ -177,5 +191,4 @@ def degrade(
         low_res.meta.get("degradation", {}),
     )
     if preview is not None:
-        write_png(preview_image(item["high_res"], low_res, config.in_plane_axes), preview)
         log.info("wrote preview %s", preview)

@@ -52,7 +52,9 @@ def evaluate(
         str | None,
         typer.Option("--degradation", help="Degradation preset (ct, mr) or YAML file; default by modality."),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the simulated degradations.")] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, max=2**32 - 1, help="Seed of the simulated degradations.")
+    ] = 0,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for tables and figures.")] = Path(
         "evaluation"
     ),

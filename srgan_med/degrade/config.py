@@ -10,6 +10,7 @@ path to a YAML file.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,8 @@ _CHOICES = {
 def _check_range(value: Range | None, path: str, low: float = 0.0, high: float = float("inf")) -> None:
     if value is None:
         return
+    if not all(math.isfinite(v) for v in value):
+        raise ConfigError(f"{path}: values must be finite numbers, got {list(value)}")
     if not (value[0] <= value[1]):
         raise ConfigError(f"{path}: low must not exceed high, got {list(value)}")
     if value[0] < low or value[1] > high:
@@ -188,10 +191,16 @@ def _validate(config: DegradationConfig) -> None:
         raise ConfigError(f"normalise.percentiles: low must be below high, got {list(norm.percentiles)}")
     _check_range(config.blur.fwhm_mm, "blur.fwhm_mm")
     tp = config.through_plane
-    if tp.slice_thickness_mm is not None and tp.slice_thickness_mm <= 0:
-        raise ConfigError(f"through_plane.slice_thickness_mm: must be positive, got {tp.slice_thickness_mm}")
-    if tp.slice_gap_mm < 0:
-        raise ConfigError(f"through_plane.slice_gap_mm: must not be negative, got {tp.slice_gap_mm}")
+    if tp.slice_thickness_mm is not None and not 0 < tp.slice_thickness_mm < math.inf:
+        raise ConfigError(
+            f"through_plane.slice_thickness_mm: must be a positive number, got {tp.slice_thickness_mm}"
+        )
+    if not 0 <= tp.slice_gap_mm < math.inf:
+        raise ConfigError(f"through_plane.slice_gap_mm: must be a non-negative number, got {tp.slice_gap_mm}")
+    if tp.slice_gap_mm > 0 and tp.slice_thickness_mm is None:  # it would be ignored
+        raise ConfigError(
+            "through_plane.slice_gap_mm: a gap between simulated slices needs slice_thickness_mm"
+        )
     _check_range(config.kspace.keep_fraction, "kspace.keep_fraction", 1e-3, 1.0)
     noise = config.noise
     _check_range(noise.std_hu, "noise.std_hu")
