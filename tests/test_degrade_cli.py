@@ -101,3 +101,9 @@ def test_scan_and_preview_are_written_both_or_neither(ct_nifti, tmp_path):
     exists = run(source, "-o", tmp_path / "lr.nii.gz", "--preview", tmp_path / "old.png")
     assert exists.exit_code == 2 and "old.png: exists already" in exists.output
     assert not (tmp_path / "lr.nii.gz").exists()
+
+
+def test_an_output_name_of_no_format_is_refused_before_the_input_is_read(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a scan: reading it would fail, but the output is checked first")
+    result = run(tmp_path / "notes.txt", "-o", tmp_path / "lr.png")
+    assert result.exit_code == 2 and "lr.png: cannot tell the output format" in result.output

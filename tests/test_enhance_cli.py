@@ -342,3 +342,21 @@ def test_several_inputs_check_every_output_before_any_work_and_name_what_was_wri
         "stopped there; 1 of 2 written before it: " in stopped.stderr and "a/ct_sr.nii.gz" in stopped.stderr
     )
     assert not (tmp_path / "b" / "broken_sr.nii.gz").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "message"),
+    [
+        ("out", "nifti", "out: a NIfTI output needs a .nii or .nii.gz name"),  # was an internal error
+        ("out.nii.gz", "dicom", "a DICOM series is a folder; give it a name without .nii.gz"),  # was a folder
+    ],
+)
+def test_an_output_name_that_does_not_fit_the_format_is_refused_first(
+    tmp_path, small_ct_volume, name, fmt, message
+):
+    volume, affine = small_ct_volume
+    source = write_nifti(tmp_path / "ct.nii.gz", volume, affine)
+    model = str(tmp_path / "not-read-yet.safetensors")  # the output is checked before the model is read
+    result = _invoke(str(source), "--model", model, "--format", fmt, "-o", str(tmp_path / name))
+    assert result.exit_code == 2 and message in result.stderr, result.stderr
+    assert not (tmp_path / name).exists()

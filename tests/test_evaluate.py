@@ -113,6 +113,16 @@ def test_misaligned_pair_is_a_clear_error(tmp_path, small_ct_volume):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_pair_of_one_shape_is_refused(tmp_path, small_ct_volume):
+    """The scan given as its own low-res was scored at x1 (every method perfect): meaningless."""
+    high_path, _ = _pair(tmp_path, 0, small_ct_volume)
+    result = CliRunner().invoke(
+        app, ["evaluate", str(high_path), "--low-res", str(high_path), "-o", str(tmp_path / "x"), "-q"]
+    )
+    assert result.exit_code == 2 and "there is nothing to upscale" in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_unknown_method_and_missing_low_res(tmp_path, small_ct_volume):
     high_path, low_path = _pair(tmp_path, 0, small_ct_volume)
     result = CliRunner().invoke(

@@ -65,6 +65,7 @@ def planned_outputs(sources: Sequence[Path], output: Path | None, fmt: str | Non
     """Each input's output, known before any input is read (its format follows the input's path,
     as :func:`srgan_med.io.load_scan` decides it); two inputs writing one output is an error."""
     from srgan_med.io.nifti import is_nifti_path
+    from srgan_med.io.scan import output_format
 
     if output is not None and len(sources) > 1 and output.exists() and not output.is_dir():
         raise InputError(f"{output}: several inputs need an output folder, not a file")
@@ -74,6 +75,7 @@ def planned_outputs(sources: Sequence[Path], output: Path | None, fmt: str | Non
         target = default_output(source, source_format, fmt)
         if output is not None:
             target = output / target.name if len(sources) > 1 else output
+        output_format(target, fmt)  # a name that does not fit the format: refused before the work
         clash = [
             sources[index] for index, planned in enumerate(targets) if planned.resolve() == target.resolve()
         ]

@@ -56,6 +56,10 @@ def pair_geometry(high_res, low_res, name: str) -> tuple[int, tuple[int, int]]:
         )
     slice_axis = 2 if ratios[2] == 1 else ratios.index(1)
     factors = [int(r) for axis, r in enumerate(ratios) if axis != slice_axis]
+    if factors == [1, 1]:
+        raise InputError(
+            f"{name}: low-res and high-res have one shape, {tuple(high_shape)}; there is nothing to upscale"
+        )
     expected = rescaled_affine(low_res.affine, [int(r) for r in ratios])
     error_mm = float(np.abs(expected - high_res.affine.numpy()).max())
     if error_mm > 1e-2:

@@ -162,6 +162,11 @@ def output_format(path: Path, fmt: str | None = None) -> str:
     if fmt:
         if fmt not in ("nifti", "dicom"):
             raise InputError(f"unknown output format {fmt!r}; use nifti or dicom")
+        if fmt == "nifti" and not is_nifti_path(path):
+            raise InputError(f"{path}: a NIfTI output needs a {' or '.join(NIFTI_SUFFIXES)} name")
+        if fmt == "dicom" and is_nifti_path(path):
+            suffix = ".nii.gz" if str(path).lower().endswith(".nii.gz") else ".nii"
+            raise InputError(f"{path}: a DICOM series is a folder; give it a name without {suffix}")
         return fmt
     if is_nifti_path(path):
         return "nifti"
