@@ -145,6 +145,20 @@ CONVOLUTION_KERNELS = ("conv", "fprop", "dgrad", "wgrad", "implicit_gemm", "xmma
 NOT_CONVOLUTION_KERNELS = ("triton_poi", "triton_red", "triton_per", "nchwtonhwc", "nhwctonchw", "addpadding")
 
 
+def saved_reports(
+    description: str, made: str, argv: list[str] | None
+) -> tuple[Path, list[tuple[Path, dict]]]:
+    """The command line of the scripts that remake something from saved JSON reports (``SOURCE
+    DEST``): ``DEST`` and each ``SOURCE/*.json`` with its parsed report, in name order."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("source", type=Path, help="folder of JSON reports")
+    parser.add_argument("dest", type=Path, help=f"folder for the {made}")
+    args = parser.parse_args(argv)
+    return args.dest, [(path, json.loads(path.read_text())) for path in sorted(args.source.glob("*.json"))]
+
+
 def is_convolution_kernel(name: str) -> bool:
     """Whether a profiled kernel or operator name is a convolution or matrix product."""
     name = name.lower()

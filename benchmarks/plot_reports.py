@@ -12,14 +12,13 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from enhance_common import saved_reports  # noqa: E402
 from gpu_inference import TARGET_SLICES_PER_S  # noqa: E402
 from train_speed import TARGETS as TRAINING_TARGETS  # noqa: E402
 
@@ -95,13 +94,10 @@ def plot(report: dict[str, Any], path: Path) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", type=Path, help="folder of JSON reports")
-    parser.add_argument("dest", type=Path, help="folder for the PNG figures")
-    args = parser.parse_args(argv)
+    dest, reports = saved_reports(__doc__.splitlines()[0], "PNG figures", argv)
     written = []
-    for path in sorted(args.source.glob("*.json")):
-        figure = plot(json.loads(path.read_text()), args.dest / f"{path.stem}.png")
+    for path, report in reports:
+        figure = plot(report, dest / f"{path.stem}.png")
         if figure is not None:
             print(f"wrote {figure}")
             written.append(figure)

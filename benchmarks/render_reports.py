@@ -10,13 +10,12 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from enhance_common import saved_reports  # noqa: E402
 
 WRITERS = {
     name: name for name in ("gpu_inference", "enhance_speed", "enhance_overhead", "train_speed", "traffic")
@@ -24,18 +23,14 @@ WRITERS = {
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", type=Path, help="folder of JSON reports")
-    parser.add_argument("dest", type=Path, help="folder for the Markdown")
-    args = parser.parse_args(argv)
+    dest, reports = saved_reports(__doc__.splitlines()[0], "Markdown", argv)
     written = []
-    for path in sorted(args.source.glob("*.json")):
-        report = json.loads(path.read_text())
+    for path, report in reports:
         module = WRITERS.get(report.get("benchmark", ""))
         if module is None:
             print(f"skip {path}: not a benchmark report")
             continue
-        _, markdown = importlib.import_module(module).write_report(report, args.dest / path.stem)
+        _, markdown = importlib.import_module(module).write_report(report, dest / path.stem)
         written.append(markdown)
     return written
 
