@@ -92,9 +92,15 @@ COMPILE_SETTINGS = {
 }
 
 
-def compile_kwargs(setting: str) -> dict[str, Any]:
-    """``torch.compile`` keyword arguments for a ``--compile-modes`` name."""
-    return COMPILE_SETTINGS.get(setting, {"mode": setting})
+def compile_kwargs(setting: str, backend: str = "inductor") -> dict[str, Any]:
+    """``torch.compile`` keyword arguments for a ``--compile-modes`` name; none for another backend
+    than Inductor (a smoke run's trace-only one), which takes no mode or options."""
+    return COMPILE_SETTINGS.get(setting, {"mode": setting}) if backend == "inductor" else {}
+
+
+def _failure(error: Exception) -> str:
+    """How a row that failed says why: the exception's type and the start of its message."""
+    return f"{type(error).__name__}: {str(error)[:200]}"
 
 
 def compile_label(setting: str) -> str:
@@ -299,7 +305,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
                     )
             names[form] = name
         except Exception as error:
-            rows.append({"variant": name, "skipped": f"{type(error).__name__}: {str(error)[:200]}"})
+            rows.append({"variant": name, "skipped": _failure(error)})
     if args.compile:
         for engine, setting in compile_plan(list(names), args.compile_modes):
             form = engine.removeprefix("bf16 ")
@@ -308,7 +314,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
                 name += f", backend {args.compile_backend!r}"
             try:
                 torch.compiler.reset()  # each setting compiles from empty caches
-                options = compile_kwargs(setting) if args.compile_backend == "inductor" else {}
+                options = compile_kwargs(setting, args.compile_backend)
                 compiled = torch.compile(
                     engines[engine], dynamic=False, backend=args.compile_backend, **options
                 )
@@ -323,7 +329,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
                         with torch.inference_mode():
                             profiles[name] = kernel_profile(functools.partial(compiled, example), device)
             except Exception as error:
-                rows.append({"variant": name, "skipped": f"{type(error).__name__}: {str(error)[:200]}"})
+                rows.append({"variant": name, "skipped": _failure(error)})
     if profiles:
         result["profiles"] = profiles
     for row in rows:
@@ -392,7 +398,7 @@ def precision_check(args: argparse.Namespace, device: torch.device) -> list[dict
                 for setting in args.compile_modes:  # each setting's numerics, on the most rewritten form
                     label = "bf16 fused-shift-sum unfold compiled"
                     label += "" if setting == "default" else f" {setting}"
-                    options = compile_kwargs(setting) if backend == "inductor" else {}
+                    options = compile_kwargs(setting, backend)
                     variants[label] = torch.compile(fastest, dynamic=True, backend=backend, **options)
             for label, generator in variants.items():
                 try:  # a variant that fails (a kernel that does not build) is reported, not fatal
@@ -401,7 +407,7 @@ def precision_check(args: argparse.Namespace, device: torch.device) -> list[dict
                         slice_axis=axis, device=device, batch_size=16, halo=halo, tile=1024,
                     )  # fmt: skip
                 except Exception as error:
-                    row[f"error_{label}"] = f"{type(error).__name__}: {str(error)[:200]}"
+                    row[f"error_{label}"] = _failure(error)
                     continue
                 value = psnr(reference, output.image[0].numpy().astype(np.float64), data_range, mask)
                 row[f"psnr_{label}"] = round(value, 4)

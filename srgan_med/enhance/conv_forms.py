@@ -23,6 +23,12 @@ INFERENCE_OUTPUT_CONVS = (*OUTPUT_CONVS, "fused-shift-sum")
 INPUT_CONVS = ("conv", "unfold")
 
 
+def _frozen_bias(bias: torch.Tensor | None, channels: int) -> nn.Parameter:
+    """A copy of ``bias`` (zeros when there is none) as a parameter that takes no gradient."""
+    values = bias.detach().clone() if bias is not None else torch.zeros(channels)
+    return nn.Parameter(values, requires_grad=False)
+
+
 class ShiftSumConv2d(nn.Module):
     """``conv`` computed by :func:`srgan_med.nets.shift_sum.shift_sum_conv2d`: a ``1 x 1``
     convolution to one plane per kernel tap, then their shifted sum, in float32. The same function
@@ -34,8 +40,7 @@ class ShiftSumConv2d(nn.Module):
         if not is_same_conv(conv):
             raise ValueError("ShiftSumConv2d needs a stride-1, zero-padded, ungrouped square odd convolution")
         self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=False)
-        bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(conv.out_channels)
-        self.bias = nn.Parameter(bias, requires_grad=False)
+        self.bias = _frozen_bias(conv.bias, conv.out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return shift_sum_conv2d(x, self.weight, self.bias)
@@ -81,8 +86,7 @@ class PReLUShiftSumConv2d(nn.Module):
         taps = torch.zeros(conv.in_channels, _aligned(columns))  # aligned rows of planes
         taps[:, :columns] = tap_matrix(conv.weight.detach()).t()
         self.taps = nn.Parameter(taps, requires_grad=False)
-        in_bias = bias.detach().clone() if bias is not None else torch.zeros(conv.in_channels)
-        self.in_bias = nn.Parameter(in_bias, requires_grad=False)
+        self.in_bias = _frozen_bias(bias, conv.in_channels)
         self.alpha = nn.Parameter(prelu.weight.detach().clone(), requires_grad=False)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
@@ -132,8 +136,7 @@ class UnfoldConv2d(nn.Module):
         weight = torch.zeros(conv.out_channels, _aligned(depth), 1, 1)
         weight[:, :depth, 0, 0] = conv.weight.detach().reshape(conv.out_channels, depth)
         self.weight = nn.Parameter(weight, requires_grad=False)
-        bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(conv.out_channels)
-        self.bias = nn.Parameter(bias, requires_grad=False)
+        self.bias = _frozen_bias(conv.bias, conv.out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_autocast_enabled(x.device.type):  # the copies in the dtype the product casts them to

@@ -70,17 +70,16 @@ def planned_outputs(sources: Sequence[Path], output: Path | None, fmt: str | Non
     if output is not None and len(sources) > 1 and output.exists() and not output.is_dir():
         raise InputError(f"{output}: several inputs need an output folder, not a file")
     targets: list[Path] = []
+    planned: dict[Path, Path] = {}  # resolved output -> the input writing it
     for source in sources:
         source_format = "nifti" if source.is_file() and is_nifti_path(source) else "dicom"
         target = default_output(source, source_format, fmt)
         if output is not None:
             target = output / target.name if len(sources) > 1 else output
         output_format(target, fmt)  # a name that does not fit the format: refused before the work
-        clash = [
-            sources[index] for index, planned in enumerate(targets) if planned.resolve() == target.resolve()
-        ]
-        if clash:
-            raise InputError(f"{clash[0]} and {source} would both be written to {target}; give them apart")
+        other = planned.setdefault(target.resolve(), source)
+        if other is not source:
+            raise InputError(f"{other} and {source} would both be written to {target}; give them apart")
         targets.append(target)
     return targets
 

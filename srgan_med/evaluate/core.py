@@ -78,6 +78,13 @@ def data_range_for(high_res: np.ndarray, modality: str, ct_window_hu=DEFAULT_CT_
     return float(max(high - low, 1e-6))
 
 
+def _ssim_or_nan(reference: np.ndarray, test: np.ndarray, data_range: float, mask) -> float:
+    """SSIM, or NaN for slices smaller than its window (:data:`srgan_med.metrics.SSIM_MIN_SIDE`)."""
+    if min(reference.shape[:2]) < metrics.SSIM_MIN_SIDE:
+        return float("nan")
+    return metrics.ssim(reference, test, data_range, mask)
+
+
 def _scores(reference: np.ndarray, test: np.ndarray, data_range: float, mask) -> dict[str, float]:
     values = {
         "psnr": metrics.psnr(reference, test, data_range, mask),
@@ -85,11 +92,7 @@ def _scores(reference: np.ndarray, test: np.ndarray, data_range: float, mask) ->
         "mae": metrics.mae(reference, test, mask),
         "gmsd": metrics.gmsd(reference, test, data_range, mask),
     }
-    values["ssim"] = (
-        metrics.ssim(reference, test, data_range, mask)
-        if min(reference.shape[:2]) >= metrics.SSIM_MIN_SIDE
-        else float("nan")
-    )
+    values["ssim"] = _ssim_or_nan(reference, test, data_range, mask)
     try:
         values["hfen"] = metrics.hfen(reference, test, mask)
     except ValueError:  # flat reference region: HFEN is undefined
@@ -138,11 +141,7 @@ def evaluate_case(case: Case, methods: dict[str, Method], mask_mode: str | np.nd
                 continue
             row = {"volume": case.name, "method": method_name, "slice": k}
             row["psnr"] = metrics.psnr(high[..., k], reconstructed[..., k], data_range, slice_mask)
-            row["ssim"] = (
-                metrics.ssim(high[..., k], reconstructed[..., k], data_range, slice_mask)
-                if min(high.shape[:2]) >= metrics.SSIM_MIN_SIDE
-                else float("nan")
-            )
+            row["ssim"] = _ssim_or_nan(high[..., k], reconstructed[..., k], data_range, slice_mask)
             result.slice_rows.append(row)
     return result
 
