@@ -7,15 +7,16 @@ depend on weight values) on 128x128 slices resident on the device, timed with CU
 
 - baseline: the plain generator, eval, fp32, eager, NCHW, one slice per pass, torch's defaults;
 - the engine's generator (:func:`srgan_med.enhance.inference.prepare_for_inference`: batch norm folded,
-  output conv before the last pixel shuffle) in strict fp32, TF32, mixed and bf16 + channels_last,
-  batched;
+  output conv before the last pixel shuffle, computed as a convolution) in strict fp32, TF32, mixed
+  and bf16 + channels_last, batched;
 - bf16 + channels_last replayed from a CUDA graph; ``torch.compile`` (``--compile``; its settings
   ``--compile-modes``: torch.compile's modes or ``triton-convs``, see :data:`COMPILE_SETTINGS`; at
   ``--compile-batches``);
 - the same bf16 engine with the output convolution computed other ways, eager and compiled (default
   mode): ``output_conv="shift-sum"`` (:class:`srgan_med.enhance.conv_forms.ShiftSumConv2d`) and
   ``"fused-shift-sum"`` (:class:`srgan_med.enhance.conv_forms.PReLUShiftSumConv2d`: the PReLU before
-  it applied inside the product, a Triton kernel), the latter also with ``input_conv="unfold"``
+  it applied inside the product, a Triton kernel; the CUDA default in bf16 since the H100 run of
+  2026-11-26), the latter also with ``input_conv="unfold"``
   (:class:`srgan_med.enhance.conv_forms.UnfoldConv2d`);
 - with ``--profile``, the top kernels of the fastest eager bf16 row and of each compiled row
   (``torch.profiler``), to show what bounds each figure.
@@ -26,8 +27,9 @@ measured bf16 matrix-product and copy ceilings of the device for comparison.
 Part 2, precision. Every shipped model of each public scan's modality (``--scans``: the ``*.nii.gz``
 of ``../shared/data/scans`` when present, plus the package's example scans) enhances the scan's
 simulated low-res version (the evaluation's own :func:`srgan_med.evaluate.run.synthesise_pair`, the
-modality's preset, seed 0, ``--max-slices`` central slices) in each precision, and in bf16 with
-the output convolution computed the other ways (also compiled with ``--compile``); PSNR against the
+modality's preset, seed 0, ``--max-slices`` central slices) in each precision (the convolution
+form), and in bf16 with the output convolution computed the other ways; with ``--compile`` also the
+bf16 convolution form and the CUDA default form (fused-shift-sum) compiled; PSNR against the
 high-res scan uses ``srgan-med evaluate``'s data range and foreground mask. Issue #7's bar: within
 0.01 dB of strict fp32.
 
@@ -74,15 +76,19 @@ DEFAULT_SCANS = REPO.parent / "shared" / "data" / "scans"
 TARGET_SLICES_PER_S = 4000.0  # issue #7, H100, x4 generator, 128x128 slices
 PSNR_BAR_DB = 0.01
 # The engine with its output (and first) convolution computed other ways than as convolutions:
-# prepare_for_inference's output_conv and input_conv (srgan_med/enhance/conv_forms.py).
+# prepare_for_inference's output_conv and input_conv (srgan_med/enhance/conv_forms.py). The last is
+# the CUDA default in bf16 (default_output_conv): the fastest compiled on the H100 (2026-11-26).
 CONV_FORMS = {
     "shift-sum output convolution": {"output_conv": "shift-sum"},
-    "fused-shift-sum output convolution": {"output_conv": "fused-shift-sum"},
     "fused-shift-sum output + unfold first convolution": {
         "output_conv": "fused-shift-sum",
         "input_conv": "unfold",
     },
+    "fused-shift-sum output convolution": {"output_conv": "fused-shift-sum"},
 }
+# The forms' options with the convolution form spelled out: the rows named "engine ..." (no form)
+# compute the output convolution as a convolution on every device.
+PLAIN_FORM = {"output_conv": "conv"}
 # Compile settings by name: torch.compile's own modes, and "triton-convs", Inductor's own Triton
 # convolution templates for every convolution (cuDNN left out). A template can take the PReLU and
 # residual add that follow it into its epilogue; max-autotune, left to choose, kept cuDNN for all
@@ -109,10 +115,10 @@ def compile_label(setting: str) -> str:
 
 
 def compile_plan(forms: list[str], settings: list[str]) -> list[tuple[str, str]]:
-    """(engine, setting) pairs to compile, in order: each form (the most rewritten, last in
+    """(engine, setting) pairs to compile, in order: each form (the CUDA default, last in
     :data:`CONV_FORMS`, first: a stage's time limit may cut the last rows, and the plain engine's
-    figure exists from earlier runs) and the plain engine ``"bf16"`` in the first setting; the most
-    rewritten form and the plain engine in each further one."""
+    figure exists from earlier runs) and the plain engine ``"bf16"`` in the first setting; the
+    default form and the plain engine in each further one."""
     ordered = [f"bf16 {form}" for form in reversed(forms)]
     plan = []
     for index, setting in enumerate(settings):
@@ -258,7 +264,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     measure("baseline: plain generator, fp32 eager NCHW, torch defaults", plain, 1)
     torch.backends.cudnn.benchmark = True
     precisions = ("fp32", "tf32", "bf16", "mixed") if cuda else ("fp32", "bf16", "mixed")
-    engines.update({p: prepare_for_inference(plain, device, precision=p) for p in precisions})
+    engines.update({p: prepare_for_inference(plain, device, precision=p, **PLAIN_FORM) for p in precisions})
     measure("engine fp32 (IEEE), cudnn.benchmark", engines["fp32"], args.batch)
     if cuda:
         measure("engine tf32, cudnn.benchmark", engines["tf32"], args.batch)
@@ -353,7 +359,13 @@ def _central(volume, max_slices: int, axis: int):
     return volume[tuple(index)]
 
 
-def precision_check(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+def precision_check(
+    args: argparse.Namespace,
+    device: torch.device,
+    on_row: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """The precision rows, one per scan x model; ``on_row(rows)`` after each (``main`` saves the
+    report then, so a run cut short by a time limit keeps its rows)."""
     from srgan_med.enhance.engine import enhance_volume, slice_axis_for
     from srgan_med.enhance.inference import prepare_for_inference
     from srgan_med.enhance.tiling import receptive_field_radius
@@ -387,19 +399,22 @@ def precision_check(args: argparse.Namespace, device: torch.device) -> list[dict
                 "model": name,
                 "slices": int(scan.shape[1 + axis]),
             }
-            variants = {p: prepare_for_inference(bundle.generator, device, precision=p) for p in precisions}
+            prepare = functools.partial(prepare_for_inference, bundle.generator, device)
+            variants = {p: prepare(precision=p, **PLAIN_FORM) for p in precisions}
             for options in CONV_FORMS.values():
                 label = "bf16 " + " ".join(options.values())
-                variants[label] = prepare_for_inference(bundle.generator, device, precision="bf16", **options)
+                variants[label] = prepare(precision="bf16", **options)
             if args.compile and (device.type == "cuda" or args.compile_backend != "inductor"):
                 backend = args.compile_backend
                 variants["bf16 compiled"] = torch.compile(variants["bf16"], dynamic=True, backend=backend)
-                fastest = variants["bf16 fused-shift-sum unfold"]
-                for setting in args.compile_modes:  # each setting's numerics, on the most rewritten form
-                    label = "bf16 fused-shift-sum unfold compiled"
+                fastest = variants["bf16 fused-shift-sum"]  # the CUDA default, and the fastest compiled
+                for setting in args.compile_modes:  # each setting's numerics, on that form
+                    label = "bf16 fused-shift-sum compiled"
                     label += "" if setting == "default" else f" {setting}"
                     options = compile_kwargs(setting, backend)
                     variants[label] = torch.compile(fastest, dynamic=True, backend=backend, **options)
+            if args.variants:  # fp32 is every delta's reference
+                variants = {k: v for k, v in variants.items() if k == "fp32" or k in args.variants}
             for label, generator in variants.items():
                 try:  # a variant that fails (a kernel that does not build) is reported, not fatal
                     output = enhance_volume(
@@ -416,6 +431,8 @@ def precision_check(args: argparse.Namespace, device: torch.device) -> list[dict
                     row[f"delta_{label}_db"] = round(row[f"psnr_{label}"] - row["psnr_fp32"], 4)
             print(json.dumps(row), flush=True)
             rows.append(row)
+            if on_row:
+                on_row(rows)
     return rows
 
 
@@ -434,7 +451,7 @@ def precision_summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return summary
 
 
-def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
+def write_report(report: dict[str, Any], out: Path, stem: str = "gpu_inference") -> tuple[Path, Path]:
     env = report["environment"]
     lines = ["# GPU inference (issue #7)", "", *environment_lines(env), f"- device: {report['device']}", ""]
     part = report.get("throughput")
@@ -484,7 +501,7 @@ def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
             markdown_table(rows, columns),
             "",
         ]
-    return save_report(report, out, "gpu_inference", lines)
+    return save_report(report, out, stem, lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -523,6 +540,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile", action="store_true", help="add the top kernels of the best eager and compiled rows"
     )
     parser.add_argument("--skip-precision", action="store_true")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        help="precision part: only these variants besides fp32, e.g. 'bf16 fused-shift-sum compiled'",
+    )
     return parser.parse_args(argv)
 
 
@@ -552,9 +574,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{args.max_slices or 'all'} central slices per scan; LR: the modality's degradation preset, "
             "seed 0; PSNR over evaluate's foreground mask and data range"
         )
-        report["precision"] = precision_check(args, device)
-        report["precision_summary"] = precision_summary(report["precision"])
-    write_report(report, args.out)
+
+        def save(rows: list[dict[str, Any]]) -> None:
+            report["precision"], report["precision_summary"] = rows, precision_summary(rows)
+            write_report(report, args.out)
+
+        save(precision_check(args, device, on_row=save))
+    else:
+        write_report(report, args.out)
     return report
 
 

@@ -44,23 +44,22 @@ collect() {  # collect SOURCE NAME: a stage's report into $OUT at once, so a cal
 # COMPILE_MODES="default max-autotune-no-cudagraphs" adds torch.compile modes to the inference stage.
 # STAGES picks stages (all by default). Together they need about 12 minutes, more than one device
 # call allows (10), and a session's device time (15 min) also pays the machine's start-up. The H100
-# run of 2026-11-26 measured everything once (docs/benchmarks.md); inference was at 3,000 of 4,000
-# slices/s, bound by the output convolution and by the PReLU / residual-add passes. Open: the output
-# convolution's other forms, "shift-sum" (srgan_med/nets/shift_sum.py) and "fused-shift-sum"
-# (srgan_med/nets/prelu_matmul.py, a Triton kernel): eager, compiled and profiled, their PSNR on the
-# public scans, and the GPU tests, all in one call (about 7 minutes; the suite's CPU smoke run of
-# gpu_inference.py checks its flow):
-#   STAGES="inference tests" INFERENCE_ARGS="--batches 256" T_INFERENCE=400 T_TESTS=150
-# Then, on the same warm machine (it goes back 30 s after a call), the compiled forms at smaller
-# batches replayed as CUDA graphs (an activation of a batch of 16 is 34 MB, within the H100's 50 MB
-# L2):
+# runs of 2026-11-26 measured everything (docs/benchmarks.md); the second one (11:42Z) measured the
+# output convolution's forms: compiled x4 inference at 4,062 and 4,057 slices/s with
+# "fused-shift-sum", now prepare_for_inference's CUDA default in bf16. Open after it: the PSNR of
+# that form compiled (the run measured it eager and compiled with the unfold first convolution),
+# and `srgan-med enhance --compile` end to end, in one call (about 5 minutes):
+#   STAGES="inference enhance" T_INFERENCE=200 T_ENHANCE=150 ENHANCE_ARGS="--compile"
+#   INFERENCE_ARGS="--skip-throughput --variants 'bf16 fused-shift-sum' 'bf16 fused-shift-sum compiled'"
+# Then, with time left, on the same warm machine (it goes back 30 s after a call), the compiled
+# forms at smaller batches replayed as CUDA graphs (an activation of a batch of 16 is 34 MB, within
+# the H100's 50 MB L2):
 #   STAGES="inference" COMPILE_MODES="reduce-overhead" T_INFERENCE=300
 #   INFERENCE_ARGS="--batches 256 --compile-batches 16 64 256 --skip-precision"
-# With time left: COMPILE_MODES="triton-convs" (Inductor's Triton convolutions, whose epilogues can
+# Further options: COMPILE_MODES="triton-convs" (Inductor's Triton convolutions, whose epilogues can
 # take those passes; unlikely to pay: for kernels other than 1x1 its template runs at most 4 warps
-# with a rolled loop over the taps, torch/_inductor/kernel/conv.py), and STAGES="compile enhance"
-# COMPILE_BATCHES=256 T_COMPILE=240 (training compiled at batch 256 with each output convolution; a
-# fresh enhance command with and without cuDNN's algorithm search).
+# with a rolled loop over the taps, torch/_inductor/kernel/conv.py), and STAGES="compile"
+# COMPILE_BATCHES=256 T_COMPILE=240 (training compiled at batch 256 with each output convolution).
 STAGES=${STAGES:-tests traffic inference enhance overhead train compile cold}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 # COMPILE_BATCHES: the batches of the compiled training rows (each compiles from empty caches);
@@ -73,12 +72,13 @@ want compile && collect train_compile/train_speed.json train_speed_compile.json
 want traffic && stage traffic "${T_TRAFFIC:-60}" python3 benchmarks/traffic.py --device cuda --out "$WORK/traffic"
 want traffic && collect traffic/traffic.json traffic.json
 # INFERENCE_ARGS, e.g. "--batches 256 --skip-precision", narrows the inference stage.
-want inference && stage inference "${T_INFERENCE:-150}" python3 benchmarks/gpu_inference.py \
+# (eval: INFERENCE_ARGS may quote variant names that hold spaces)
+want inference && eval stage inference "${T_INFERENCE:-150}" python3 benchmarks/gpu_inference.py \
   --out "$WORK/inference" --scans "$SCANS" --compile --profile --compile-modes ${COMPILE_MODES:-default} \
-  ${INFERENCE_ARGS:-}
+  "${INFERENCE_ARGS:-}"
 want inference && collect inference/gpu_inference.json gpu_inference.json
 want enhance && stage enhance "${T_ENHANCE:-80}" python3 benchmarks/enhance_speed.py --skip-cpu \
-  --out "$WORK/enhance"
+  --out "$WORK/enhance" ${ENHANCE_ARGS:-}
 want enhance && collect enhance/enhance_speed.json enhance_speed.json
 want overhead && stage overhead "${T_OVERHEAD:-60}" python3 benchmarks/enhance_overhead.py --device cuda \
   --out "$WORK/overhead"

@@ -32,6 +32,11 @@ class WeightsNotFoundError(SrganMedError, FileNotFoundError):
     """Model or VGG weights are not where they were looked for; the message says how to get them."""
 
 
+class CompileError(SrganMedError, RuntimeError):
+    """``torch.compile`` cannot build kernels here (no C/C++ compiler, an unsupported GPU); the same
+    run works without compiling."""
+
+
 class TrainingDivergedError(SrganMedError, RuntimeError):
     """Training produced non-finite losses again and again after restoring the last good state."""
 

@@ -77,13 +77,19 @@ def test_memory_benchmark_holds_the_whole_volume_but_runs_few_real_slices(tmp_pa
     assert (tmp_path / "enhance_memory.md").read_text().count("|") > 10
 
 
-def test_gpu_inference_benchmark_checks_precisions_and_skips_throughput_without_cuda(tmp_path):
+def test_gpu_inference_benchmark_checks_precisions_and_skips_throughput_without_cuda(tmp_path, monkeypatch):
     """On CPU: the throughput part is skipped with its reason; the precision part scores every shipped
-    model of the example scans' modality in each CPU precision; the JSON renders back to Markdown."""
+    model of the example scans' modality in each CPU precision, saving the report after each (a run cut
+    short keeps its rows); the JSON renders back to Markdown."""
     bench = _load("gpu_inference")
+    saved, write_report = [], bench.write_report
+    monkeypatch.setattr(
+        bench, "write_report", lambda r, out: saved.append(len(r["precision"])) or write_report(r, out)
+    )
     argv = ["--out", str(tmp_path), "--scans", str(tmp_path / "none"), "--max-slices", "1"]
     argv += ["--compile", "--compile-backend", "eager", "--compile-modes", "default", "triton-convs"]
     report = bench.main(argv)
+    assert saved == [1, 2, 3, 4, 4]  # after each scan x model, and at the end
     if not torch.cuda.is_available():
         assert report["throughput_skipped"] == "no CUDA device"
     rows = report["precision"]
@@ -96,22 +102,23 @@ def test_gpu_inference_benchmark_checks_precisions_and_skips_throughput_without_
     assert summary["max_abs_delta_db"] == max(abs(row["delta_bf16_db"]) for row in rows)
     compiled = [
         "bf16 compiled",
-        "bf16 fused-shift-sum unfold compiled",
-        "bf16 fused-shift-sum unfold compiled triton-convs",
+        "bf16 fused-shift-sum compiled",
+        "bf16 fused-shift-sum compiled triton-convs",
     ]
     for label in compiled:  # traced only (the eager backend): the eager variants' own numbers
         assert report["precision_summary"][label]["max_abs_delta_db"] is not None
         assert all(f"error_{label}" not in row for row in rows)
     for row in rows:  # traced, not recompiled: each computes what its eager variant does
         assert row["psnr_bf16 compiled"] == row["psnr_bf16"]
-        assert (
-            row["psnr_bf16 fused-shift-sum unfold compiled triton-convs"]
-            == row["psnr_bf16 fused-shift-sum unfold"]
-        )
+        assert row["psnr_bf16 fused-shift-sum compiled triton-convs"] == row["psnr_bf16 fused-shift-sum"]
 
     render = _load("render_reports")
     (markdown,) = render.main([str(tmp_path), str(tmp_path / "rendered")])
     assert markdown.read_text() == (tmp_path / "gpu_inference.md").read_text()
+
+    only = bench.main([*argv[:6], "--out", str(tmp_path / "only"), "--variants", "bf16 fused-shift-sum"])
+    for row in only["precision"]:  # fp32 (the reference) and the variant asked for
+        assert {k for k in row if k.startswith("psnr_")} == {"psnr_fp32", "psnr_bf16 fused-shift-sum"}
 
 
 def test_kernel_profile_names_where_a_pass_spends_its_time(tmp_path):
@@ -201,14 +208,15 @@ def test_precision_summary_fails_a_variant_that_failed_on_any_pair():
     assert summary["broken"] == {"max_abs_delta_db": None, "within_0.01_db": False, "failed_pairs": 1}
 
 
-def test_compile_plan_puts_every_form_in_the_first_setting_and_the_most_rewritten_in_the_rest():
-    """The compiled rows: every conv form (most rewritten first) and the plain engine in the first
-    setting; only the most rewritten form and the plain engine in each further one, whose compile
+def test_compile_plan_puts_every_form_in_the_first_setting_and_the_default_in_the_rest():
+    """The compiled rows: every conv form (the CUDA default first) and the plain engine in the first
+    setting; only the default form and the plain engine in each further one, whose compile
     (max-autotune's) takes a minute each. Names map to ``torch.compile`` arguments."""
     bench = _load("gpu_inference")
     forms = list(bench.CONV_FORMS)
     plan = bench.compile_plan(forms, ["default", "triton-convs"])
     most = f"bf16 {forms[-1]}"
+    assert forms[-1] == "fused-shift-sum output convolution"  # prepare_for_inference's CUDA bf16 default
     first = [(f"bf16 {form}", "default") for form in reversed(forms)] + [("bf16", "default")]
     assert plan == [*first, (most, "triton-convs"), ("bf16", "triton-convs")]
     assert bench.compile_plan([], ["default", "reduce-overhead"]) == [
@@ -267,7 +275,7 @@ def test_gpu_inference_throughput_part_runs_through_on_the_cpu(tmp_path):
     best = max(eager, key=lambda row: row["slices_per_s"])["batch"]  # never the mixed row's 3
     assert {row["batch"] for row in forms_eager(timed, bench)} == {best}
     forms = [row for row in timed if any(form in row["variant"] for form in bench.CONV_FORMS)]
-    # each form eager and compiled in the first setting at 2 batches; the most rewritten one in the second
+    # each form eager and compiled in the first setting at 2 batches; the default one in the second
     assert len(forms) == len(bench.CONV_FORMS) * 3 + 2
     for row in timed[1:]:  # the same function as strict fp32, up to bf16 rounding
         assert float(row["rel_error_vs_fp32"]) < 2e-2, row
@@ -284,3 +292,26 @@ def test_gpu_inference_throughput_part_runs_through_on_the_cpu(tmp_path):
     bars = plots.panels(report)["inference"]
     assert [value for _, value in bars] == [row["slices_per_s"] for row in timed]
     assert bars[0][0] == "baseline: plain generator, fp32 eager NCHW, torch defaults, batch 1"
+
+
+def test_merge_precision_gathers_rows_from_a_cut_run_log_and_a_report(tmp_path):
+    """The H100 run of 2026-11-26 (11:42Z) was cut by its time limit after 15 of 18 rows, which are
+    in its log only; a second run measured the example scans. Merged: 18 pairs, the later source's
+    row where both have one, and the summary computed from the rows."""
+    merge = _load("merge_precision")
+    results = BENCHMARKS.parent / "docs" / "results" / "h100-2026-11-26-forms"
+    log, examples = results / "session_1.log", results / "gpu_inference_precision_examples.json"
+    report = merge.main([str(tmp_path), str(log), str(examples)])
+    rows = report["precision"]
+    assert len(rows) == 18 and len({(row["scan"], row["model"]) for row in rows}) == 18
+    later = json.loads(examples.read_text())["precision"]
+    assert [row for row in rows if row["scan"].startswith("example:")] == later
+    for label, summary in report["precision_summary"].items():
+        worst = max(abs(row[f"delta_{label}_db"]) for row in rows)
+        assert summary == {"max_abs_delta_db": worst, "within_0.01_db": worst <= 0.01}
+    assert report["device"] == "NVIDIA H100 80GB HBM3"
+    assert report["environment"]["measured_by"].startswith("python benchmarks/gpu_inference.py")
+    saved = json.loads((tmp_path / "gpu_inference_precision.json").read_text())
+    assert saved["precision"] == rows
+    with pytest.raises(SystemExit, match="at least one gpu_inference.json"):
+        merge.main([str(tmp_path), str(log)])

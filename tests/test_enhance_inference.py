@@ -14,9 +14,10 @@ from monai.data import MetaTensor
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from srgan_med.enhance.conv_forms import ShiftSumConv2d, UnfoldConv2d, shift_sum_tail
+from srgan_med.enhance.conv_forms import PReLUShiftSumConv2d, ShiftSumConv2d, UnfoldConv2d, shift_sum_tail
 from srgan_med.enhance.engine import enhance_volume
 from srgan_med.enhance.inference import (
+    default_output_conv,
     default_precision,
     fold_batch_norm,
     fold_tail_before_shuffle,
@@ -266,6 +267,21 @@ def test_default_precision_follows_the_device_and_the_cpu():
     assert default_precision(torch.device("cpu"), plain_network) == "fp32"  # not mixable
 
 
+def test_default_output_convolution_is_the_fused_kernel_only_on_cuda_in_bf16():
+    import importlib.util
+
+    triton = importlib.util.find_spec("triton") is not None
+    cuda = torch.device("cuda")
+    assert default_output_conv(cuda, "bf16") == ("fused-shift-sum" if triton else "conv")
+    for precision in ("fp32", "tf32", "mixed"):  # the kernel computes bf16 / fp16 only
+        assert default_output_conv(cuda, precision) == "conv"
+    assert default_output_conv(torch.device("cpu"), "bf16") == "conv"
+    prepared = prepare_for_inference(_generator(2), "cpu", precision="bf16")
+    assert not any(isinstance(m, PReLUShiftSumConv2d) for m in prepared.modules())
+    asked = prepare_for_inference(_generator(2), "cpu", precision="bf16", output_conv="fused-shift-sum")
+    assert any(isinstance(m, PReLUShiftSumConv2d) for m in asked.modules())
+
+
 def test_unknown_precision_or_tail_is_refused():
     with pytest.raises(ValueError, match="precision must be one of"):
         prepare_for_inference(_generator(2), "cpu", precision="fp16")
@@ -342,3 +358,20 @@ def test_enhance_volume_holds_about_one_output_volume():
         tracemalloc.stop()
     assert tuple(result.image.shape[1:]) == (160, 96, 80)
     assert peak < 1.1 * output_bytes, f"peak {peak / output_bytes:.2f}x the output"
+
+
+def test_a_compile_that_fails_is_raised_as_a_compile_error(monkeypatch):
+    """A real failed compile: inductor pointed at a C++ compiler that does not exist, caches off."""
+    import torch._inductor.config as inductor_config
+
+    from srgan_med.enhance.inference import CompiledGenerator
+    from srgan_med.errors import CompileError
+
+    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, "/nonexistent/g++"))
+    monkeypatch.setattr(inductor_config, "force_disable_caches", True)
+    torch._dynamo.reset()
+    compiled = CompiledGenerator(prepare_for_inference(_generator(2), "cpu", precision="fp32"))
+    assert compiled.precision == "fp32"
+    with pytest.raises(CompileError, match=r"^torch.compile failed \(.*\); run without --compile$"):
+        compiled(torch.rand(1, 1, 12, 12))
+    torch._dynamo.reset()

@@ -12,8 +12,9 @@ Three exact rewrites (equal to the trained generator up to float32 rounding, che
   in, so every convolution skips two layout conversions; on CUDA with bf16 too.
 
 Measured with ``benchmarks/enhance_speed.py`` and ``benchmarks/gpu_inference.py`` (figures in
-``docs/benchmarks.md``). On request the first and the output convolution are computed in other forms
-(:mod:`srgan_med.enhance.conv_forms`: ``input_conv``, ``output_conv``), not yet by default.
+``docs/benchmarks.md``). The first and the output convolution can be computed in other forms
+(:mod:`srgan_med.enhance.conv_forms`: ``input_conv``, ``output_conv``); on CUDA in bf16 the output
+convolution is by default ``"fused-shift-sum"`` (:func:`default_output_conv`).
 
 Precision is a separate, explicit choice (:func:`default_precision`): on CUDA bf16 autocast; on a CPU
 with native bf16, ``"mixed"`` (the trunk in bf16, the first and the output convolution in float32);
@@ -33,6 +34,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from srgan_med.enhance.conv_forms import INFERENCE_OUTPUT_CONVS, INPUT_CONVS, rewrite_head, rewrite_tail
+from srgan_med.nets.prelu_matmul import load_kernel
 from srgan_med.nets.shift_sum import is_same_conv
 
 
@@ -156,6 +158,20 @@ def default_precision(device: torch.device, network: nn.Module | None = None) ->
     return "fp32"
 
 
+def default_output_conv(device: torch.device, precision: str) -> str:
+    """The output convolution's form when none is asked for: ``"fused-shift-sum"`` on CUDA in bf16
+    when Triton is there (its kernel: :mod:`srgan_med.nets.prelu_matmul`), else ``"conv"``.
+
+    Measured by ``benchmarks/gpu_inference.py`` on an H100 (2026-11-26,
+    docs/results/h100-2026-11-26-forms): x4 at batch 256, 2,026 slices/s eager against 1,726 with the
+    convolution, and 4,062 compiled against 3,006; PSNR within 0.0053 dB of strict fp32 on every public
+    scan x shipped model (0.0047 dB for bf16 with the convolution). Elsewhere the kernel does not run
+    (float32, or no CUDA), and its torch fallback is no faster than the convolution."""
+    if device.type == "cuda" and precision == "bf16" and load_kernel():
+        return "fused-shift-sum"
+    return "conv"
+
+
 @contextlib.contextmanager
 def _cudnn_tf32(enabled: bool, device_type: str):
     """cuDNN's TF32 tensor-core convolutions on (``"tf32"``) or off (IEEE float32) inside; a no-op
@@ -251,7 +267,7 @@ def prepare_for_inference(
     *,
     channels_last: bool | None = None,
     precision: str | None = None,
-    output_conv: str = "conv",
+    output_conv: str | None = None,
     input_conv: str = "conv",
 ) -> InferenceGenerator:
     """An eval-mode copy of ``generator`` on ``device``, with batch norm folded and, on CPU, the
@@ -265,13 +281,13 @@ def prepare_for_inference(
             convolutions on CUDA), ``"bf16"`` (autocast) or ``"mixed"`` (:func:`mixed_precision`);
             default: :func:`default_precision`.
         output_conv: ``"conv"`` (the output convolution as a convolution), ``"shift-sum"``
-            (``ShiftSumConv2d``, the same function computed another way; on a 2-core CPU it was
-            10 % slower, so it is not the default there; on CUDA it is still to be timed), or
-            ``"fused-shift-sum"`` (``PReLUShiftSumConv2d``: the PReLU before it fused into the
-            product, a Triton kernel on CUDA; still to be timed). See
-            :mod:`srgan_med.enhance.conv_forms`.
+            (``ShiftSumConv2d``, the same function computed another way; 10 % slower on a 2-core
+            CPU, 2 % slower eager on an H100), or ``"fused-shift-sum"`` (``PReLUShiftSumConv2d``:
+            the PReLU before it fused into the product, a Triton kernel on CUDA); default:
+            :func:`default_output_conv`. See :mod:`srgan_med.enhance.conv_forms`.
         input_conv: ``"conv"`` or ``"unfold"`` (``UnfoldConv2d``, the first convolution as a
-            product over shifted copies of the input; still to be timed).
+            product over shifted copies of the input; on an H100 1 % slower eager and a quarter
+            slower compiled, so not the default).
 
     Returns:
         :class:`InferenceGenerator` computing the same function as ``generator.eval()``.
@@ -279,7 +295,7 @@ def prepare_for_inference(
     device = torch.device(device)
     if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if output_conv not in INFERENCE_OUTPUT_CONVS:
+    if output_conv is not None and output_conv not in INFERENCE_OUTPUT_CONVS:
         raise ValueError(f"output_conv must be one of {INFERENCE_OUTPUT_CONVS}, got {output_conv!r}")
     if input_conv not in INPUT_CONVS:
         raise ValueError(f"input_conv must be one of {INPUT_CONVS}, got {input_conv!r}")
@@ -289,9 +305,11 @@ def prepare_for_inference(
         )
     # Rewritten on the CPU (the rewrites build their weights there), then moved.
     network = fold_tail_before_shuffle(fold_batch_norm(copy.deepcopy(generator).cpu().eval()))
-    network = rewrite_tail(network, output_conv)
     if precision is None:
         precision = default_precision(device, network)
+    if output_conv is None:
+        output_conv = default_output_conv(device, precision)
+    network = rewrite_tail(network, output_conv)
     if channels_last is None:
         channels_last = device.type == "cpu" or precision in ("bf16", "mixed")
     network = rewrite_head(network, input_conv, channels_last).to(device)
@@ -302,3 +320,46 @@ def prepare_for_inference(
     for parameter in network.parameters():
         parameter.requires_grad_(False)
     return InferenceGenerator(network, channels_last, precision).eval()
+
+
+def compile_problem(device: torch.device | str) -> str | None:
+    """Why ``torch.compile`` cannot build kernels on ``device`` here, or ``None``.
+
+    It compiles a one-line function (seconds, cold): torch has no public "can compile" check, and a
+    real compile covers a missing C/C++ compiler, an unsupported GPU and a broken toolchain alike.
+    """
+    try:
+        torch.compile(lambda x: x * 2 + 1, dynamic=False)(torch.ones(3, device=device))
+    except Exception as error:  # noqa: BLE001 - any failure means: it cannot compile here
+        lines = str(error).strip().splitlines()
+        return f"{type(error).__name__}: {lines[0] if lines else ''}".strip().rstrip(":")
+    return None
+
+
+class CompiledGenerator:
+    """``generator`` run through ``torch.compile`` (mode ``default``), failures of the compiler raised
+    as :class:`~srgan_med.errors.CompileError`.
+
+    Compiling takes seconds to minutes, once per input shape (from the second shape on, with dynamic
+    sizes); each pass after that is faster. Measured on an H100 with ``benchmarks/gpu_inference.py``
+    (docs/benchmarks.md): x4, 128x128 slices at batch 256, 4,062 slices/s compiled against 2,026
+    eager. Same function: ``tests/test_enhance_inference.py``.
+    """
+
+    def __init__(self, generator: InferenceGenerator) -> None:
+        self.generator = generator
+        self.precision = generator.precision
+        self._compiled = torch.compile(generator)
+
+    def __call__(self, low_res: torch.Tensor) -> torch.Tensor:
+        from torch._dynamo.exc import TorchDynamoException
+        from torch._inductor.exc import InductorError
+
+        from srgan_med.errors import CompileError
+
+        try:
+            return self._compiled(low_res)
+        except (TorchDynamoException, InductorError) as error:
+            lines = str(error).strip().splitlines()
+            reason = f"{type(error).__name__}: {lines[0] if lines else ''}"
+            raise CompileError(f"torch.compile failed ({reason}); run without --compile") from None
