@@ -29,7 +29,8 @@ of ``../shared/data/scans`` when present, plus the package's example scans) enha
 simulated low-res version (the evaluation's own :func:`srgan_med.evaluate.run.synthesise_pair`, the
 modality's preset, seed 0, ``--max-slices`` central slices) in each precision (the convolution
 form), and in bf16 with the output convolution computed the other ways; with ``--compile`` also the
-bf16 convolution form and the CUDA default form (fused-shift-sum) compiled; PSNR against the
+bf16 convolution form and the CUDA default form (fused-shift-sum) compiled (on a CPU: ``mixed``
+compiled, what ``srgan-med enhance --compile`` runs on a CPU with native bf16); PSNR against the
 high-res scan uses ``srgan-med evaluate``'s data range and foreground mask. Issue #7's bar: within
 0.01 dB of strict fp32.
 
@@ -413,6 +414,9 @@ def precision_check(
                     label += "" if setting == "default" else f" {setting}"
                     options = compile_kwargs(setting, backend)
                     variants[label] = torch.compile(fastest, dynamic=True, backend=backend, **options)
+            if args.compile and device.type == "cpu":  # `enhance --compile` on a CPU with native bf16
+                backend = args.compile_backend
+                variants["mixed compiled"] = torch.compile(variants["mixed"], dynamic=True, backend=backend)
             if args.variants:  # fp32 is every delta's reference
                 variants = {k: v for k, v in variants.items() if k == "fp32" or k in args.variants}
             for label, generator in variants.items():

@@ -104,12 +104,14 @@ def test_gpu_inference_benchmark_checks_precisions_and_skips_throughput_without_
         "bf16 compiled",
         "bf16 fused-shift-sum compiled",
         "bf16 fused-shift-sum compiled triton-convs",
+        "mixed compiled",
     ]
     for label in compiled:  # traced only (the eager backend): the eager variants' own numbers
         assert report["precision_summary"][label]["max_abs_delta_db"] is not None
         assert all(f"error_{label}" not in row for row in rows)
     for row in rows:  # traced, not recompiled: each computes what its eager variant does
         assert row["psnr_bf16 compiled"] == row["psnr_bf16"]
+        assert row["psnr_mixed compiled"] == row["psnr_mixed"]
         assert row["psnr_bf16 fused-shift-sum compiled triton-convs"] == row["psnr_bf16 fused-shift-sum"]
 
     render = _load("render_reports")
