@@ -13,12 +13,7 @@ import glob
 from pathlib import Path
 
 from srgan_med.errors import ConfigError
-
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-
-
-def _is_nifti(path: Path) -> bool:
-    return path.name.lower().endswith(NIFTI_SUFFIXES)
+from srgan_med.io.nifti import is_nifti_path
 
 
 def _from_csv(path: Path, key: str) -> list[Path]:
@@ -54,7 +49,7 @@ def _expand_one(entry: str, base_dir: Path, key: str) -> list[Path]:
             raise ConfigError(f"{key}: no file matches {path}")
         return [m for match in matches for m in _expand_one(str(match), base_dir, key)]
     if path.is_dir():
-        niftis = sorted(p for p in path.iterdir() if p.is_file() and _is_nifti(p))
+        niftis = sorted(p for p in path.iterdir() if p.is_file() and is_nifti_path(p))
         return niftis or [path]
     if not path.is_file():
         raise ConfigError(f"{key}: {path} does not exist")
