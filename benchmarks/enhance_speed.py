@@ -11,8 +11,12 @@ Times, on a synthetic int16 CT NIfTI (default 128x128x300) and a random-init x4 
 - ``enhance_files`` end to end (load, upscale, write NIfTI and its JSON report);
 - bf16 autocast on CPU (not used by enhance), to show its error in HU;
 - on CUDA only (``--skip-cpu`` leaves out the CPU rows): the naive baseline on the GPU; the engine
-  in strict fp32, TF32 and bf16 + channels_last (and ``--compile``d), each checked against the GPU
-  baseline's voxels; ``srgan-med enhance`` end to end in this process (twice) and as a fresh command.
+  in strict fp32, TF32 and bf16 + channels_last (its output convolution as a convolution), each
+  checked against the GPU baseline's voxels; the engine as ``srgan-med enhance`` runs it (and, with
+  ``--compile``, as ``enhance --compile`` runs it); ``srgan-med enhance`` end to end in this
+  process (twice; with ``--compile`` also twice compiled) and as a fresh command.
+  ``--gpu-rows-on-cpu`` runs that code on the CPU where there is no CUDA: a smoke run that the suite
+  makes, not a figure.
 
 Baseline and engine alternate for ``--repeats`` rounds, so a machine shared with other jobs slows
 both alike; the ratio is the median of the per-round wall-time ratios, and the ratio of process CPU
@@ -22,6 +26,8 @@ Usage:
     python benchmarks/enhance_speed.py --out bench_out/                 # full size
     python benchmarks/enhance_speed.py --slices 16 --repeats 3 --out bench_out/   # quick
     python benchmarks/enhance_speed.py --skip-cpu --out bench_out/      # GPU session: GPU rows only
+    python benchmarks/enhance_speed.py --slices 5 --size 24 --blocks 1 --width 8 --scale 2 --skip-cpu \
+        --gpu-rows-on-cpu --compile --cuda-batch-size 2 --out /tmp/b   # the GPU rows' code on the CPU (smoke)
 """
 
 from __future__ import annotations
@@ -242,9 +248,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
 
             rows.append(_bf16_cpu_row(args, scan, bundle, engine, flops, cpu_name, naive_out, naive_med))
-        if torch.cuda.is_available():
-            rows.extend(_cuda_rows(args, scan, bundle, engine, flops))
-            rows.extend(_cuda_end_to_end_rows(args, source, model, flops, folder))
+        if torch.cuda.is_available() or args.gpu_rows_on_cpu:
+            gpu = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            rows.extend(_cuda_rows(args, scan, bundle, engine, flops, gpu))
+            rows.extend(_cuda_end_to_end_rows(args, source, model, flops, folder, gpu))
     return {
         "benchmark": "enhance_speed",
         "environment": env | {"load_average_end": [round(v, 2) for v in os.getloadavg()]},
@@ -298,12 +305,19 @@ def _prepare(bundle, device, channels_last=None, precision=None, output_conv="co
     )
 
 
-def _cuda_rows(args, scan, bundle, engine, flops) -> list[dict[str, Any]]:
-    """GPU figures: only reached when CUDA exists. Voxel differences are against the GPU baseline."""
+def _gpu_name(device: torch.device) -> str:
+    """The rows' device column: the GPU's name, or what a CPU smoke run of the GPU rows is."""
+    if device.type == "cuda":
+        return f"GPU: {torch.cuda.get_device_name(device)}"
+    return "CPU (smoke run of the GPU rows, --gpu-rows-on-cpu: not a figure)"
+
+
+def _cuda_rows(args, scan, bundle, engine, flops, device: torch.device) -> list[dict[str, Any]]:
+    """GPU figures (on ``device``: CUDA, or the CPU for a smoke run of this code). Voxel differences
+    are against the GPU baseline."""
     from srgan_med.enhance.inference import CompiledGenerator, default_output_conv, prepare_for_inference
 
-    device = torch.device("cuda")
-    name = f"GPU: {torch.cuda.get_device_name(0)}"
+    name = _gpu_name(device)
     gpu_generator = bundle.generator.to(device)
     volume = scan[0].numpy()
     normalise, denormalise = bundle.intensity_maps(scan[0])
@@ -326,11 +340,13 @@ def _cuda_rows(args, scan, bundle, engine, flops) -> list[dict[str, Any]]:
         for precision in ("fp32", "tf32", "bf16")
     ]
     # The rows above compute the output convolution as a convolution; enhance's default form:
-    form = default_output_conv(device, "bf16")
+    prepared = prepare_for_inference(bundle.generator, device)
+    form = default_output_conv(device, prepared.precision)
     as_enhance = (
-        f"GPU engine as srgan-med enhance runs it (bf16, output conv {form}), batch {args.cuda_batch_size}"
+        f"GPU engine as srgan-med enhance runs it ({prepared.precision}, output conv {form}), "
+        f"batch {args.cuda_batch_size}"
     )
-    variants.append((as_enhance, prepare_for_inference(bundle.generator, device)))
+    variants.append((as_enhance, prepared))
     if args.compile:  # as `srgan-med enhance --compile` runs it
         compiled = CompiledGenerator(prepare_for_inference(bundle.generator, device))
         started = time.perf_counter()  # the whole volume: its last, smaller batch compiles again
@@ -363,18 +379,21 @@ def _cuda_rows(args, scan, bundle, engine, flops) -> list[dict[str, Any]]:
     return rows
 
 
-def _cuda_end_to_end_rows(args, source: Path, model: Path, flops, folder: Path) -> list[dict[str, Any]]:
-    """``srgan-med enhance`` on CUDA: in this process (model load, read, upscale, write) and as a fresh
-    command (Python start-up, imports and CUDA initialisation included)."""
+def _cuda_end_to_end_rows(
+    args, source: Path, model: Path, flops, folder: Path, device: torch.device
+) -> list[dict[str, Any]]:
+    """``srgan-med enhance`` on CUDA (``device``; the CPU in a smoke run): in this process (model load,
+    read, upscale, write) and as a fresh command (Python start-up, imports and CUDA initialisation
+    included)."""
     import subprocess
 
     from srgan_med.enhance.run import enhance_files, report_path
 
-    name = f"GPU: {torch.cuda.get_device_name(0)}"
+    name = _gpu_name(device)
 
     def timed(run: Callable[[], Any], target: Path) -> tuple[float, dict[str, Any]]:
         """Seconds of ``run()``, which enhances into ``target``, and the command's own report."""
-        seconds, _, _ = _timed(run, torch.device("cuda"))
+        seconds, _, _ = _timed(run, device)
         return seconds, json.loads(report_path(target).read_text())
 
     rows = []
@@ -384,7 +403,7 @@ def _cuda_end_to_end_rows(args, source: Path, model: Path, flops, folder: Path) 
         target = folder / f"ct_sr_cuda_{attempt.split()[0]}_{compile_model}.nii"
         seconds, report = timed(
             lambda t=target, c=compile_model: enhance_files(
-                [str(source)], output=t, model=str(model), device="cuda", compile_model=c, quiet=True
+                [str(source)], output=t, model=str(model), device=device.type, compile_model=c, quiet=True
             ),
             target,
         )
@@ -407,7 +426,7 @@ def _cuda_end_to_end_rows(args, source: Path, model: Path, flops, folder: Path) 
     for benchmark in (True, False):
         target = folder / f"ct_sr_cli_{benchmark}.nii"
         command = [sys.executable, "-c", launch.format(benchmark), "enhance", str(source), "-o", str(target)]
-        command += ["--model", str(model), "--device", "cuda", "-q"]
+        command += ["--model", str(model), "--device", device.type, "-q"]
         seconds, report = timed(lambda c=command: subprocess.run(c, check=True), target)
         rows.append(
             _row(
@@ -460,6 +479,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (CUDA only)")
     parser.add_argument("--cuda-batch-size", type=int, default=32, help="slices per pass on CUDA")
     parser.add_argument("--skip-cpu", action="store_true", help="only the CUDA rows (GPU session)")
+    parser.add_argument(
+        "--gpu-rows-on-cpu",
+        action="store_true",
+        help="without CUDA, run the GPU rows' code on the CPU: a smoke run of it, not a figure",
+    )
     args = parser.parse_args(argv)
     for name in ("slices", "size", "repeats", "batch_size", "bf16_slices"):
         if getattr(args, name) < 1:

@@ -46,6 +46,42 @@ def test_speed_benchmark_reports_rows_ratio_and_flops(tmp_path):
     assert "randomly initialised" in markdown and "command: `python" in markdown
 
 
+@pytest.mark.slow  # two fresh commands and an inductor compile: ~25 s on 2 cores
+def test_speed_benchmark_gpu_rows_run_through_on_the_cpu(tmp_path):
+    """The GPU rows' code (engine per precision, as enhance runs it, compiled as enhance --compile
+    runs it, enhance end to end in process and as fresh commands) on the CPU: a mistake in it would
+    otherwise first show on a lent GPU's time. Skipped where CUDA exists (the rows then run there)."""
+    from srgan_med.enhance.inference import compile_problem
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is here: the GPU rows run on it")
+    problem = compile_problem("cpu")
+    if problem:
+        pytest.skip(f"torch.compile cannot build kernels on this CPU: {problem}")
+    speed = _load("enhance_speed")
+    tiny = ["--slices", "5", "--size", "24", "--blocks", "1", "--width", "8", "--scale", "2"]
+    argv = [*tiny, "--skip-cpu", "--gpu-rows-on-cpu", "--compile", "--cuda-batch-size", "2"]
+    report = speed.main([*argv, "--out", str(tmp_path)])
+    rows = {row["figure"]: row for row in report["rows"]}
+    assert all(row["device"].startswith("CPU (smoke run") for row in rows.values())
+    precision = rows["srgan-med enhance end to end on CUDA, in process (first call)"]["precision"]
+    as_enhance = f"GPU engine as srgan-med enhance runs it ({precision}, output conv conv), batch 2"
+    compiled = as_enhance.replace("enhance", "enhance --compile", 1)
+    assert rows[compiled]["max_abs_diff_vs_gpu_baseline_hu"] < 10 and rows[as_enhance]["slices_per_s"] > 0
+    for name in ("fp32", "tf32"):  # exact rewrites of the baseline
+        assert rows[f"GPU engine {name}, batch 2"]["max_abs_diff_vs_gpu_baseline_hu"] < 0.05
+    for option in ("", " --compile"):
+        for attempt in ("first", "second"):
+            assert (
+                rows[f"srgan-med enhance{option} end to end on CUDA, in process ({attempt} call)"]["seconds"]
+                > 0
+            )
+    for benchmark in (True, False):
+        fresh = rows[f"srgan-med enhance end to end on CUDA, fresh command, cudnn.benchmark {benchmark}"]
+        assert set(fresh["in_command_stages"]) == {"load", "upscale", "write"}
+    assert rows["torch.compile warm-up (s)"]["seconds"] > 0
+
+
 def test_flop_count_of_one_convolution():
     speed = _load("enhance_speed")
     conv = torch.nn.Conv2d(1, 4, 3, padding=1, bias=False)
