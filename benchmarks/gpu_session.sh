@@ -48,8 +48,8 @@ collect() {  # collect SOURCE NAME: a stage's report into $OUT at once, so a cal
 # output convolution's forms: compiled x4 inference at 4,062 and 4,057 slices/s with
 # "fused-shift-sum", now prepare_for_inference's CUDA default in bf16. Open after it: the PSNR of
 # that form compiled (the run measured it eager and compiled with the unfold first convolution),
-# and `srgan-med enhance --compile` end to end, in one call (about 5 minutes):
-#   STAGES="inference enhance" T_INFERENCE=200 T_ENHANCE=150 ENHANCE_ARGS="--compile"
+# and `srgan-med enhance --compile` end to end, in one call (about 7 minutes; timeout_s 480):
+#   STAGES="inference enhance" T_INFERENCE=240 T_ENHANCE=150 ENHANCE_ARGS="--compile"
 #   INFERENCE_ARGS="--skip-throughput --variants 'bf16 fused-shift-sum' 'bf16 fused-shift-sum compiled'"
 # Then, with time left, on the same warm machine (it goes back 30 s after a call), the compiled
 # forms at smaller batches replayed as CUDA graphs (an activation of a batch of 16 is 34 MB, within
