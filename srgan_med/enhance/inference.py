@@ -322,6 +322,12 @@ def prepare_for_inference(
     return InferenceGenerator(network, channels_last, precision).eval()
 
 
+def _error_line(error: BaseException) -> str:
+    """``"Type: first line of the message"``: torch.compile's errors run to pages."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".strip().rstrip(":")
+
+
 def compile_problem(device: torch.device | str) -> str | None:
     """Why ``torch.compile`` cannot build kernels on ``device`` here, or ``None``.
 
@@ -331,8 +337,7 @@ def compile_problem(device: torch.device | str) -> str | None:
     try:
         torch.compile(lambda x: x * 2 + 1, dynamic=False)(torch.ones(3, device=device))
     except Exception as error:  # noqa: BLE001 - any failure means: it cannot compile here
-        lines = str(error).strip().splitlines()
-        return f"{type(error).__name__}: {lines[0] if lines else ''}".strip().rstrip(":")
+        return _error_line(error)
     return None
 
 
@@ -360,6 +365,5 @@ class CompiledGenerator:
         try:
             return self._compiled(low_res)
         except (TorchDynamoException, InductorError) as error:
-            lines = str(error).strip().splitlines()
-            reason = f"{type(error).__name__}: {lines[0] if lines else ''}"
+            reason = _error_line(error)
             raise CompileError(f"torch.compile failed ({reason}); run without --compile") from None
