@@ -41,7 +41,7 @@ def rows_of(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     return rows, None
 
 
-def merge(sources: list[Path]) -> dict[str, Any]:
+def merge(sources: list[Path], command: str) -> dict[str, Any]:
     merged: dict[tuple[str, str], dict[str, Any]] = {}
     base = None
     for path in sources:
@@ -56,8 +56,7 @@ def merge(sources: list[Path]) -> dict[str, Any]:
     environment["measured_by"] = environment.pop("command")
     return {
         "benchmark": "gpu_inference",
-        "environment": environment
-        | {"command": "python " + shlex.join(["benchmarks/merge_precision.py", *map(str, sys.argv[1:])])},
+        "environment": environment | {"command": command},
         "device": base["device"],
         "throughput_skipped": "precision rows merged from: " + ", ".join(path.name for path in sources),
         "precision": rows,
@@ -71,7 +70,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("out", type=Path, help="folder for gpu_inference_precision.json / .md")
     parser.add_argument("sources", type=Path, nargs="+", help="session logs and gpu_inference.json reports")
     args = parser.parse_args(argv)
-    report = merge(args.sources)
+    shown = sys.argv[1:] if argv is None else argv
+    report = merge(args.sources, "python " + shlex.join(["benchmarks/merge_precision.py", *shown]))
     gpu_inference.write_report(report, args.out, "gpu_inference_precision")
     return report
 

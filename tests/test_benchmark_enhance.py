@@ -349,6 +349,10 @@ def test_merge_precision_gathers_rows_from_a_cut_run_log_and_a_report(tmp_path):
         assert summary == {"max_abs_delta_db": worst, "within_0.01_db": worst <= 0.01}
     assert report["device"] == "NVIDIA H100 80GB HBM3"
     assert report["environment"]["measured_by"].startswith("python benchmarks/gpu_inference.py")
+    assert (
+        report["environment"]["command"]
+        == f"python benchmarks/merge_precision.py {tmp_path} {log} {examples}"
+    )
     saved = json.loads((tmp_path / "gpu_inference_precision.json").read_text())
     assert saved["precision"] == rows
     with pytest.raises(SystemExit, match="at least one gpu_inference.json"):
