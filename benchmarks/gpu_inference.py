@@ -405,8 +405,8 @@ def precision_check(
             for options in CONV_FORMS.values():
                 label = "bf16 " + " ".join(options.values())
                 variants[label] = prepare(precision="bf16", **options)
-            if args.compile and (device.type == "cuda" or args.compile_backend != "inductor"):
-                backend = args.compile_backend
+            backend = args.compile_backend
+            if args.compile and (device.type == "cuda" or backend != "inductor"):
                 variants["bf16 compiled"] = torch.compile(variants["bf16"], dynamic=True, backend=backend)
                 fastest = variants["bf16 fused-shift-sum"]  # the CUDA default, and the fastest compiled
                 for setting in args.compile_modes:  # each setting's numerics, on that form
@@ -415,7 +415,6 @@ def precision_check(
                     options = compile_kwargs(setting, backend)
                     variants[label] = torch.compile(fastest, dynamic=True, backend=backend, **options)
             if args.compile and device.type == "cpu":  # `enhance --compile` on a CPU with native bf16
-                backend = args.compile_backend
                 variants["mixed compiled"] = torch.compile(variants["mixed"], dynamic=True, backend=backend)
             if args.variants:  # fp32 is every delta's reference
                 variants = {k: v for k, v in variants.items() if k == "fp32" or k in args.variants}

@@ -164,8 +164,8 @@ def default_output_conv(device: torch.device, precision: str) -> str:
 
     Measured by ``benchmarks/gpu_inference.py`` on an H100 (2026-11-26,
     docs/results/h100-2026-11-26-forms): x4 at batch 256, 2,026 slices/s eager against 1,726 with the
-    convolution, and 4,062 compiled against 3,006; PSNR within 0.0053 dB of strict fp32 on every public
-    scan x shipped model (0.0047 dB for bf16 with the convolution). Elsewhere the kernel does not run
+    convolution, and 4,062 compiled against 3,006; PSNR eager within 0.0049 dB of strict fp32 on every
+    public scan x shipped model (0.0044 dB for bf16 with the convolution). Elsewhere the kernel does not run
     (float32, or no CUDA), and its torch fallback is no faster than the convolution."""
     if device.type == "cuda" and precision == "bf16" and load_kernel():
         return "fused-shift-sum"
@@ -352,7 +352,6 @@ class CompiledGenerator:
     """
 
     def __init__(self, generator: InferenceGenerator) -> None:
-        self.generator = generator
         self.precision = generator.precision
         self._compiled = torch.compile(generator)
 
