@@ -120,6 +120,7 @@ def _train_command(output_dir: Path) -> list[str]:
         sys.executable, "-m", "srgan_med", "train", str(TINY), "-q",
         "--set", f"output_dir={output_dir}", "--set", "checkpoint.every=5",
         "--set", "pretrain.steps=20", "--set", "gan.steps=30",
+        "--set", "data.cache=disk",  # the resumed run reads its volumes back from the disk cache
     ]  # fmt: skip
 
 
@@ -141,6 +142,7 @@ def test_sigkill_and_resume_ends_bit_for_bit_like_an_uninterrupted_run(tmp_path)
     resumed = subprocess.run(_train_command(killed), env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from step-00000" in resumed.stderr
+    assert len(list((killed / "cache").glob("*.pt"))) == 1
     for name in ("checkpoints/step-0000050.safetensors", "models/tiny-ct-x2-srgan.safetensors"):
         expected, got = load_file(str(straight / name)), load_file(str(killed / name))
         assert expected.keys() == got.keys()

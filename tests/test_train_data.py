@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+from pathlib import Path
+
 import numpy as np
+import pydicom
 import pytest
 import torch
 from conftest import write_nifti
 
 from srgan_med.data import PatchSampler, Volume, expand_data_list
 from srgan_med.errors import ConfigError
+from srgan_med.examples import example_path
 
 
 @pytest.fixture
@@ -169,3 +175,46 @@ def test_same_seed_same_batches_and_state_replays_them():
     for patches, spacing in expected:
         again, again_spacing = one.sample(32)
         assert torch.equal(patches, again) and torch.equal(spacing, again_spacing)
+
+
+def test_disk_cache_is_read_back_and_missed_when_the_scan_or_normalisation_changes(tmp_path, monkeypatch):
+    from srgan_med.data import volumes as volumes_module
+    from srgan_med.degrade.config import load_degradation_preset
+    from srgan_med.io.transforms import LoadScand
+
+    loads = []
+    original = LoadScand.__call__
+    monkeypatch.setattr(LoadScand, "__call__", lambda self, data: loads.append(1) or original(self, data))
+    scan = tmp_path / "ct.dcm"
+    scan.write_bytes(Path(example_path("ct-small")).read_bytes())
+    cache = tmp_path / "cache"
+    ct, mr = load_degradation_preset("ct"), load_degradation_preset("mr")
+
+    def load(config):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # MONAI warns and recomputes when it cannot read a cache file
+            (volume,) = volumes_module.load_volumes([scan], config, cache="disk", cache_dir=cache)
+        return volume
+
+    first = load(ct)
+    again = load(ct)
+    assert len(loads) == 1, "the second load decoded the scan instead of reading the cache"
+    assert torch.equal(first.data, again.data)
+    assert (again.low, again.high, again.spacing_mm, again.modality) == (
+        -1000.0,
+        2000.0,
+        first.spacing_mm,
+        "CT",
+    )
+
+    load(mr)  # another normalisation: a miss, and its own cache file
+    assert len(loads) == 2
+    dataset = pydicom.dcmread(scan)  # a rewritten scan: a miss
+    pixels = dataset.pixel_array.copy()
+    pixels[0, 0] += 100
+    dataset.PixelData = pixels.tobytes()
+    dataset.save_as(scan)
+    os.utime(scan, ns=(1, 1))
+    changed = load(ct)
+    assert len(loads) == 3 and not torch.equal(changed.data, first.data)
+    assert len(list(cache.glob("*.pt"))) == 3

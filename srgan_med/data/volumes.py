@@ -10,6 +10,8 @@ so a checkpoint that stores it resumes the exact patch stream.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,8 @@ logger = logging.getLogger(__name__)
 # it teaches nothing, so the sampler draws again (a fixed number of times, to stay deterministic).
 MIN_PATCH_SPAN = 0.02
 PATCH_DRAWS = 8
+# Bump when what a disk-cached volume holds changes, so old cache files are not read.
+_DISK_CACHE_VERSION = 1
 
 
 @dataclass
@@ -83,7 +87,11 @@ def load_volumes(
         if cache_dir is None:
             raise ConfigError("data.cache_dir: needed for the disk cache")
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        dataset = PersistentDataset(items, transform=transform, cache_dir=cache_dir)
+        # MONAI hashes the item dict only: the key makes a rewritten scan or another normalisation
+        # a cache miss. track_meta keeps the MetaTensor (affine, normalisation record) in the file.
+        for item, path in zip(items, paths, strict=True):
+            item["cache_key"] = _disk_cache_key(Path(path), degradation.normalise, modality)
+        dataset = PersistentDataset(items, transform=transform, cache_dir=cache_dir, track_meta=True)
     else:
         dataset = Dataset(items, transform=transform)
     volumes = []
@@ -107,6 +115,24 @@ def load_volumes(
             )
         )
     return volumes
+
+
+def _disk_cache_key(path: Path, normalise, modality: str | None) -> str:
+    """What a cached volume depends on: the scan's files (size, mtime), the normalisation, the modality."""
+    path = path.resolve()
+    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    stats = []
+    for file in files:
+        try:
+            status = file.stat()
+        except OSError:  # vanished or unreadable: the load reports it; the key only has to differ
+            continue
+        stats.append(
+            [str(file.relative_to(path)) if path.is_dir() else file.name, status.st_size, status.st_mtime_ns]
+        )
+    key = {"version": _DISK_CACHE_VERSION, "path": str(path), "files": stats, "modality": modality}
+    key["normalise"] = dataclasses.asdict(normalise)
+    return json.dumps(key, sort_keys=True, default=str)
 
 
 def _in_plane(axis: int) -> tuple[int, int]:

@@ -16,6 +16,7 @@ Pixel decoding (including JPEG, JPEG-LS, JPEG 2000 and RLE via pylibjpeg) and th
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -305,7 +306,9 @@ def _reference_header(ds) -> dict[str, Any]:
         if keyword in header:
             delattr(header, keyword)
     try:
-        return header.to_json_dict(suppress_invalid_tags=True)
+        # The JSON round trip leaves plain types (pydicom's UID is a str subclass), so the header can be
+        # pickled and loaded back with torch.load(weights_only=True), as MONAI's disk cache does.
+        return json.loads(json.dumps(header.to_json_dict(suppress_invalid_tags=True)))
     except Exception:  # noqa: BLE001 - an unencodable private tag must not stop loading the image
         return {}
 

@@ -32,7 +32,9 @@ class DataConfig:
         batch_size: patches per step (per process under DDP).
         slice_axes: voxel axes that slices are taken across (2: axial slices of a RAS volume).
         cache: ``"memory"`` (MONAI ``CacheDataset``), ``"disk"`` (``PersistentDataset`` in
-            ``cache_dir``) or ``"none"``; decoded, normalised volumes are cached.
+            ``cache_dir``) or ``"none"``; decoded, normalised volumes are cached. A disk cache entry
+            is keyed by the scan's files (size and modification time), the normalisation and the
+            modality, so a rewritten scan or a changed preset is decoded again.
         cache_dir: folder of the disk cache (default ``<output_dir>/cache``).
         validation_slices: slices per validation volume (evenly spaced).
     """
