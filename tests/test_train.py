@@ -201,6 +201,17 @@ def test_resume_flags_protect_existing_runs(tiny_run, tmp_path):
     assert nothing.exit_code == 2 and "no checkpoint in" in nothing.output
 
 
+@pytest.mark.parametrize("below", ["", "run"])
+def test_output_dir_that_cannot_be_a_folder_stops_before_loading(tmp_path, below):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("a file")
+    before = sorted(tmp_path.rglob("*"))
+    result = CliRunner().invoke(app, ["train", str(TINY), "--set", f"output_dir={taken / below}"])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: output_dir: {taken} is a file, not a folder"
+    assert sorted(tmp_path.rglob("*")) == before and taken.read_text() == "a file"
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

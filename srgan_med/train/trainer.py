@@ -12,6 +12,7 @@ generators) is checkpointed, so a resumed run continues the exact same sequence:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,6 +93,13 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------- set-up
     def _find_resume(self, resume: bool | None) -> Path | None:
+        # An output_dir that cannot become a folder stops here, before minutes of data loading,
+        # without creating anything (a refused run leaves no folder behind).
+        existing_part = next(p for p in (self.output_dir, *self.output_dir.parents) if p.exists())
+        if not existing_part.is_dir():
+            raise ConfigError(f"output_dir: {existing_part} is a file, not a folder")
+        if not os.access(existing_part, os.W_OK | os.X_OK):
+            raise ConfigError(f"output_dir: {existing_part} is not writable")
         existing = ckpt.list_checkpoints(self.checkpoint_dir)
         if resume is False and existing:
             raise OutputExistsError(
