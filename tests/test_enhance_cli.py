@@ -405,3 +405,19 @@ def test_compile_without_a_compiler_is_one_line_error_and_writes_nothing(tmp_pat
     assert len(errors) == 1
     assert errors[0].startswith("error: --compile: torch.compile cannot build kernels here")
     assert not out.exists() and not (tmp_path / "out.nii.gz.json").exists()
+
+
+def test_series_option_picks_one_series_of_a_study_folder(tmp_path):
+    folder = pydicom_test_files() / "dicomdirtests" / "98892001"  # a scout and a 5-slice CT series
+    model = str(_bundle(tmp_path))
+    several = _invoke(str(folder), "--model", model, "-o", str(tmp_path / "all"))
+    assert several.exit_code == 2 and "2 series found; pick one with --series UID" in several.stderr
+    uid = "1.3.6.1.4.1.5962.1.1.0.0.0.1194734704.16302.0.6"
+    picked = _invoke(str(folder), "--series", uid, "--model", model, "-o", str(tmp_path / "ct"))
+    assert picked.exit_code == 0, picked.stderr
+    assert load_scan(tmp_path / "ct").shape[1:] == (32, 32, 5)
+    two = _invoke(
+        str(folder), "example:ct-small", "--series", uid, "--model", model, "-o", str(tmp_path / "two")
+    )
+    assert two.exit_code == 2 and "--series picks a series of one folder; got 2 inputs" in two.stderr
+    assert not any((tmp_path / name).exists() for name in ("all", "all.json", "two", "two.json"))

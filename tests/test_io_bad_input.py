@@ -84,7 +84,7 @@ def test_folder_of_localizers_with_mixed_orientation_is_refused():
 
 def test_folder_with_several_series_lists_them_and_series_option_picks_one():
     folder = pydicom_test_files() / "dicomdirtests" / "98892001"
-    line = _assert_one_line_error(_info(str(folder)), "series found, choose one with --series")
+    line = _assert_one_line_error(_info(str(folder)), "series found; pick one with --series UID")
     uid = next(part.split(" ")[0] for part in line.split(": ", 2)[2].split("; ") if "CT" in part)
     chosen = _info(str(folder), "--series", uid)
     if chosen.exit_code == 0:

@@ -63,6 +63,10 @@ def enhance(
     fmt: Annotated[
         str | None, typer.Option("--format", help="nifti or dicom (default: the input's).")
     ] = None,
+    series: Annotated[
+        str | None,
+        typer.Option("--series", help="SeriesInstanceUID, when the input folder holds several (one input)."),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary lines.")] = False,
 ) -> None:
@@ -82,6 +86,7 @@ def enhance(
         precision=precision,
         compile_model=compile_model,
         fmt=fmt,
+        series=series,
         overwrite=overwrite,
         quiet=quiet,
     )

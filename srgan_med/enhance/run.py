@@ -122,6 +122,7 @@ def enhance_files(
     precision: str = "auto",
     compile_model: bool = False,
     fmt: str | None = None,
+    series: str | None = None,
     overwrite: bool = False,
     quiet: bool = False,
 ) -> list[Path]:
@@ -132,6 +133,7 @@ def enhance_files(
     (``<output>.json``): model, scale, device, seconds (in all, and to load, upscale and write),
     and the consistency PSNR of the block-averaged output against the input. ``compile_model`` runs
     the generator through ``torch.compile`` (:class:`~srgan_med.enhance.inference.CompiledGenerator`).
+    ``series`` picks a SeriesInstanceUID in the one input folder that holds several.
     """
     import monai.data  # noqa: F401 - imported before any timing: ~2 s once, not the first load's cost
     import torch
@@ -153,6 +155,8 @@ def enhance_files(
     if precision != "auto" and precision not in PRECISIONS:
         raise InputError(f"--precision must be auto, {', '.join(PRECISIONS)}; got {precision!r}")
     sources = expand_inputs(inputs)
+    if series is not None and len(sources) > 1:
+        raise InputError(f"--series picks a series of one folder; got {len(sources)} inputs")
     targets = planned_outputs(sources, output, fmt)
     for target in targets:  # before any work: a clash found at the third input would leave two written
         check_output(target, overwrite=overwrite, inputs=sources)
@@ -166,7 +170,7 @@ def enhance_files(
     loaded, load_seconds = {}, {}
     if model == "auto":
         started = time.perf_counter()
-        loaded[sources[0]] = load_scan(sources[0])  # read once: it also picks the model
+        loaded[sources[0]] = load_scan(sources[0], series=series)  # read once: it also picks the model
         load_seconds[sources[0]] = time.perf_counter() - started
         model = default_model(loaded[sources[0]].meta["modality"], scale)
     bundle = load_bundle(model, device=str(torch_device))
@@ -193,7 +197,7 @@ def enhance_files(
 
     def enhance_one(source: Path, target: Path) -> Path:
         started = time.perf_counter()
-        scan = loaded.pop(source) if source in loaded else load_scan(source)
+        scan = loaded.pop(source) if source in loaded else load_scan(source, series=series)
         read = time.perf_counter()
         timings = {"load": load_seconds.pop(source, read - started)}
         if scan.meta["modality"] != bundle.modality:

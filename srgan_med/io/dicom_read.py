@@ -354,7 +354,10 @@ def _read_dicom(path: Path, series: str | None) -> tuple[np.ndarray, np.ndarray,
                 f"{s.uid} ({s.modality}, {s.description or 'no description'}, {s.slice_count} files)"
                 for s in found
             )
-            raise InputError(f"{path}: {len(found)} series found, choose one with --series UID: {listing}")
+            raise InputError(
+                f"{path}: {len(found)} series found; pick one with --series UID "
+                f"(or give a folder holding one series): {listing}"
+            )
         else:
             chosen = found[0]
         files = chosen.files
