@@ -101,6 +101,12 @@ def test_scan_and_preview_are_written_both_or_neither(ct_nifti, tmp_path):
     exists = run(source, "-o", tmp_path / "lr.nii.gz", "--preview", tmp_path / "old.png")
     assert exists.exit_code == 2 and "old.png: exists already" in exists.output
     assert not (tmp_path / "lr.nii.gz").exists()
+    text = run(source, "-o", tmp_path / "lr.nii.gz", "--preview", tmp_path / "preview.txt")
+    assert text.exit_code == 2  # matplotlib knows no .txt format: it was an internal error (KeyError)
+    assert (
+        text.output.strip() == f"error: --preview: {tmp_path / 'preview.txt'}: give the picture a .png name"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked", "ct.nii.gz", "old.png"]
 
 
 def test_an_output_name_of_no_format_is_refused_before_the_input_is_read(tmp_path):

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from srgan_med.cli import app
 from srgan_med.degrade.config import NormaliseConfig
+from srgan_med.examples import example_path
 from srgan_med.io import load_scan, rescaled_affine
 from srgan_med.io.dicom_write import write_dicom_series
 from srgan_med.models.bundle import save_bundle
@@ -421,3 +422,16 @@ def test_series_option_picks_one_series_of_a_study_folder(tmp_path):
     )
     assert two.exit_code == 2 and "--series picks a series of one folder; got 2 inputs" in two.stderr
     assert not any((tmp_path / name).exists() for name in ("all", "all.json", "two", "two.json"))
+
+
+def test_piped_output_holds_only_the_result_lines(tmp_path):
+    """A progress bar cannot redraw in a pipe or log: rich left a blank line on stdout there."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "srgan_med", "enhance", "example:ct-small", "-o", str(tmp_path / "ct")]
+    result = subprocess.run([*command, "--model", str(_bundle(tmp_path))], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stdout.splitlines()
+    assert line.startswith(str(example_path("ct-small"))) and f" -> {tmp_path / 'ct'} (x2, " in line
+    assert result.stderr == ""

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from srgan_med.cli._common import handle_errors
+from srgan_med.errors import InputError
 
 if TYPE_CHECKING:  # the config module is light, but keep the CLI import free of the degrade package
     from srgan_med.degrade.config import DegradationConfig
@@ -157,6 +158,8 @@ def degrade(
     from srgan_med.io.scan import output_format
 
     if preview is not None:  # before any work, as the scan's output is checked
+        if preview.suffix.lower() != ".png":
+            raise InputError(f"--preview: {preview}: give the picture a .png name")
         check_output(preview, overwrite=overwrite, inputs=[Path(input_path)])
     check_output(output, overwrite=overwrite, inputs=[Path(input_path)])
     output_format(output)  # a name of no format: refused before the work

@@ -137,7 +137,7 @@ def enhance_files(
     """
     import monai.data  # noqa: F401 - imported before any timing: ~2 s once, not the first load's cost
     import torch
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
     from srgan_med import __version__
     from srgan_med.enhance.engine import enhance_through_plane, enhance_volume, slice_axis_for
@@ -151,6 +151,7 @@ def enhance_files(
     from srgan_med.io import load_scan, save_scan
     from srgan_med.io.atomic import atomic_output, check_output
     from srgan_med.models.bundle import default_model, load_bundle
+    from srgan_med.progress import progress_bar
 
     if precision != "auto" and precision not in PRECISIONS:
         raise InputError(f"--precision must be auto, {', '.join(PRECISIONS)}; got {precision!r}")
@@ -216,7 +217,7 @@ def enhance_files(
                 f"(shape {tuple(int(v) for v in scan.shape[1:])})"
             )
         normalise, denormalise = bundle.intensity_maps(scan[0])
-        with Progress(*columns, disable=quiet, transient=True) as progress:
+        with progress_bar(*columns, quiet=quiet) as progress:
             passes = [a for a in range(3) if a != slice_axis] if through_plane else [slice_axis]
             task = progress.add_task(source.name, total=sum(int(scan.shape[1 + a]) for a in passes))
             run = enhance_through_plane if through_plane else enhance_volume

@@ -136,13 +136,12 @@ def run_evaluation(
         command: the command line, recorded in report.md.
         show_progress: draw a progress bar over volumes.
     """
-    from rich.progress import Progress
-
     from srgan_med.evaluate.core import Case, evaluate_case, pair_geometry
     from srgan_med.evaluate.figures import plot_gain_boxplot, plot_montage
     from srgan_med.evaluate.report import summarise, write_tables
     from srgan_med.io import load_scan
     from srgan_med.io.atomic import atomic_output
+    from srgan_med.progress import progress_bar
 
     if low_res_paths is not None and len(high_res_paths) != len(low_res_paths):
         raise InputError(f"{len(high_res_paths)} high-res inputs but {len(low_res_paths)} low-res inputs")
@@ -154,7 +153,7 @@ def run_evaluation(
     with atomic_output(Path(out), overwrite=overwrite, inputs=inputs) as temporary:
         temporary.mkdir()
         written = []
-        with Progress(disable=not show_progress, transient=True) as progress:
+        with progress_bar(quiet=not show_progress) as progress:
             task = progress.add_task("evaluating", total=len(high_res_paths))
             for index, high_path in enumerate(high_res_paths):
                 name = f"{index:02d}_{Path(high_path).name.split('.')[0]}"
