@@ -115,6 +115,8 @@ def test_cli_reports_config_errors_in_one_line(tmp_path):
     assert lines == [f"error: {path}: gan.learning_rate: expected a number, got 'fast'"]
     missing = CliRunner().invoke(app, ["train", str(tmp_path / "nope.yaml")])
     assert missing.exit_code == 2 and "training config not found" in missing.output
+    folder = CliRunner().invoke(app, ["train", str(tmp_path)])
+    assert folder.exit_code == 2 and f"{tmp_path}: a folder; give the training config's YAML" in folder.output
     binary = tmp_path / "binary.yaml"
     binary.write_bytes(b"\xff\xfe\x00\x01 not text")
     result = CliRunner().invoke(app, ["train", str(binary)])

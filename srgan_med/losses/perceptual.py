@@ -104,7 +104,7 @@ def find_vgg19_weights(weights: str = "imagenet") -> Path:
         raise WeightsNotFoundError(
             f"ImageNet VGG19 weights not found at {path}; on a machine with internet run "
             "python -c \"import torchvision; torchvision.models.vgg19(weights='IMAGENET1K_V1')\" "
-            f"(or download {VGG19_URL}) and copy the file there, or set perceptual.weights to its path"
+            f"(or download {VGG19_URL}) and copy the file there, or set losses.perceptual.weights to its path"
         )
     return path
 

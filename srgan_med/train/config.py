@@ -325,6 +325,8 @@ def load_train_config(path: str | Path, overrides: list[str] | None = None) -> T
     import yaml
 
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: a folder; give the training config's YAML file (e.g. configs/ct.yaml)")
     if not path.is_file():
         raise ConfigError(f"{path}: training config not found")
     try:
