@@ -210,3 +210,13 @@ def test_one_voxel_thick_and_2d_images_load_as_one_slice(tmp_path):
     assert facts["shape"] == [10, 12, 1] and facts["spacing"] == [0.5, 0.5, 3.0]
     flat = write_nifti(tmp_path / "flat.nii.gz", np.ones((10, 12), np.int16), affine)
     assert json.loads(_info(str(flat)).stdout)["shape"] == [10, 12, 1]
+
+
+def test_long_decoder_messages_are_cut_at_a_word_and_marked():
+    from srgan_med.io.dicom_read import _describe
+
+    words = _describe(RuntimeError("plugin failed: " + "marker segment " * 30))
+    assert len(words) <= 200 and words.endswith("segment ...")
+    assert _describe(RuntimeError("x" * 300)) == "x" * 196 + " ..."
+    assert _describe(RuntimeError("  short\n message ")) == "short message"
+    assert _describe(RuntimeError()) == "RuntimeError"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import textwrap
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +83,9 @@ def _read_header(path: Path, *, force_fallback: bool):
 
 def _describe(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
-    return text[:200] if text else type(exc).__name__
+    if len(text) > 200:  # cut at a word boundary, and say so (one 200-character word: cut inside it)
+        text = textwrap.shorten(text, 200, placeholder=" ...").removeprefix("...") or text[:196] + " ..."
+    return text or type(exc).__name__
 
 
 def find_series(folder: Path) -> list[SeriesInfo]:
