@@ -435,3 +435,25 @@ def test_piped_output_holds_only_the_result_lines(tmp_path):
     (line,) = result.stdout.splitlines()
     assert line.startswith(str(example_path("ct-small"))) and f" -> {tmp_path / 'ct'} (x2, " in line
     assert result.stderr == ""
+
+
+def test_monochrome1_input_stays_monochrome1(tmp_path):
+    """CR/DX images are often MONOCHROME1 (high values dark); written as MONOCHROME2 the enhanced
+    image showed inverted. dcm2niix keeps the stored values for NIfTI, and so do we."""
+    source = pydicom.dcmread(pydicom_test_files() / "CT_small.dcm")
+    source.PhotometricInterpretation = "MONOCHROME1"
+    source.save_as(tmp_path / "mono1.dcm")
+    model = str(_bundle(tmp_path))
+    result = _invoke(str(tmp_path / "mono1.dcm"), "--model", model, "-o", str(tmp_path / "sr"))
+    assert result.exit_code == 0, result.stderr
+    (written,) = sorted((tmp_path / "sr").iterdir())
+    assert pydicom.dcmread(written).PhotometricInterpretation == "MONOCHROME1"
+    plain = _invoke(
+        str(pydicom_test_files() / "CT_small.dcm"),
+        "--model",
+        model,
+        "-o",
+        str(tmp_path / "sr2"),
+    )
+    assert plain.exit_code == 0, plain.stderr
+    assert pydicom.dcmread(next((tmp_path / "sr2").iterdir())).PhotometricInterpretation == "MONOCHROME2"

@@ -174,6 +174,7 @@ def write_dicom_series(
     study_uid = str(source.get("StudyInstanceUID", "") or generate_uid())
     now = _dt.datetime.now()
     slice_thickness = float(np.linalg.norm(slice_step))
+    photometric = "MONOCHROME1" if source.get("PhotometricInterpretation") == "MONOCHROME1" else "MONOCHROME2"
     folder.mkdir(parents=True)
     paths = []
     for k in range(volume.shape[2]):
@@ -221,7 +222,9 @@ def write_dicom_series(
         pixels = np.ascontiguousarray(_stored(volume[:, ::-1, k].T, storage))  # (rows, columns)
         ds.Rows, ds.Columns = pixels.shape
         ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
+        # Values keep their meaning, so the display rule does too: MONOCHROME1 (CR, DX: high = dark)
+        # written as MONOCHROME2 would show the enhanced image inverted in every viewer.
+        ds.PhotometricInterpretation = photometric
         ds.BitsAllocated = ds.BitsStored = 16
         ds.HighBit = 15
         ds.PixelRepresentation = storage.pixel_representation
