@@ -7,6 +7,7 @@ import pydicom
 import pytest
 import torch
 from conftest import dcm2niix, shared_scan, write_nifti
+from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
 
 from srgan_med.errors import OutputExistsError
 from srgan_med.io import load_scan, rescaled_affine, save_scan
@@ -339,3 +340,25 @@ def test_gzipped_reads_in_several_threads_put_nibabel_back_once(tmp_path, small_
         scans = list(pool.map(lambda _: load_scan(path).numpy(), range(16)))
     assert all(np.array_equal(scan, expected) for scan in scans)
     assert ImageOpener.compress_ext_map == before
+
+
+@pytest.mark.parametrize(
+    ("values", "integer_storage"),
+    [
+        (np.random.default_rng(1).uniform(0.0, 1e-6, (16, 16, 3)), False),  # were all stored as 0
+        (np.random.default_rng(2).uniform(-5.0, 5.0, (16, 16, 3)), False),
+        (np.rint(np.random.default_rng(3).normal(0.0, 300.0, (16, 16, 3))) + 1e-5, True),
+    ],
+)
+def test_dicom_storage_keeps_small_values_and_exact_integers(tmp_path, values, integer_storage):
+    volume, affine = values.astype(np.float32), np.diag([0.7, 0.7, 2.0, 1.0])
+    write_dicom_series(volume, affine, tmp_path / "series", modality="MR")
+    ds = pydicom.dcmread(tmp_path / "series" / "IM00001.dcm")
+    assert (float(ds.RescaleSlope) == 1.0) == integer_storage
+    loaded = load_scan(tmp_path / "series")
+    # The reader orders slices its own way: bring its voxels back onto the written axes.
+    to_written = ornt_transform(io_orientation(loaded.affine.numpy()), io_orientation(affine))
+    back = apply_orientation(loaded[0].numpy(), to_written)
+    step = np.ptp(volume) / 65534.0
+    tolerance = 1e-3 if integer_storage else step  # rounding to integers, or half a scaled step
+    np.testing.assert_allclose(back, volume, rtol=0, atol=tolerance)
