@@ -61,6 +61,7 @@ class Trainer:
         self.config = config
         self.output_dir = Path(config.output_dir)
         self.checkpoint_dir = self.output_dir / "checkpoints"
+        self._check_output_dir()
         self.resume_from = self._find_resume(resume)
         self.dist: Distributed = setup_distributed(config.performance.device)
         self.device = self.dist.device
@@ -92,14 +93,16 @@ class Trainer:
         self.guard = DivergenceGuard(self)  # reads the losses only at the steps of ``_check_due``
 
     # ----------------------------------------------------------------------------------- set-up
-    def _find_resume(self, resume: bool | None) -> Path | None:
-        # An output_dir that cannot become a folder stops here, before minutes of data loading,
-        # without creating anything (a refused run leaves no folder behind).
+    def _check_output_dir(self) -> None:
+        """An output_dir that cannot become a folder stops the run before minutes of data loading,
+        without creating anything (a refused run leaves no folder behind)."""
         existing_part = next(p for p in (self.output_dir, *self.output_dir.parents) if p.exists())
         if not existing_part.is_dir():
             raise ConfigError(f"output_dir: {existing_part} is a file, not a folder")
         if not os.access(existing_part, os.W_OK | os.X_OK):
             raise ConfigError(f"output_dir: {existing_part} is not writable")
+
+    def _find_resume(self, resume: bool | None) -> Path | None:
         existing = ckpt.list_checkpoints(self.checkpoint_dir)
         if resume is False and existing:
             raise OutputExistsError(
