@@ -69,6 +69,7 @@ def test_every_shipped_dicom_file_loads_or_fails_cleanly():
         ("SC_rgb_rle.dcm", "photometric interpretation RGB"),
         ("examples_palette.dcm", "PALETTE COLOR"),
         ("meta_missing_tsyntax.dcm", "no image"),
+        ("dicomdirtests/DICOMDIR", "a DICOMDIR (an index of files) holds no image; give the series' folder"),
         ("README.txt", "not a DICOM file"),
     ],
 )

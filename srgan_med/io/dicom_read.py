@@ -114,6 +114,8 @@ def _check_image(ds, path: Path) -> None:
     modality = str(ds.get("Modality", "") or "")
     if modality in _NON_IMAGE_MODALITIES:
         raise InputError(f"{path}: {_NON_IMAGE_MODALITIES[modality]} ({modality}) holds no scan to load")
+    if "DirectoryRecordSequence" in ds:
+        raise InputError(f"{path}: a DICOMDIR (an index of files) holds no image; give the series' folder")
     if "Rows" not in ds or "Columns" not in ds:
         raise InputError(f"{path}: no image in this DICOM object (no Rows/Columns)")
     photometric = str(ds.get("PhotometricInterpretation", "") or "")
