@@ -417,6 +417,7 @@ def test_series_option_picks_one_series_of_a_study_folder(tmp_path):
     picked = _invoke(str(folder), "--series", uid, "--model", model, "-o", str(tmp_path / "ct"))
     assert picked.exit_code == 0, picked.stderr
     assert load_scan(tmp_path / "ct").shape[1:] == (32, 32, 5)
+    assert json.loads((tmp_path / "ct.json").read_text())["input_series_uid"] == uid
     two = _invoke(
         str(folder), "example:ct-small", "--series", uid, "--model", model, "-o", str(tmp_path / "two")
     )

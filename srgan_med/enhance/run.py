@@ -266,6 +266,8 @@ def enhance_files(
             "input_shape": list(scan.shape[1:]),
             "output_shape": list(result.image.shape[1:]),
         }
+        if scan.meta.get("series_uid"):  # which series of a DICOM input was enhanced
+            report["input_series_uid"] = scan.meta["series_uid"]
         with atomic_output(report_path(target), overwrite=True, inputs=[source]) as temporary:
             temporary.write_text(json.dumps(report, indent=2, default=str))
         if not quiet:
