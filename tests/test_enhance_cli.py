@@ -221,6 +221,21 @@ def test_auto_model_follows_modality_and_scale(tmp_path, monkeypatch):
     assert not (tmp_path / "x4").exists()
     mr = _invoke("example:mr-small", "-o", str(tmp_path / "mr"))
     assert mr.exit_code == 2 and "no shipped model for MR scans at x2" in mr.stderr
+    torch.manual_seed(1)
+    save_bundle(
+        shipped / "mr-x2.safetensors",
+        SRResNet(scale=2, blocks=2, width=8),
+        architecture={"name": "srresnet", "kwargs": {"scale": 2, "blocks": 2, "width": 8}},
+        scale=2,
+        modality="MR",
+        normalisation=NormaliseConfig("percentile", percentiles=(0.5, 99.5)),
+        card={"summary": "random-init test model (NOT trained)", "weights": "random"},
+    )
+    mixed = _invoke("example:ct-small", "example:mr-small", "-o", str(tmp_path / "mixed"))
+    assert mixed.exit_code == 0, mixed.stderr
+    models = {p.stem: json.loads(p.read_text())["model"] for p in (tmp_path / "mixed").glob("*.json")}
+    assert models == {"CT_small_sr": "ct-x2", "MR_small_sr": "mr-x2"}  # each scan's own modality
+    assert "trained on" not in mixed.stderr
 
 
 def test_unknown_precision_is_one_line_error_and_writes_nothing(tmp_path, small_ct_volume):

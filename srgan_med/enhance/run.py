@@ -128,7 +128,7 @@ def enhance_files(
 ) -> list[Path]:
     """Upscale every input with one model load; returns the written outputs.
 
-    ``model="auto"`` picks the shipped model for the first input's modality and ``scale`` (x2 by
+    ``model="auto"`` picks the shipped model for each input's modality and ``scale`` (x2 by
     default): ``ct-x2``, ``ct-x4``, ``mr-x2``, ``mr-x4``. Each output gets a JSON report beside it
     (``<output>.json``): model, scale, device, seconds (in all, and to load, upscale and write),
     and the consistency PSNR of the block-averaged output against the input. ``compile_model`` runs
@@ -168,24 +168,37 @@ def enhance_files(
             raise CompileError(f"--compile: torch.compile cannot build kernels here ({problem})")
     if batch_size is None:
         batch_size = CUDA_BATCH if torch_device.type == "cuda" else CPU_BATCH
+    engines: dict[str, tuple[Any, Any, int]] = {}
+
+    def engine(name: str) -> tuple[Any, Any, int]:
+        """Model ``name`` loaded and prepared once: (bundle, generator to run, tiling halo)."""
+        if name not in engines:
+            bundle = load_bundle(name, device=str(torch_device))
+            if scale is not None and scale != bundle.scale:
+                raise InputError(
+                    f"model {bundle.name} upscales x{bundle.scale}; --scale {scale} needs a x{scale} model"
+                )
+            # Same function, faster (folded batch norm, layout); precision as asked or the device's.
+            generator = prepare_for_inference(
+                bundle.generator, torch_device, precision=None if precision == "auto" else precision
+            )
+            if compile_model:
+                generator = CompiledGenerator(generator)
+            engines[name] = (bundle, generator, receptive_field_radius(bundle.generator))
+        return engines[name]
+
+    def model_for(scan) -> str:
+        """``--model auto``: the shipped model of each scan's own modality (CT and MR inputs mixed)."""
+        return default_model(scan.meta["modality"], scale) if model == "auto" else model
+
     loaded, load_seconds = {}, {}
-    if model == "auto":
+    if model == "auto":  # the first scan is read now: a modality with no model stops before any work
         started = time.perf_counter()
-        loaded[sources[0]] = load_scan(sources[0], series=series)  # read once: it also picks the model
+        loaded[sources[0]] = load_scan(sources[0], series=series)
         load_seconds[sources[0]] = time.perf_counter() - started
-        model = default_model(loaded[sources[0]].meta["modality"], scale)
-    bundle = load_bundle(model, device=str(torch_device))
-    if scale is not None and scale != bundle.scale:
-        raise InputError(
-            f"model {bundle.name} upscales x{bundle.scale}; --scale {scale} needs a x{scale} model"
-        )
-    halo = receptive_field_radius(bundle.generator)
-    # Same function, faster (folded batch norm, layout); precision as asked or the device's default.
-    generator = prepare_for_inference(
-        bundle.generator, torch_device, precision=None if precision == "auto" else precision
-    )
-    if compile_model:
-        generator = CompiledGenerator(generator)
+        engine(model_for(loaded[sources[0]]))
+    else:
+        engine(model)
     if torch_device.type == "cuda":
         torch.backends.cudnn.benchmark = CUDNN_BENCHMARK
     written = []
@@ -201,6 +214,7 @@ def enhance_files(
         scan = loaded.pop(source) if source in loaded else load_scan(source, series=series)
         read = time.perf_counter()
         timings = {"load": load_seconds.pop(source, read - started)}
+        bundle, generator, halo = engine(model_for(scan))
         if scan.meta["modality"] != bundle.modality:
             logger.warning(
                 "%s is %s but model %s was trained on %s",
