@@ -93,6 +93,8 @@ def test_folder_with_several_series_lists_them_and_series_option_picks_one():
     else:  # a series that itself is inconsistent must still fail cleanly
         _assert_one_line_error(chosen, str(folder))
     _assert_one_line_error(_info(str(folder), "--series", "1.2.3.4"), "no series with UID 1.2.3.4")
+    single = pydicom_test_files() / "CT_small.dcm"
+    _assert_one_line_error(_info(str(single), "--series", uid), "--series picks a series in a DICOM folder")
 
 
 def test_empty_folder(tmp_path):

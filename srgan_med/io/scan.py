@@ -92,6 +92,8 @@ def load_scan(path: str | Path, series: str | None = None, modality: str | None 
         raise InputError(f"{path}: no such file or folder")
     if path.is_file() and path.stat().st_size == 0:
         raise InputError(f"{path}: empty file")
+    if series is not None and not path.is_dir():  # silently ignored, it would seem to have been used
+        raise InputError(f"{path}: --series picks a series in a DICOM folder; this is a file")
     if path.is_file() and is_nifti_path(path):
         volume, affine, meta = read_nifti(path)
         meta.update(
