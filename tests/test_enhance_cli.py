@@ -473,3 +473,16 @@ def test_monochrome1_input_stays_monochrome1(tmp_path):
     )
     assert plain.exit_code == 0, plain.stderr
     assert pydicom.dcmread(next((tmp_path / "sr2").iterdir())).PhotometricInterpretation == "MONOCHROME2"
+
+
+def test_an_existing_folder_takes_a_nifti_output_and_is_a_dicom_output_itself(tmp_path, small_ct_volume):
+    volume, affine = small_ct_volume
+    source = write_nifti(tmp_path / "ct.nii.gz", volume, affine)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    model = str(_bundle(tmp_path))
+    into = _invoke(str(source), "--model", model, "-o", str(folder))  # it was refused as "exists already"
+    assert into.exit_code == 0, into.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["ct_sr.nii.gz", "ct_sr.nii.gz.json"]
+    series = _invoke(str(source), "--model", model, "--format", "dicom", "-o", str(folder))
+    assert series.exit_code == 2 and f"{folder}: exists already" in series.stderr

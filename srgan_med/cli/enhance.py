@@ -16,7 +16,13 @@ def enhance(
         list[str], typer.Argument(help="NIfTI files, DICOM files, DICOM series folders, example:NAME.")
     ],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Output file/folder (a folder for several inputs).")
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output NIfTI file or DICOM series folder; for several inputs, or a NIfTI output and "
+            "an existing folder, the folder the outputs go into.",
+        ),
     ] = None,
     model: Annotated[
         str,

@@ -74,8 +74,11 @@ def planned_outputs(sources: Sequence[Path], output: Path | None, fmt: str | Non
     for source in sources:
         source_format = "nifti" if source.is_file() and is_nifti_path(source) else "dicom"
         target = default_output(source, source_format, fmt)
+        # A NIfTI output is never a folder: an existing folder given for it is where it goes, as
+        # several inputs' outputs do. (A DICOM output is a folder: the name is the series' own.)
+        into_folder = output is not None and output.is_dir() and (fmt or source_format) == "nifti"
         if output is not None:
-            target = output / target.name if len(sources) > 1 else output
+            target = output / target.name if len(sources) > 1 or into_folder else output
         output_format(target, fmt)  # a name that does not fit the format: refused before the work
         other = planned.setdefault(target.resolve(), source)
         if other is not source:
