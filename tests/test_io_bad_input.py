@@ -223,3 +223,15 @@ def test_long_decoder_messages_are_cut_at_a_word_and_marked():
     assert _describe(RuntimeError("x" * 300)) == "x" * 196 + " ..."
     assert _describe(RuntimeError("  short\n message ")) == "short message"
     assert _describe(RuntimeError()) == "RuntimeError"
+
+
+def test_nifti_without_qform_or_sform_says_its_orientation_is_assumed(tmp_path, caplog):
+    import nibabel as nib
+
+    image = nib.Nifti1Image(np.zeros((8, 8, 2), np.int16), None)  # both codes 0, as ANALYZE-era files
+    image.header.set_zooms((0.8, 0.8, 3.0))
+    nib.save(image, tmp_path / "bare.nii.gz")
+    with caplog.at_level("WARNING"):
+        scan = load_scan(tmp_path / "bare.nii.gz")
+    assert "no qform or sform (both codes 0): orientation unknown" in caplog.text and "(LAS)" in caplog.text
+    np.testing.assert_allclose(scan.pixdim[:3], [0.8, 0.8, 3.0], rtol=1e-6)

@@ -102,6 +102,13 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         original_dtype = "float32"
     sform_code = int(header["sform_code"])
     qform_code = int(header["qform_code"])
+    if sform_code <= 0 and qform_code <= 0:  # said, as for a DICOM file without orientation tags
+        logger.warning(
+            "%s: no qform or sform (both codes 0): orientation unknown; nibabel's default from the voxel "
+            "size assumed (%s)",
+            path,
+            "".join(nib.aff2axcodes(affine)),
+        )
     return (
         array,
         affine,
