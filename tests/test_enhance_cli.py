@@ -121,6 +121,12 @@ def _complex_nifti(path):
             "--through-plane refines the slice axis, but this volume is one slice (shape (8, 8, 1))",
         ),
         (
+            lambda p: write_nifti(p / "one.nii.gz", np.full((8, 8, 1), -1000, np.int16), np.eye(4)),
+            2,
+            ["--plane", "sagittal"],  # the engine's error now names the file
+            "one.nii.gz: slices of 8x1 voxels are too small to upscale (plane axis 0)",
+        ),
+        (
             lambda p: _complex_nifti(p / "complex.nii.gz"),
             2,
             [],

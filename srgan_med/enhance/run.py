@@ -238,19 +238,22 @@ def enhance_files(
             passes = [a for a in range(3) if a != slice_axis] if through_plane else [slice_axis]
             task = progress.add_task(source.name, total=sum(int(scan.shape[1 + a]) for a in passes))
             run = enhance_through_plane if through_plane else enhance_volume
-            result = run(
-                scan,
-                generator,
-                bundle.scale,
-                normalise=normalise,
-                denormalise=denormalise,
-                slice_axis=slice_axis,
-                device=torch_device,
-                batch_size=batch_size,
-                halo=halo,
-                **engine_settings(torch_device),
-                progress=lambda n, t=task: progress.advance(t, n),
-            )
+            try:
+                result = run(
+                    scan,
+                    generator,
+                    bundle.scale,
+                    normalise=normalise,
+                    denormalise=denormalise,
+                    slice_axis=slice_axis,
+                    device=torch_device,
+                    batch_size=batch_size,
+                    halo=halo,
+                    **engine_settings(torch_device),
+                    progress=lambda n, t=task: progress.advance(t, n),
+                )
+            except SrganMedError as error:  # the engine does not know the file: name it
+                raise type(error)(f"{source}: {error}") from None
         upscaled = time.perf_counter()
         timings["upscale"] = upscaled - read
         derivation = f"srgan-med {__version__} super-resolution x{bundle.scale}, model {bundle.name}"
