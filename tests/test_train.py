@@ -199,6 +199,11 @@ def test_resume_flags_protect_existing_runs(tiny_run, tmp_path):
         app, ["train", str(TINY), "--set", f"output_dir={tmp_path / 'new'}", "--resume"]
     )
     assert nothing.exit_code == 2 and "no checkpoint in" in nothing.output
+    other = ["train", str(TINY), "--set", f"output_dir={result.output_dir}", "--set", "generator.width=32"]
+    refused = CliRunner().invoke(app, other)  # the weights would not load: said before the data loads
+    assert refused.exit_code == 2, refused.output
+    assert "holds checkpoints of other networks (generator {'blocks': 2, 'width': 16" in refused.output
+    assert "this config: generator {'blocks': 2, 'width': 32" in refused.output
 
 
 @pytest.mark.parametrize("below", ["", "run"])

@@ -12,6 +12,7 @@ generators) is checkpointed, so a resumed run continues the exact same sequence:
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,7 +112,30 @@ class Trainer:
             )
         if resume is True and not existing:
             raise ConfigError(f"--resume: no checkpoint in {self.checkpoint_dir}")
+        if existing:
+            self._check_resumable(existing[-1])
         return existing[-1] if existing else None
+
+    def _check_resumable(self, checkpoint: Path) -> None:
+        """A checkpoint of other networks (scale, generator, discriminator) stops the run before the
+        data is loaded, saying what differs; the weights would not load into this config's networks."""
+        try:
+            written = json.loads(checkpoint.read_text(encoding="utf-8")).get("config", {})
+        except (OSError, ValueError, AttributeError):
+            return  # an unreadable sidecar is reported, with its reason, where it is loaded
+        ours = json.loads(json.dumps(self.config.to_dict(), default=str))  # as the sidecar holds it
+        differ = [
+            key
+            for key in ("scale", "generator", "discriminator")
+            if key in written and written[key] != ours[key]
+        ]
+        if differ:
+            then = ", ".join(f"{key} {written[key]}" for key in differ)
+            now = ", ".join(f"{key} {ours[key]}" for key in differ)
+            raise ConfigError(
+                f"{self.output_dir} holds checkpoints of other networks ({then}; this config: {now}); "
+                "set output_dir to another folder for a new run"
+            )
 
     def _build_data(self) -> None:
         from srgan_med.data import PatchSampler, expand_data_list, load_volumes, validation_set
