@@ -187,6 +187,7 @@ def test_missing_vgg_weights_stop_before_training(tmp_path, monkeypatch):
     assert result.exit_code == 2
     (line,) = result.output.strip().splitlines()
     assert line.startswith("error: ImageNet VGG19 weights not found") and "vgg19-dcbb9e9d.pth" in line
+    assert line.endswith("or set losses.perceptual.weights to its path")  # the config's own key
     assert not output.exists()
 
 
