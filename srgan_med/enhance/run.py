@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,54 @@ def engine_settings(device) -> dict[str, Any]:
     return {"tile": GPU_TILE, "max_pixels_per_pass": None}
 
 
+@dataclass
+class PreparedModel:
+    """A model made ready as ``enhance`` runs it, on ``device``: its bundle, the generator to run
+    (:func:`~srgan_med.enhance.inference.prepare_for_inference`, compiled on request) and the halo
+    that tiling needs. ``evaluate`` runs its models through the same piece."""
+
+    bundle: Any
+    generator: Any
+    halo: int
+    device: Any
+
+    @classmethod
+    def load(
+        cls, name: str, device, *, precision: str | None = None, compile_model: bool = False
+    ) -> PreparedModel:
+        """Load ``name`` (shipped model or ``.safetensors`` path); ``precision`` ``None``: the device's."""
+        from srgan_med.enhance.inference import CompiledGenerator, prepare_for_inference
+        from srgan_med.enhance.tiling import receptive_field_radius
+        from srgan_med.models.bundle import load_bundle
+
+        bundle = load_bundle(name, device=str(device))
+        # Same function, faster (folded batch norm, layout); precision as asked or the device's.
+        generator = prepare_for_inference(bundle.generator, device, precision=precision)
+        if compile_model:
+            generator = CompiledGenerator(generator)
+        return cls(bundle, generator, receptive_field_radius(bundle.generator), device)
+
+    def upscale(self, scan, slice_axis: int, *, through_plane: bool = False, **options):
+        """``scan`` ``(1, I, J, K)`` upscaled in the model's intensity preset, with the device's tiling
+        and batch cap (:func:`engine_settings`); ``options``: ``batch_size``, ``progress``."""
+        from srgan_med.enhance.engine import enhance_through_plane, enhance_volume
+
+        normalise, denormalise = self.bundle.intensity_maps(scan[0])
+        run = enhance_through_plane if through_plane else enhance_volume
+        return run(
+            scan,
+            self.generator,
+            self.bundle.scale,
+            normalise=normalise,
+            denormalise=denormalise,
+            slice_axis=slice_axis,
+            device=self.device,
+            halo=self.halo,
+            **engine_settings(self.device),
+            **options,
+        )
+
+
 def enhance_files(
     inputs: Sequence[str],
     *,
@@ -143,17 +192,11 @@ def enhance_files(
     from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
     from srgan_med import __version__
-    from srgan_med.enhance.engine import enhance_through_plane, enhance_volume, slice_axis_for
-    from srgan_med.enhance.inference import (
-        PRECISIONS,
-        CompiledGenerator,
-        compile_problem,
-        prepare_for_inference,
-    )
-    from srgan_med.enhance.tiling import receptive_field_radius
+    from srgan_med.enhance.engine import slice_axis_for
+    from srgan_med.enhance.inference import PRECISIONS, compile_problem
     from srgan_med.io import load_scan, save_scan
     from srgan_med.io.atomic import atomic_output, check_output
-    from srgan_med.models.bundle import default_model, load_bundle
+    from srgan_med.models.bundle import default_model
     from srgan_med.progress import progress_bar
 
     if precision != "auto" and precision not in PRECISIONS:
@@ -171,23 +214,23 @@ def enhance_files(
             raise CompileError(f"--compile: torch.compile cannot build kernels here ({problem})")
     if batch_size is None:
         batch_size = CUDA_BATCH if torch_device.type == "cuda" else CPU_BATCH
-    engines: dict[str, tuple[Any, Any, int]] = {}
+    engines: dict[str, PreparedModel] = {}
 
-    def engine(name: str) -> tuple[Any, Any, int]:
-        """Model ``name`` loaded and prepared once: (bundle, generator to run, tiling halo)."""
+    def engine(name: str) -> PreparedModel:
+        """Model ``name`` loaded and prepared once."""
         if name not in engines:
-            bundle = load_bundle(name, device=str(torch_device))
+            prepared = PreparedModel.load(
+                name,
+                torch_device,
+                precision=None if precision == "auto" else precision,
+                compile_model=compile_model,
+            )
+            bundle = prepared.bundle
             if scale is not None and scale != bundle.scale:
                 raise InputError(
                     f"model {bundle.name} upscales x{bundle.scale}; --scale {scale} needs a x{scale} model"
                 )
-            # Same function, faster (folded batch norm, layout); precision as asked or the device's.
-            generator = prepare_for_inference(
-                bundle.generator, torch_device, precision=None if precision == "auto" else precision
-            )
-            if compile_model:
-                generator = CompiledGenerator(generator)
-            engines[name] = (bundle, generator, receptive_field_radius(bundle.generator))
+            engines[name] = prepared
         return engines[name]
 
     def model_for(scan) -> str:
@@ -217,7 +260,8 @@ def enhance_files(
         scan = loaded.pop(source) if source in loaded else load_scan(source, series=series)
         read = time.perf_counter()
         timings = {"load": load_seconds.pop(source, read - started)}
-        bundle, generator, halo = engine(model_for(scan))
+        prepared = engine(model_for(scan))
+        bundle = prepared.bundle
         if scan.meta["modality"] != bundle.modality:
             logger.warning(
                 "%s is %s but model %s was trained on %s",
@@ -233,23 +277,15 @@ def enhance_files(
                 f"{source}: --through-plane refines the slice axis, but this volume is one slice "
                 f"(shape {tuple(int(v) for v in scan.shape[1:])})"
             )
-        normalise, denormalise = bundle.intensity_maps(scan[0])
         with progress_bar(*columns, quiet=quiet) as progress:
             passes = [a for a in range(3) if a != slice_axis] if through_plane else [slice_axis]
             task = progress.add_task(source.name, total=sum(int(scan.shape[1 + a]) for a in passes))
-            run = enhance_through_plane if through_plane else enhance_volume
             try:
-                result = run(
+                result = prepared.upscale(
                     scan,
-                    generator,
-                    bundle.scale,
-                    normalise=normalise,
-                    denormalise=denormalise,
-                    slice_axis=slice_axis,
-                    device=torch_device,
+                    slice_axis,
+                    through_plane=through_plane,
                     batch_size=batch_size,
-                    halo=halo,
-                    **engine_settings(torch_device),
                     progress=lambda n, t=task: progress.advance(t, n),
                 )
             except SrganMedError as error:  # the engine does not know the file: name it
@@ -275,7 +311,7 @@ def enhance_files(
             "scale": bundle.scale,
             "modality": scan.meta["modality"],
             "device": str(torch_device),
-            "precision": generator.precision,
+            "precision": prepared.generator.precision,
             "compiled": compile_model,
             "slice_axis": slice_axis,
             "batch_size": result.batch_size,

@@ -22,33 +22,15 @@ def model_method(name_or_path: str) -> tuple[str, Callable]:
     :func:`srgan_med.enhance.inference.prepare_for_inference`, the same tiling), but always in strict
     IEEE float32: no bf16, no TF32, so the scores do not depend on the device's default precision.
     """
-    from srgan_med.enhance.engine import enhance_volume
-    from srgan_med.enhance.inference import prepare_for_inference
-    from srgan_med.enhance.run import engine_settings, pick_device
-    from srgan_med.enhance.tiling import receptive_field_radius
-    from srgan_med.models.bundle import load_bundle
+    from srgan_med.enhance.run import PreparedModel, pick_device
 
-    device = pick_device("auto")
-    bundle = load_bundle(name_or_path, device=str(device))
-    generator = prepare_for_inference(bundle.generator, device, precision="fp32")
-    halo = receptive_field_radius(bundle.generator)
+    prepared = PreparedModel.load(name_or_path, pick_device("auto"), precision="fp32")
+    bundle = prepared.bundle
 
     def reconstruct(low_res, factors: tuple[int, int], slice_axis: int) -> np.ndarray:
         if tuple(factors) != (bundle.scale, bundle.scale):
             raise InputError(f"model {bundle.name} upscales x{bundle.scale}, the pair needs x{factors[0]}")
-        normalise, denormalise = bundle.intensity_maps(low_res[0])
-        result = enhance_volume(
-            low_res,
-            generator,
-            bundle.scale,
-            slice_axis=slice_axis,
-            device=device,
-            normalise=normalise,
-            denormalise=denormalise,
-            halo=halo,
-            **engine_settings(device),
-        )
-        return result.image[0].numpy()
+        return prepared.upscale(low_res, slice_axis).image[0].numpy()
 
     return bundle.name, reconstruct
 
