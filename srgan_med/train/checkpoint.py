@@ -105,10 +105,8 @@ def list_checkpoints(folder: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
 
 
-def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """``(tensors, sidecar)`` of the checkpoint whose JSON is ``path``; never unpickles."""
-    from safetensors.torch import load_file
-
+def read_sidecar(path: Path) -> dict:
+    """The JSON sidecar of a checkpoint (no weights read); raises if it is not a readable one."""
     try:
         sidecar = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -119,6 +117,14 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise InputError(
             f"{path}: checkpoint version {sidecar.get('version')} (this srgan-med reads {VERSION})"
         )
+    return sidecar
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """``(tensors, sidecar)`` of the checkpoint whose JSON is ``path``; never unpickles."""
+    from safetensors.torch import load_file
+
+    sidecar = read_sidecar(path)
     weights = Path(path).with_name(sidecar["weights"])
     try:
         tensors = load_file(str(weights))

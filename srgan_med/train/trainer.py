@@ -119,10 +119,7 @@ class Trainer:
     def _check_resumable(self, checkpoint: Path) -> None:
         """A checkpoint of other networks (scale, generator, discriminator) stops the run before the
         data is loaded, saying what differs; the weights would not load into this config's networks."""
-        try:
-            written = json.loads(checkpoint.read_text(encoding="utf-8")).get("config", {})
-        except (OSError, ValueError, AttributeError):
-            return  # an unreadable sidecar is reported, with its reason, where it is loaded
+        written = ckpt.read_sidecar(checkpoint).get("config", {})
         ours = json.loads(json.dumps(self.config.to_dict(), default=str))  # as the sidecar holds it
         differ = [
             key
