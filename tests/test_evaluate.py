@@ -199,3 +199,47 @@ def test_images_smaller_than_the_ssim_window_get_no_ssim_but_the_other_metrics(t
     with pytest.raises(ValueError, match=r"too small for SSIM \(11x11 at least\)"):
         metrics.ssim(np.zeros((10, 45)), np.ones((10, 45)), 1.0)
     assert metrics.ssim(np.zeros((11, 45)), np.zeros((11, 45)), 1.0) == pytest.approx(1.0)
+
+
+def test_models_sharing_a_file_name_each_get_a_row_and_auto_follows_each_volumes_modality(tmp_path):
+    """Two checkpoints called ``ct-x2.safetensors`` used to collapse into one row; ``auto`` picks per scan."""
+    import shutil
+
+    from srgan_med.models.bundle import shipped_models
+
+    copy = tmp_path / "run" / "ct-x2.safetensors"  # another run's export, named like the shipped model
+    copy.parent.mkdir()
+    shutil.copy(shipped_models()["ct-x2"], copy)
+    out = tmp_path / "report"
+    models = ["auto", "ct-x2", str(copy), "ct-x2", "mr-x2"]
+    args = ["evaluate", "example:ct-small", "example:mr-small", "--scale", "2", "--methods", "bicubic"]
+    result = CliRunner().invoke(
+        app, [*args, *[w for m in models for w in ("--model", m)], "-o", str(out), "-q"]
+    )
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["methods"]) == ["bicubic", "ct-x2", str(copy), "mr-x2", "auto"]
+    assert summary["auto_models"] == {"00_CT_small": "ct-x2", "01_MR_small": "mr-x2"}
+    assert (
+        "`auto` is the shipped model of each volume's modality and scale" in (out / "report.md").read_text()
+    )
+    with open(out / "metrics.csv") as handle:
+        psnr = {
+            (row["volume"], row["method"], row["region"]): float(row["psnr"])
+            for row in csv.DictReader(handle)
+        }
+    for region in ("whole", "mask"):
+        assert psnr["00_CT_small", "auto", region] == psnr["00_CT_small", "ct-x2", region]
+        assert psnr["01_MR_small", "auto", region] == psnr["01_MR_small", "mr-x2", region]
+        assert psnr["00_CT_small", str(copy), region] == psnr["00_CT_small", "ct-x2", region]
+    assert psnr["01_MR_small", "auto", "whole"] != psnr["01_MR_small", "ct-x2", "whole"]
+
+
+def test_auto_model_without_a_shipped_model_for_the_scale_is_one_line(tmp_path):
+    out = tmp_path / "report"
+    args = ["evaluate", "example:ct-small", "--scale", "3", "--model", "auto", "-o", str(out), "-q"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: 00_CT_small: no shipped model for CT scans at x3")
+    assert result.stderr.count("\n") == 1 and not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -235,3 +235,15 @@ def test_nifti_without_qform_or_sform_says_its_orientation_is_assumed(tmp_path, 
         scan = load_scan(tmp_path / "bare.nii.gz")
     assert "no qform or sform (both codes 0): orientation unknown" in caplog.text and "(LAS)" in caplog.text
     np.testing.assert_allclose(scan.pixdim[:3], [0.8, 0.8, 3.0], rtol=1e-6)
+
+
+def test_our_own_errors_inside_an_atomic_output_keep_their_message(tmp_path):
+    """A missing model raised while an output is being written is not a write failure of that output."""
+    from srgan_med.errors import WeightsNotFoundError
+    from srgan_med.io.atomic import atomic_output
+
+    with pytest.raises(WeightsNotFoundError, match="^no shipped model for US scans$"):
+        with atomic_output(tmp_path / "report") as temporary:
+            temporary.mkdir()
+            raise WeightsNotFoundError("no shipped model for US scans")
+    assert sorted(tmp_path.iterdir()) == []

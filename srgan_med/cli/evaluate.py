@@ -60,7 +60,11 @@ def evaluate(
     ),
     model: Annotated[
         list[str] | None,
-        typer.Option("--model", help="Model to evaluate (shipped name or .safetensors); repeatable."),
+        typer.Option(
+            "--model",
+            help="Model to evaluate: a shipped name, a .safetensors file, or auto (the shipped model of "
+            "each volume's modality and scale); repeatable.",
+        ),
     ] = None,
     methods: Annotated[
         str, typer.Option("--methods", help="Comma-separated: nearest,linear,bicubic,bspline,lanczos.")

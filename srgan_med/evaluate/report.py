@@ -161,6 +161,9 @@ def _markdown(summary: dict[str, Any], command: str, versions: dict[str, str]) -
     ]
     for method, entry in summary["methods"].items():
         lines.append(f"| {method} | " + " | ".join(_fmt(entry["mean"][n], 4) for n in METRIC_NAMES) + " |")
+    if "auto_models" in summary:
+        picked = "; ".join(f"{volume}: {model}" for volume, model in summary["auto_models"].items())
+        lines += ["", f"`auto` is the shipped model of each volume's modality and scale ({picked})."]
     lines += [
         "",
         "## Gain over bicubic (mean, bootstrap 95% CI, Wilcoxon signed-rank p)",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from srgan_med.errors import InputError
+from srgan_med.errors import InputError, WeightsNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +35,19 @@ def model_method(name_or_path: str) -> tuple[str, Callable]:
     return bundle.name, reconstruct
 
 
+AUTO_MODEL = "auto"
+
+
 def resolve_methods(names: Sequence[str], models: Sequence[str] = ()) -> dict[str, Callable]:
-    """Name -> reconstruction function; bicubic is always included (it is the baseline)."""
+    """Name -> reconstruction function; bicubic is always included (it is the baseline).
+
+    A model is named by its file's stem (``ct-x2``). Two different files with one stem (checkpoints of
+    two runs, say) keep the paths as given, so neither row hides the other; one file given twice is
+    scored once. ``auto`` is resolved per volume by :func:`run_evaluation`, not here.
+    """
     from srgan_med.evaluate.core import interpolation_method
     from srgan_med.interpolate import METHODS
+    from srgan_med.models.bundle import resolve_model
 
     names = [n.strip() for n in names if n.strip()]
     if "bicubic" not in names:
@@ -47,10 +56,33 @@ def resolve_methods(names: Sequence[str], models: Sequence[str] = ()) -> dict[st
     if unknown:
         raise InputError(f"unknown method(s) {', '.join(unknown)}; available: {', '.join(METHODS)}")
     methods = {name: interpolation_method(name) for name in dict.fromkeys(names)}
-    for model in models:
+    files = set()
+    for model in dict.fromkeys(m for m in models if m != AUTO_MODEL):
+        path = resolve_model(model).resolve()
+        if path in files:
+            continue
+        files.add(path)
         name, method = model_method(model)
-        methods[name] = method
+        methods[name if name not in (*methods, AUTO_MODEL) else model] = method
     return methods
+
+
+class ShippedModels:
+    """``--model auto``: the shipped model of each volume's modality and scale, each loaded once."""
+
+    def __init__(self) -> None:
+        self._methods: dict[str, Callable] = {}
+
+    def pick(self, case) -> tuple[str, Callable]:
+        from srgan_med.models.bundle import default_model
+
+        try:
+            name = default_model(str(case.low_res.meta.get("modality", "MR")), case.factors[0])
+        except WeightsNotFoundError as exc:
+            raise WeightsNotFoundError(f"{case.name}: {exc}") from None
+        if name not in self._methods:
+            self._methods[name] = model_method(name)[1]
+        return name, self._methods[name]
 
 
 def _mask_for(mask: str, case_name: str, shape) -> str | np.ndarray:
@@ -112,7 +144,8 @@ def run_evaluation(
             ``None`` simulates them with the degradation model (``degradation``, ``scale``, ``seed``).
         out: output folder (created atomically; exists -> needs ``overwrite``).
         methods: interpolation methods.
-        models: super-resolution models (shipped names or ``.safetensors`` paths).
+        models: super-resolution models (shipped names or ``.safetensors`` paths); ``"auto"`` adds
+            the method ``auto``: for each volume, the shipped model of its modality and scale.
         mask: ``"auto"``, ``"none"`` or a mask scan path (nonzero = foreground).
         overwrite: replace an existing ``out``.
         command: the command line, recorded in report.md.
@@ -130,7 +163,9 @@ def run_evaluation(
     if not high_res_paths:
         raise InputError("no input scans")
     chosen = resolve_methods(methods, models)
-    results = []
+    shipped = ShippedModels() if AUTO_MODEL in models else None
+    method_names = [*chosen, *([AUTO_MODEL] if shipped else [])]
+    results, auto_models = [], {}
     inputs = [Path(p) for p in (*high_res_paths, *(low_res_paths or []))]
     with atomic_output(Path(out), overwrite=overwrite, inputs=inputs) as temporary:
         temporary.mkdir()
@@ -146,13 +181,18 @@ def run_evaluation(
                     low_res = load_scan(low_res_paths[index])
                 slice_axis, factors = pair_geometry(high_res, low_res, str(high_path))
                 case = Case(name, high_res, low_res, slice_axis, factors)
-                result = evaluate_case(case, chosen, _mask_for(mask, name, high_res.shape[1:]))
+                case_methods = dict(chosen)
+                if shipped is not None:
+                    auto_models[name], case_methods[AUTO_MODEL] = shipped.pick(case)
+                result = evaluate_case(case, case_methods, _mask_for(mask, name, high_res.shape[1:]))
                 results.append(result)
                 high = np.moveaxis(high_res[0].numpy().astype(np.float64), slice_axis, -1)
                 written.append(plot_montage(result, high, temporary / f"montage_{name}.png"))
                 result.reconstructions.clear()  # keep memory bounded over many volumes
                 progress.advance(task)
-        summary = summarise(results, list(chosen))
+        summary = summarise(results, method_names)
+        if shipped is not None:
+            summary["auto_models"] = auto_models
         written += write_tables(results, summary, temporary, command)
-        written.append(plot_gain_boxplot(results, list(chosen), temporary / "psnr_gain_boxplot.png"))
+        written.append(plot_gain_boxplot(results, method_names, temporary / "psnr_gain_boxplot.png"))
     return [Path(out) / p.name for p in written]

@@ -9,7 +9,13 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from srgan_med.errors import OutputExistsError, OutputWriteError, os_error_reason, root_os_error
+from srgan_med.errors import (
+    OutputExistsError,
+    OutputWriteError,
+    SrganMedError,
+    os_error_reason,
+    root_os_error,
+)
 
 
 def check_output(path: Path, *, overwrite: bool, inputs: Iterable[Path] = ()) -> None:
@@ -58,7 +64,8 @@ def atomic_output(path: Path, *, overwrite: bool = False, inputs: Iterable[Path]
             else:
                 os.replace(temporary, path)
         except OSError as error:
-            if not isinstance(error, OutputWriteError) and _concerns_output(error, path, temporary):
+            # our own errors (a model not found, say) already say what is wrong, in their own words
+            if not isinstance(error, SrganMedError) and _concerns_output(error, path, temporary):
                 raise output_write_error(path, error) from error
             raise
     finally:
