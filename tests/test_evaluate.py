@@ -138,7 +138,8 @@ def test_unknown_method_and_missing_low_res(tmp_path, small_ct_volume):
             str(tmp_path / "x"),
         ],
     )
-    assert result.exit_code == 2 and "unknown method(s) magic" in result.stderr
+    assert result.exit_code == 2 and "unknown method(s) magic; available: nearest, linear" in result.stderr
+    assert "a shipped model (ct-x2, ct-x4, mr-x2, mr-x4), auto, or a .safetensors file" in result.stderr
     result = CliRunner().invoke(
         app,
         [
@@ -211,8 +212,8 @@ def test_models_sharing_a_file_name_each_get_a_row_and_auto_follows_each_volumes
     copy.parent.mkdir()
     shutil.copy(shipped_models()["ct-x2"], copy)
     out = tmp_path / "report"
-    models = ["auto", "ct-x2", str(copy), "ct-x2", "mr-x2"]
-    args = ["evaluate", "example:ct-small", "example:mr-small", "--scale", "2", "--methods", "bicubic"]
+    models = ["ct-x2", str(copy), "ct-x2", "mr-x2"]  # and auto in --methods, which takes models too
+    args = ["evaluate", "example:ct-small", "example:mr-small", "--scale", "2", "--methods", "bicubic,auto"]
     result = CliRunner().invoke(
         app, [*args, *[w for m in models for w in ("--model", m)], "-o", str(out), "-q"]
     )

@@ -67,7 +67,11 @@ def evaluate(
         ),
     ] = None,
     methods: Annotated[
-        str, typer.Option("--methods", help="Comma-separated: nearest,linear,bicubic,bspline,lanczos.")
+        str,
+        typer.Option(
+            "--methods",
+            help="Comma-separated: nearest,linear,bicubic,bspline,lanczos, and models as --model takes them.",
+        ),
     ] = "nearest,linear,bicubic,bspline,lanczos",
     mask: Annotated[
         str, typer.Option("--mask", help="auto (body/head mask), none, or a mask scan path.")

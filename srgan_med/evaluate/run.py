@@ -38,24 +38,40 @@ def model_method(name_or_path: str) -> tuple[str, Callable]:
 AUTO_MODEL = "auto"
 
 
-def resolve_methods(names: Sequence[str], models: Sequence[str] = ()) -> dict[str, Callable]:
-    """Name -> reconstruction function; bicubic is always included (it is the baseline).
+def resolve_methods(
+    names: Sequence[str], models: Sequence[str] = ()
+) -> tuple[dict[str, Callable], ShippedModels | None]:
+    """Name -> reconstruction function, and the per-volume ``auto`` model if asked for.
 
-    A model is named by its file's stem (``ct-x2``). Two different files with one stem (checkpoints of
-    two runs, say) keep the paths as given, so neither row hides the other; one file given twice is
-    scored once. ``auto`` is resolved per volume by :func:`run_evaluation`, not here.
+    Bicubic is always included (it is the baseline). ``names`` may hold models too (a shipped name,
+    a ``.safetensors`` path or ``auto``), as ``models`` does. A model is named by its file's stem
+    (``ct-x2``). Two different files with one stem (checkpoints of two runs, say) keep the paths as
+    given, so neither row hides the other; one file given twice is scored once. ``auto`` is resolved
+    per volume by :func:`run_evaluation`.
     """
     from srgan_med.evaluate.core import interpolation_method
     from srgan_med.interpolate import METHODS
-    from srgan_med.models.bundle import resolve_model
+    from srgan_med.models.bundle import resolve_model, shipped_models
 
     names = [n.strip() for n in names if n.strip()]
     if "bicubic" not in names:
         names.insert(0, "bicubic")
-    unknown = [n for n in names if n not in METHODS]
+    named_models = [n for n in names if n not in METHODS]
+    unknown = [
+        n
+        for n in named_models
+        if n != AUTO_MODEL
+        and n not in shipped_models()
+        and not n.endswith(".safetensors")
+        and not Path(n).is_file()
+    ]
     if unknown:
-        raise InputError(f"unknown method(s) {', '.join(unknown)}; available: {', '.join(METHODS)}")
-    methods = {name: interpolation_method(name) for name in dict.fromkeys(names)}
+        raise InputError(
+            f"unknown method(s) {', '.join(unknown)}; available: {', '.join(METHODS)}, a shipped model "
+            f"({', '.join(shipped_models()) or 'none'}), auto, or a .safetensors file"
+        )
+    models = [*named_models, *models]
+    methods = {name: interpolation_method(name) for name in dict.fromkeys(n for n in names if n in METHODS)}
     files = set()
     for model in dict.fromkeys(m for m in models if m != AUTO_MODEL):
         path = resolve_model(model).resolve()
@@ -64,7 +80,7 @@ def resolve_methods(names: Sequence[str], models: Sequence[str] = ()) -> dict[st
         files.add(path)
         name, method = model_method(model)
         methods[name if name not in (*methods, AUTO_MODEL) else model] = method
-    return methods
+    return methods, ShippedModels() if AUTO_MODEL in models else None
 
 
 class ShippedModels:
@@ -162,8 +178,7 @@ def run_evaluation(
         raise InputError(f"{len(high_res_paths)} high-res inputs but {len(low_res_paths)} low-res inputs")
     if not high_res_paths:
         raise InputError("no input scans")
-    chosen = resolve_methods(methods, models)
-    shipped = ShippedModels() if AUTO_MODEL in models else None
+    chosen, shipped = resolve_methods(methods, models)
     method_names = [*chosen, *([AUTO_MODEL] if shipped else [])]
     results, auto_models = [], {}
     inputs = [Path(p) for p in (*high_res_paths, *(low_res_paths or []))]
