@@ -362,3 +362,28 @@ def test_dicom_storage_keeps_small_values_and_exact_integers(tmp_path, values, i
     step = np.ptp(volume) / 65534.0
     tolerance = 1e-3 if integer_storage else step  # rounding to integers, or half a scaled step
     np.testing.assert_allclose(back, volume, rtol=0, atol=tolerance)
+
+
+@pytest.mark.parametrize(
+    ("charset", "name", "description"),
+    [("ISO_IR 192", "Иванов^Иван", "Грудная клетка"), ("ISO_IR 100", "Müller^Jörg", "Thorax ärztlich")],
+)
+def test_non_ascii_patient_and_study_text_survives_a_derived_series(
+    tmp_path, small_ct_volume, charset, name, description
+):
+    """Copied text keeps its characters: the written series declares the character set it is in."""
+    volume, _ = small_ct_volume
+    affine = np.array([[-0.7, 0, 0, 10], [0, 0.7, 0, -20], [0, 0, 2.5, 30], [0, 0, 0, 1.0]])
+    paths = write_dicom_series(volume[:, :, :3], affine, tmp_path / "src", modality="CT")
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.SpecificCharacterSet = charset
+        ds.PatientName, ds.StudyDescription = name, description
+        ds.save_as(path)
+    out = save_scan(load_scan(tmp_path / "src"), tmp_path / "derived", derivation="copy", description="copy")
+    for path in sorted(out.iterdir()):
+        ds = pydicom.dcmread(path)
+        assert str(ds.PatientName) == name and ds.StudyDescription == description
+        assert ds.SpecificCharacterSet == "ISO_IR 192"
+    plain = save_scan(load_scan(tmp_path / "derived"), tmp_path / "again", description="ascii")
+    assert pydicom.dcmread(next(plain.iterdir())).SpecificCharacterSet == "ISO_IR 192"  # still non-ASCII

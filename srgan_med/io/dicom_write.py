@@ -134,6 +134,15 @@ def _stored(values: np.ndarray, storage: _Storage) -> np.ndarray:
     return np.clip(np.rint((values - storage.intercept) / storage.slope), -32767, 32767).astype(np.int16)
 
 
+_TEXT_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
+
+
+def _has_non_ascii_text(ds) -> bool:
+    """Whether a text element of ``ds`` (top level: the writer copies no sequences) needs a non-ASCII
+    character set."""
+    return any(elem.VR in _TEXT_VRS and not str(elem.value).isascii() for elem in ds)
+
+
 def write_dicom_series(
     volume: np.ndarray,
     affine_ras,
@@ -235,6 +244,10 @@ def write_dicom_series(
         ds.RescaleIntercept = f"{storage.intercept:.10g}"
         if modality == "CT":
             ds.RescaleType = "HU"
+        if _has_non_ascii_text(ds):
+            # The copied text is Unicode (read through the source's own character set); UTF-8 keeps
+            # every character, where the default repertoire (ASCII) would write them as "?".
+            ds.SpecificCharacterSet = "ISO_IR 192"
         ds.PixelData = pixels.tobytes()
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = ds.SOPClassUID
