@@ -492,3 +492,29 @@ def test_an_existing_folder_takes_a_nifti_output_and_is_a_dicom_output_itself(tm
     assert sorted(p.name for p in folder.iterdir()) == ["ct_sr.nii.gz", "ct_sr.nii.gz.json"]
     series = _invoke(str(source), "--model", model, "--format", "dicom", "-o", str(folder))
     assert series.exit_code == 2 and f"{folder}: exists already" in series.stderr
+
+
+def test_nifti_header_fields_are_carried_over(tmp_path, small_ct_volume):
+    """descrip (with the SR suffix, always visible), aux_file, TR and its unit, display range, intent."""
+    import nibabel as nib
+
+    volume, affine = small_ct_volume
+    image = nib.Nifti1Image(volume[:, :, :3], affine)
+    header = image.header
+    header.set_xyzt_units("mm", "msec")
+    header["pixdim"][4] = 2500.0
+    header["descrip"] = ("T2w TSE " + "x" * 80).encode()[:79]
+    header["aux_file"], header["cal_min"], header["cal_max"] = b"lut.txt", -160.0, 240.0
+    header.set_intent("estimate", name="T2 map")
+    nib.save(image, tmp_path / "ct.nii.gz")
+    result = _invoke(str(tmp_path / "ct.nii.gz"), "--model", str(_bundle(tmp_path)), "--scale", "2")
+    assert result.exit_code == 0, result.stderr
+    written = nib.load(tmp_path / "ct_sr.nii.gz").header
+    description = written["descrip"].item().decode()
+    assert (
+        description.startswith("T2w TSE xxx") and description.endswith("x SR x2") and len(description) == 79
+    )
+    assert written["aux_file"].item() == b"lut.txt" and written.get_xyzt_units() == ("mm", "msec")
+    assert float(written["pixdim"][4]) == 2500.0
+    assert (float(written["cal_min"]), float(written["cal_max"])) == (-160.0, 240.0)
+    assert written.get_intent() == ("estimate", (), "T2 map")

@@ -93,6 +93,14 @@ def _json_number(value: float) -> float | str:
     return value if value == value and abs(value) != float("inf") else str(value)
 
 
+def derived_description(meta: dict[str, Any], suffix: str, fmt: str) -> str:
+    """The input's description (DICOM SeriesDescription or NIfTI descrip) with ``suffix``, cut to fit
+    the output's field (DICOM LO: 64 characters; NIfTI descrip: 79 bytes) so the suffix always shows."""
+    source = str(meta.get("series_description") or meta.get("nifti_header", {}).get("descrip") or "").strip()
+    room = (64 if fmt == "dicom" else 79) - len(suffix) - 1
+    return f"{source[:room].rstrip()} {suffix}".strip()
+
+
 def pick_device(device: str):
     import torch
 
@@ -196,6 +204,7 @@ def enhance_files(
     from srgan_med.enhance.inference import PRECISIONS, compile_problem
     from srgan_med.io import load_scan, save_scan
     from srgan_med.io.atomic import atomic_output, check_output
+    from srgan_med.io.scan import output_format
     from srgan_med.models.bundle import default_model
     from srgan_med.progress import progress_bar
 
@@ -300,7 +309,7 @@ def enhance_files(
             reference=scan,
             inputs=[source],
             fmt=fmt,
-            description=f"{scan.meta.get('series_description', '')} SR x{bundle.scale}".strip()[:64],
+            description=derived_description(scan.meta, f"SR x{bundle.scale}", output_format(target, fmt)),
             derivation=derivation,
         )
         timings["write"] = time.perf_counter() - upscaled

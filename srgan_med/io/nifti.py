@@ -115,13 +115,25 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         {
             "original_dtype": original_dtype,
             "nifti_header": {
-                "descrip": header["descrip"].item().decode("latin-1", "replace").strip("\x00 "),
+                "descrip": _text(header["descrip"]),
+                "aux_file": _text(header["aux_file"]),
+                # carried over as they are: TR of fMRI-style headers, display range, intent
+                "time_step": float(header["pixdim"][4]),
+                "time_unit": header.get_xyzt_units()[1],
+                "cal_range": [float(header["cal_min"]), float(header["cal_max"])],
+                "intent": [int(header["intent_code"]), _text(header["intent_name"])]
+                + [float(header[f"intent_p{i}"]) for i in (1, 2, 3)],
                 "sform_code": sform_code if sform_code > 0 else 1,
                 "qform_code": qform_code if qform_code > 0 else 1,
                 "version": 2 if isinstance(header, nib.Nifti2Header) else 1,
             },
         },
     )
+
+
+def _text(field) -> str:
+    """A NIfTI header's fixed-size byte field as text (no encoding is defined: Latin-1 keeps every byte)."""
+    return field.item().decode("latin-1", "replace").strip("\x00 ")
 
 
 def write_nifti(
@@ -152,8 +164,20 @@ def write_nifti(
     image = image_class(data, affine)
     image.set_sform(affine, code=int(header.get("sform_code", 1)))
     image.set_qform(affine, code=int(header.get("qform_code", 1)))
-    image.header.set_xyzt_units(xyz="mm", t="sec")
-    image.header["descrip"] = description[:79].encode("ascii", "replace")
+    time_unit = str(header.get("time_unit", "sec"))
+    image.header.set_xyzt_units(xyz="mm", t=time_unit if time_unit != "unknown" else 0)
+    image.header["pixdim"][4] = float(header.get("time_step", 1.0))
+    image.header["descrip"] = description[:79].encode("latin-1", "replace")
+    image.header["aux_file"] = str(header.get("aux_file", ""))[:23].encode("latin-1", "replace")
+    image.header["cal_min"], image.header["cal_max"] = header.get("cal_range", (0.0, 0.0))
+    if header.get("intent"):
+        code, name, *parameters = header["intent"]
+        image.header["intent_code"], image.header["intent_name"] = (
+            int(code),
+            str(name)[:15].encode("latin-1", "replace"),
+        )
+        for index, value in enumerate(parameters, start=1):
+            image.header[f"intent_p{index}"] = value
     if not str(path).endswith(".gz"):
         nib.save(image, str(path))
         return
