@@ -157,10 +157,7 @@ def enhance_volume(
         if progress is not None:
             progress(stop - start)
         start = stop
-    mean_squared_error = float(squared_error) / volume.size
-    consistency = (
-        float("inf") if mean_squared_error == 0 else 10 * np.log10(data_range**2 / mean_squared_error)
-    )
+    consistency = _consistency_psnr(float(squared_error) / volume.size, data_range)
     factors = [scale, scale, scale]
     factors[slice_axis] = 1
     image = MetaTensor(
@@ -169,6 +166,13 @@ def enhance_volume(
         meta={k: v for k, v in scan.meta.items() if k != "affine"},
     )
     return EnhanceResult(image, slice_axis, batch_size, tile, float(consistency))
+
+
+def _consistency_psnr(mean_squared_error: float, data_range: float) -> float:
+    """PSNR of the block-averaged output against the input, over the input's own value range."""
+    return (
+        float("inf") if mean_squared_error == 0 else float(10 * np.log10(data_range**2 / mean_squared_error))
+    )
 
 
 def enhance_through_plane(
@@ -190,7 +194,8 @@ def enhance_through_plane(
 
     Returns:
         :class:`EnhanceResult` on the grid ``rescaled_affine(affine, factors)`` with ``scale`` on
-        ``slice_axis`` and 1 elsewhere; its consistency PSNR is that of the first plane's pass.
+        ``slice_axis`` and 1 elsewhere; its consistency PSNR is that of the fused output averaged
+        back over the slice axis, against the input.
     """
     from monai.data import MetaTensor
 
@@ -214,5 +219,10 @@ def enhance_through_plane(
         affine=torch.as_tensor(rescaled_affine(scan.affine, factors)),
         meta={k: v for k, v in scan.meta.items() if k != "affine"},
     )
+    shape = list(fused.shape)
+    shape[slice_axis : slice_axis + 1] = [shape[slice_axis] // scale, scale]
+    source = scan[0].detach().cpu().numpy()
+    difference = fused.reshape(shape).mean(axis=slice_axis + 1, dtype=np.float64) - source
+    consistency = _consistency_psnr(float(np.mean(difference**2)), float(np.ptp(source)) or 1.0)
     first = passes[0]
-    return EnhanceResult(image, slice_axis, first.batch_size, first.tile, first.consistency_psnr_db)
+    return EnhanceResult(image, slice_axis, first.batch_size, first.tile, consistency)
