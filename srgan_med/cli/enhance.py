@@ -33,7 +33,7 @@ def enhance(
         ),
     ] = "auto",
     scale: Annotated[
-        int | None, typer.Option("--scale", help="Expected upscaling factor (checked against the model).")
+        int | None, typer.Option("--scale", min=2, help="Expected upscaling factor (checked against the model).")
     ] = None,
     plane: Annotated[str, typer.Option("--plane", help="auto, axial, coronal or sagittal.")] = "auto",
     through_plane: Annotated[
@@ -47,7 +47,7 @@ def enhance(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     batch_size: Annotated[
         int | None,
-        typer.Option("--batch-size", min=1, help="Slices per forward pass [default: 8 on CPU, 32 on CUDA]."),
+        typer.Option("--batch-size", min=1, help="Slices per forward pass (default: 8 on CPU, 32 on CUDA)."),
     ] = None,
     precision: Annotated[
         str,
