@@ -108,6 +108,7 @@ def test_output_under_a_regular_file_is_one_line_error(tmp_path):
     ("args", "expected"),
     [
         (["enhance", "x.nii", "--batch-size", "0"], "Invalid value for '--batch-size'"),
+        (["enhance", "x.nii", "--scale", "0"], "Invalid value for '--scale'"),  # was "needs a x0 model"
         (["enhance", "x.nii", "--bogus"], "No such option: --bogus; see 'srgan-med enhance --help'"),
         (["enhance"], "Missing argument 'inputs'; see 'srgan-med enhance --help'"),
         (["nocmd"], "No such command 'nocmd'; see 'srgan-med --help'"),
