@@ -432,8 +432,10 @@ def test_compile_without_a_compiler_is_one_line_error_and_writes_nothing(tmp_pat
 def test_series_option_picks_one_series_of_a_study_folder(tmp_path):
     folder = pydicom_test_files() / "dicomdirtests" / "98892001"  # a scout and a 5-slice CT series
     model = str(_bundle(tmp_path))
+    # its series' subfolders are enhanced in turn; the scout, first, is not a volume, and says so
     several = _invoke(str(folder), "--model", model, "-o", str(tmp_path / "all"))
-    assert several.exit_code == 2 and "2 series found; pick one with --series UID" in several.stderr
+    assert several.exit_code == 2 and "CT2N (series " in several.stderr
+    assert "slices differ in orientation (a localizer or mixed series?)" in several.stderr
     uid = "1.3.6.1.4.1.5962.1.1.0.0.0.1194734704.16302.0.6"
     picked = _invoke(str(folder), "--series", uid, "--model", model, "-o", str(tmp_path / "ct"))
     assert picked.exit_code == 0, picked.stderr
@@ -518,3 +520,34 @@ def test_nifti_header_fields_are_carried_over(tmp_path, small_ct_volume):
     assert float(written["pixdim"][4]) == 2500.0
     assert (float(written["cal_min"]), float(written["cal_max"])) == (-160.0, 240.0)
     assert written.get_intent() == ("estimate", (), "T2 map")
+
+
+def test_a_study_folder_of_series_subfolders_is_enhanced_series_by_series(tmp_path, small_ct_volume):
+    """A folder of scans is processed in turn (issue #5), DICOM series subfolders as NIfTI files are."""
+    volume, _ = small_ct_volume
+    affine = np.array([[-0.7, 0, 0, 10], [0, 0.7, 0, -20], [0, 0, 2.5, 30], [0, 0, 0, 1.0]])
+    study = tmp_path / "study"
+    write_dicom_series(volume[:, :, :3], affine, study / "1_axial", modality="CT")
+    write_dicom_series(volume[:, :, 3:5] + 100, affine, study / "2_late", modality="CT")
+    model = str(_bundle(tmp_path))
+    result = _invoke(str(study), "--model", model, "-o", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "1_axial_sr",
+        "1_axial_sr.json",
+        "2_late_sr",
+        "2_late_sr.json",
+    ]
+    for name, slices in (("1_axial", 3), ("2_late", 2)):
+        written = load_scan(tmp_path / "out" / f"{name}_sr")
+        assert tuple(written.shape[1:]) == (volume.shape[0] * 2, volume.shape[1] * 2, slices)
+    # --series still picks one series of the folder, and one flat folder of two series still asks for it
+    uid = load_scan(study / "2_late").meta["series_uid"]
+    picked = _invoke(str(study), "--model", model, "--series", uid, "-o", str(tmp_path / "one"))
+    assert picked.exit_code == 0 and load_scan(tmp_path / "one").shape[-1] == 2
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for path in [*(study / "1_axial").iterdir(), *(study / "2_late").iterdir()]:
+        (flat / f"{path.parent.name}_{path.name}").write_bytes(path.read_bytes())
+    mixed = _invoke(str(flat), "--model", model, "-o", str(tmp_path / "flat_out"))
+    assert mixed.exit_code == 2 and "2 series found; pick one with --series UID" in mixed.stderr

@@ -13,7 +13,11 @@ from srgan_med.cli._common import handle_errors
 @handle_errors
 def enhance(
     inputs: Annotated[
-        list[str], typer.Argument(help="NIfTI files, DICOM files, DICOM series folders, example:NAME.")
+        list[str],
+        typer.Argument(
+            help="NIfTI files, DICOM files, DICOM series folders, example:NAME; a folder of NIfTI files or "
+            "of series subfolders stands for each of them."
+        ),
     ],
     output: Annotated[
         Path | None,
@@ -33,7 +37,8 @@ def enhance(
         ),
     ] = "auto",
     scale: Annotated[
-        int | None, typer.Option("--scale", min=2, help="Expected upscaling factor (checked against the model).")
+        int | None,
+        typer.Option("--scale", min=2, help="Expected upscaling factor (checked against the model)."),
     ] = None,
     plane: Annotated[str, typer.Option("--plane", help="auto, axial, coronal or sagittal.")] = "auto",
     through_plane: Annotated[

@@ -33,8 +33,10 @@ def report_path(output: Path) -> Path:
     return output.with_name(output.name + ".json")
 
 
-def expand_inputs(inputs: Sequence[str]) -> list[Path]:
-    """Each input as given, except that a folder holding NIfTI files stands for those files."""
+def expand_inputs(inputs: Sequence[str], series: str | None = None) -> list[Path]:
+    """Each input as given, except that a folder stands for the scans it holds: its NIfTI files, or
+    its subfolders when each holds its own DICOM series (a study exported series by series). A folder
+    holding one series, or any with ``series`` given, stays one input."""
     from srgan_med.examples import resolve_input
     from srgan_med.io.nifti import is_nifti_path
 
@@ -43,12 +45,29 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
         path = resolve_input(text)
         if path.is_dir():
             niftis = sorted(p for p in path.iterdir() if p.is_file() and is_nifti_path(p))
-            paths.extend(niftis or [path])
+            paths.extend(niftis or (series_folders(path) if series is None else []) or [path])
         else:
             paths.append(path)
     if not paths:
         raise InputError("no inputs given")
     return paths
+
+
+def series_folders(folder: Path) -> list[Path]:
+    """The subfolders of ``folder`` that hold its DICOM series, when it has several series, none of
+    its images lies in ``folder`` itself, and no series spans two subfolders; else ``[]``."""
+    from srgan_med.io.dicom_read import find_series
+
+    found = find_series(folder)
+    if len(found) < 2:
+        return []
+    holders: dict[Path, set[str]] = {}
+    for info in found:
+        tops = {file.relative_to(folder).parts[0] for file in info.files}
+        if len(tops) != 1 or (folder / next(iter(tops))).is_file():
+            return []  # a series spread over subfolders, or one whose images lie in the folder itself
+        holders.setdefault(folder / next(iter(tops)), set()).add(info.uid)
+    return sorted(holders)
 
 
 def default_output(source: Path, source_format: str, fmt: str | None) -> Path:
@@ -210,7 +229,7 @@ def enhance_files(
 
     if precision != "auto" and precision not in PRECISIONS:
         raise InputError(f"--precision must be auto, {', '.join(PRECISIONS)}; got {precision!r}")
-    sources = expand_inputs(inputs)
+    sources = expand_inputs(inputs, series)
     if series is not None and len(sources) > 1:
         raise InputError(f"--series picks a series of one folder; got {len(sources)} inputs")
     targets = planned_outputs(sources, output, fmt)
