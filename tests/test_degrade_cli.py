@@ -79,6 +79,7 @@ def test_user_errors_are_one_line_exit_2(ct_nifti, tmp_path):
         (["--noise", "inf"], "noise.std_hu: values must be finite numbers"),  # was caught only at writing
         (["--slice-gap-mm", "5"], "a gap between simulated slices needs slice_thickness_mm"),  # was ignored
         (["--slice-thickness-mm", "inf"], "through_plane.slice_thickness_mm: must be a positive number"),
+        (["--slice-thickness-mm", "1000"], "ct.nii.gz: 12 slices of 1 mm cannot hold one 1000 mm slice"),
     ],
 )
 def test_impossible_values_are_refused_before_any_work(ct_nifti, tmp_path, args, message):

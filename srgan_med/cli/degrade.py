@@ -167,7 +167,10 @@ def degrade(
     modality = str(scan.meta.get("modality", "CT")).upper()
     config = load_degradation_preset(preset or ("mr" if modality == "MR" else "ct"))
     config = _with_overrides(config, modality, fwhm_mm, noise, slice_thickness_mm, slice_gap_mm)
-    result, item = simulate_low_res(scan, config, scale, seed=seed)
+    try:
+        result, item = simulate_low_res(scan, config, scale, seed=seed)
+    except InputError as error:  # the scan does not fit the degradation: name it
+        raise InputError(f"{input_path}: {error}") from None
     low_res = item["low_res"]
     inputs = [input_path] if not str(input_path).startswith("example:") else []
 
