@@ -551,3 +551,34 @@ def test_a_study_folder_of_series_subfolders_is_enhanced_series_by_series(tmp_pa
         (flat / f"{path.parent.name}_{path.name}").write_bytes(path.read_bytes())
     mixed = _invoke(str(flat), "--model", model, "-o", str(tmp_path / "flat_out"))
     assert mixed.exit_code == 2 and "2 series found; pick one with --series UID" in mixed.stderr
+
+
+def test_dicom_slice_thickness_is_kept_where_the_slices_are_and_follows_a_simulated_one(
+    tmp_path, small_ct_volume
+):
+    """Overlapping 5 mm slices every 2.5 mm stay 5 mm thick after in-plane SR; degrade's thick slices
+    are written with their simulated thickness, not their spacing; through-plane SR writes its spacing."""
+    volume, _ = small_ct_volume
+    affine = np.array([[-0.7, 0, 0, 10], [0, 0.7, 0, -20], [0, 0, 2.5, 30], [0, 0, 0, 1.0]])
+    for path in write_dicom_series(volume[:, :, :8], affine, tmp_path / "series", modality="CT"):
+        ds = pydicom.dcmread(path)
+        ds.SliceThickness = "5.0"
+        ds.save_as(path)
+
+    def thickness_and_spacing(folder):
+        ds = pydicom.dcmread(sorted(folder.iterdir())[0])
+        return float(ds.SliceThickness), float(ds.SpacingBetweenSlices)
+
+    model = str(_bundle(tmp_path))
+    assert _invoke(str(tmp_path / "series"), "--model", model, "-o", str(tmp_path / "sr")).exit_code == 0
+    assert thickness_and_spacing(tmp_path / "sr") == (5.0, 2.5)
+    through = _invoke(
+        str(tmp_path / "series"), "--model", model, "--through-plane", "-o", str(tmp_path / "tp")
+    )
+    assert through.exit_code == 0, through.stderr
+    assert thickness_and_spacing(tmp_path / "tp") == (1.25, 1.25)
+    args = ["--scale", "2", "--slice-thickness-mm", "7.5", "--slice-gap-mm", "2.5", "--noise", "0"]
+    degraded = runner.invoke(app, ["degrade", str(tmp_path / "series"), "-o", str(tmp_path / "lr"), *args])
+    assert degraded.exit_code == 0, degraded.stderr
+    assert thickness_and_spacing(tmp_path / "lr") == (7.5, 10.0)
+    assert load_scan(tmp_path / "lr").meta["slice_thickness_mm"] == 7.5  # and read back as such

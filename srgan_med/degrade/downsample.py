@@ -168,5 +168,10 @@ class Downsampled(MapTransform):
         if getattr(image, "affine", None) is not None and tuple(image.affine.shape) == (4, 4):
             affine = strided_affine(image.affine, steps, firsts)
         result = with_array(image, out.contiguous(), affine)
+        if hasattr(result, "meta") and spatial == 3:  # DICOM SliceThickness of the third voxel axis
+            if "slice_thickness_mm" in values:
+                result.meta["slice_thickness_mm"] = float(values["slice_thickness_mm"])
+            elif 2 in axes:  # block-averaged along it: the written default (the new spacing) holds
+                result.meta.pop("slice_thickness_mm", None)
         record(result, "downsample", values)
         return result

@@ -163,9 +163,16 @@ def enhance_volume(
     image = MetaTensor(
         torch.from_numpy(output[None]),
         affine=torch.as_tensor(rescaled_affine(scan.affine, factors)),
-        meta={k: v for k, v in scan.meta.items() if k != "affine"},
+        meta=_output_meta(scan.meta, keeps_slices=slice_axis == 2),
     )
     return EnhanceResult(image, slice_axis, batch_size, tile, float(consistency))
+
+
+def _output_meta(meta: dict, *, keeps_slices: bool) -> dict:
+    """The input's meta for the output; its slice thickness only where the third voxel axis (a DICOM
+    series' stacking axis) keeps its grid, as in-plane upscaling of axial slices does."""
+    drop = {"affine"} if keeps_slices else {"affine", "slice_thickness_mm"}
+    return {k: v for k, v in meta.items() if k not in drop}
 
 
 def _consistency_psnr(mean_squared_error: float, data_range: float) -> float:
@@ -217,7 +224,7 @@ def enhance_through_plane(
     image = MetaTensor(
         torch.from_numpy(np.ascontiguousarray(fused)[None]),
         affine=torch.as_tensor(rescaled_affine(scan.affine, factors)),
-        meta={k: v for k, v in scan.meta.items() if k != "affine"},
+        meta=_output_meta(scan.meta, keeps_slices=slice_axis != 2),
     )
     shape = list(fused.shape)
     shape[slice_axis : slice_axis + 1] = [shape[slice_axis] // scale, scale]

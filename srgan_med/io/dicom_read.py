@@ -285,6 +285,8 @@ def _assemble(frames: list[_Frame], label: str) -> tuple[np.ndarray, np.ndarray,
     else:
         thickness = first.thickness if first.thickness and first.thickness > 0 else 1.0
         slice_step = normal * thickness
+    if frames[0].thickness and frames[0].thickness > 0:  # written back as it was (DICOM output)
+        notes["slice_thickness_mm"] = float(frames[0].thickness)
     rows = first.stored.shape[0]
     affine_lps = np.eye(4)
     affine_lps[:3, 0] = row_cosine * column_spacing

@@ -152,6 +152,7 @@ def write_dicom_series(
     modality: str = "OT",
     description: str = "srgan-med",
     derivation: str | None = None,
+    slice_thickness_mm: float | None = None,
 ) -> list[Path]:
     """Write ``volume`` as one DICOM file per slice into the (new, empty) ``folder``.
 
@@ -164,6 +165,7 @@ def write_dicom_series(
         modality: used when there is no reference.
         description: SeriesDescription of the new series.
         derivation: DerivationDescription; set (and ImageType DERIVED\\SECONDARY) when given.
+        slice_thickness_mm: SliceThickness (thick or overlapping slices); default: the slice spacing.
 
     Returns:
         The written file paths, in slice order.
@@ -185,7 +187,8 @@ def write_dicom_series(
     frame_of_reference = str(source.get("FrameOfReferenceUID", "") or generate_uid())
     study_uid = str(source.get("StudyInstanceUID", "") or generate_uid())
     now = _dt.datetime.now()
-    slice_thickness = float(np.linalg.norm(slice_step))
+    slice_spacing = float(np.linalg.norm(slice_step))
+    slice_thickness = float(slice_thickness_mm) if slice_thickness_mm else slice_spacing
     photometric = "MONOCHROME1" if source.get("PhotometricInterpretation") == "MONOCHROME1" else "MONOCHROME2"
     folder.mkdir(parents=True)
     paths = []
@@ -229,7 +232,7 @@ def write_dicom_series(
         ds.ImageOrientationPatient = [f"{v:.8f}" for v in (*row_cosine, *column_cosine)]
         ds.PixelSpacing = [f"{row_spacing:.8f}", f"{column_spacing:.8f}"]
         ds.SliceThickness = f"{slice_thickness:.6f}"
-        ds.SpacingBetweenSlices = f"{slice_thickness:.6f}"
+        ds.SpacingBetweenSlices = f"{slice_spacing:.6f}"
         ds.SliceLocation = f"{float(position[:3] @ np.cross(row_cosine, column_cosine)):.6f}"
         pixels = np.ascontiguousarray(_stored(volume[:, ::-1, k].T, storage))  # (rows, columns)
         ds.Rows, ds.Columns = pixels.shape

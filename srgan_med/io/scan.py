@@ -245,5 +245,6 @@ def save_scan(
                 modality=str(ref_meta.get("modality", "OT")),
                 description=description,
                 derivation=derivation,
+                slice_thickness_mm=(getattr(image, "meta", None) or {}).get("slice_thickness_mm"),
             )
     return path
