@@ -110,6 +110,15 @@ def test_gantry_tilt_is_kept_exactly_in_the_affine(tmp_path, small_ct_volume):
     scan = load_scan(tmp_path / "tilted")
     assert scan.meta["gantry_tilt_deg"] == pytest.approx(12, abs=0.01)
     np.testing.assert_allclose(scan.affine.numpy(), sheared, atol=1e-4)
+    # As NIfTI: the sform holds the shear; no qform (a rotation, it could only approximate it)
+    import nibabel as nib
+
+    from srgan_med.io import save_scan
+
+    written = nib.load(save_scan(scan, tmp_path / "tilted.nii.gz"))
+    assert int(written.header["qform_code"]) == 0 and int(written.header["sform_code"]) > 0
+    np.testing.assert_allclose(written.get_sform(), sheared, atol=1e-4)
+    np.testing.assert_allclose(load_scan(tmp_path / "tilted.nii.gz").affine.numpy(), sheared, atol=1e-4)
 
 
 def test_uneven_spacing_is_an_error(tmp_path, small_ct_volume):

@@ -131,6 +131,13 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     )
 
 
+def _is_sheared(affine: np.ndarray, tolerance: float = 1e-6) -> bool:
+    """Whether the voxel axes of ``affine`` are not orthogonal (a qform cannot represent them)."""
+    axes = np.asarray(affine, dtype=np.float64)[:3, :3]
+    unit = axes / np.linalg.norm(axes, axis=0)
+    return bool(np.abs(unit.T @ unit - np.eye(3)).max() > tolerance)
+
+
 def _text(field) -> str:
     """A NIfTI header's fixed-size byte field as text (no encoding is defined: Latin-1 keeps every byte)."""
     return field.item().decode("latin-1", "replace").strip("\x00 ")
@@ -163,7 +170,13 @@ def write_nifti(
     image_class = nib.Nifti2Image if int(header.get("version", 1)) == 2 else nib.Nifti1Image
     image = image_class(data, affine)
     image.set_sform(affine, code=int(header.get("sform_code", 1)))
-    image.set_qform(affine, code=int(header.get("qform_code", 1)))
+    if _is_sheared(affine):
+        # A qform is a rotation and zooms: it cannot hold a sheared grid (gantry-tilted CT), and
+        # nibabel would store the nearest rotation, so a viewer reading the qform would misplace the
+        # image. Code 0 says: use the sform, which holds the grid exactly.
+        image.set_qform(None, code=0)
+    else:
+        image.set_qform(affine, code=int(header.get("qform_code", 1)))
     time_unit = str(header.get("time_unit", "sec"))
     image.header.set_xyzt_units(xyz="mm", t=time_unit if time_unit != "unknown" else 0)
     image.header["pixdim"][4] = float(header.get("time_step", 1.0))
