@@ -582,3 +582,15 @@ def test_dicom_slice_thickness_is_kept_where_the_slices_are_and_follows_a_simula
     assert degraded.exit_code == 0, degraded.stderr
     assert thickness_and_spacing(tmp_path / "lr") == (7.5, 10.0)
     assert load_scan(tmp_path / "lr").meta["slice_thickness_mm"] == 7.5  # and read back as such
+
+
+def test_dicom_output_of_integer_hu_is_whole_hu(tmp_path):
+    """CT stored in whole HU comes back in whole HU (slope 1), as NIfTI output is rounded to int16."""
+    result = _invoke("example:ct-small", "--model", str(_bundle(tmp_path)), "-o", str(tmp_path / "sr"))
+    assert result.exit_code == 0, result.stderr
+    ds = pydicom.dcmread(next((tmp_path / "sr").iterdir()))
+    assert (float(ds.RescaleSlope), ds.PixelRepresentation, ds.RescaleType) == (1.0, 1, "HU")
+    scan = load_scan(tmp_path / "sr")
+    assert scan.meta["original_dtype"] == "int16"
+    values = scan[0].numpy()
+    assert np.array_equal(values, np.rint(values)) and values.std() > 10

@@ -246,5 +246,6 @@ def save_scan(
                 description=description,
                 derivation=derivation,
                 slice_thickness_mm=(getattr(image, "meta", None) or {}).get("slice_thickness_mm"),
+                integers=np.dtype(str(ref_meta.get("original_dtype", "float32"))).kind in "iu",
             )
     return path
