@@ -114,3 +114,29 @@ def test_an_output_name_of_no_format_is_refused_before_the_input_is_read(tmp_pat
     (tmp_path / "notes.txt").write_text("not a scan: reading it would fail, but the output is checked first")
     result = run(tmp_path / "notes.txt", "-o", tmp_path / "lr.png")
     assert result.exit_code == 2 and "lr.png: cannot tell the output format" in result.output
+
+
+def test_fwhm_fixes_the_psf_family_for_every_seed(ct_nifti, tmp_path):
+    """The presets draw a PSF family per seed: --fwhm-mm applied only where gaussian or box came up."""
+    source, _ = ct_nifti
+    for seed in range(4):
+        result = run(
+            source, "-o", tmp_path / f"g{seed}.nii.gz", "--scale", 2, "--fwhm-mm", 1.5, "--seed", seed
+        )
+        assert (
+            result.exit_code == 0
+            and "'blur': {'profile': 'gaussian', 'fwhm_mm': [1.5, 1.5]}" in result.stderr
+        )
+    box = run(source, "-o", tmp_path / "box.nii.gz", "--scale", 2, "--fwhm-mm", 1.5, "--psf", "box")
+    assert box.exit_code == 0 and "'blur': {'profile': 'box', 'fwhm_mm': [1.5, 1.5]}" in box.stderr
+    bicubic = run(source, "-o", tmp_path / "bicubic.nii.gz", "--scale", 2, "--psf", "bicubic", "--seed", 2)
+    assert bicubic.exit_code == 0 and "'profile': 'bicubic'" in bicubic.stderr
+    for args, message in (
+        (
+            ["--fwhm-mm", 1, "--psf", "bicubic"],
+            "--fwhm-mm sets the width of a gaussian or box PSF, not of --psf bicubic",
+        ),
+        (["--psf", "airy"], "--psf: must be one of gaussian, box, bicubic, none, got 'airy'"),
+    ):
+        refused = run(source, "-o", tmp_path / "x.nii.gz", *args)
+        assert refused.exit_code == 2 and message in refused.stderr and not (tmp_path / "x.nii.gz").exists()

@@ -24,20 +24,31 @@ def _with_overrides(
     noise: float | None,
     slice_thickness_mm: float | None,
     slice_gap_mm: float | None,
+    psf: str | None = None,
 ) -> DegradationConfig:
-    """The preset with the command-line values fixed (a single value, not a range)."""
+    """The preset with the command-line values fixed (a single value, not a range).
+
+    ``--fwhm-mm`` fixes the PSF family too (Gaussian, or ``--psf box``): the presets draw a family
+    per seed, and bicubic's width follows the scale, so the given FWHM would apply only to some seeds.
+    """
     import dataclasses
 
     from srgan_med.errors import ConfigError
 
+    if psf is not None and psf not in PSF_FAMILIES:
+        raise ConfigError(f"--psf: must be one of {', '.join(PSF_FAMILIES)}, got {psf!r}")
     if fwhm_mm is not None:
         if fwhm_mm < 0:
             raise ConfigError(f"--fwhm-mm: must not be negative, got {fwhm_mm}")
-        profile = config.blur.profile if config.blur.profile != "none" else "gaussian"
+        if psf in ("bicubic", "none"):
+            raise ConfigError(f"--fwhm-mm sets the width of a gaussian or box PSF, not of --psf {psf}")
+        profile = psf or "gaussian"
         blur = dataclasses.replace(
             config.blur, profile=profile if fwhm_mm > 0 else "none", fwhm_mm=(fwhm_mm, fwhm_mm)
         )
         config = dataclasses.replace(config, blur=blur)
+    elif psf is not None:
+        config = dataclasses.replace(config, blur=dataclasses.replace(config.blur, profile=psf))
     if noise is not None:
         if noise < 0:
             raise ConfigError(f"--noise: must not be negative, got {noise}")
@@ -108,6 +119,9 @@ def write_png(picture, path: Path) -> None:
         skimage_imsave(path, picture, check_contrast=False)
 
 
+PSF_FAMILIES = ("gaussian", "box", "bicubic", "none")
+
+
 @handle_errors
 def degrade(
     input_path: Annotated[
@@ -123,7 +137,18 @@ def degrade(
         str | None, typer.Option("--preset", help="ct, mr or a YAML file; default from the scan's modality.")
     ] = None,
     fwhm_mm: Annotated[
-        float | None, typer.Option("--fwhm-mm", help="In-plane PSF FWHM in mm (0: no blur).")
+        float | None,
+        typer.Option(
+            "--fwhm-mm", help="In-plane PSF FWHM in mm (0: no blur); fixes a gaussian PSF (or --psf box)."
+        ),
+    ] = None,
+    psf: Annotated[
+        str | None,
+        typer.Option(
+            "--psf",
+            help="In-plane PSF family: gaussian, box, bicubic (anti-aliased resampling) or none; "
+            "default: the preset's draw per seed.",
+        ),
     ] = None,
     noise: Annotated[
         float | None,
@@ -166,7 +191,7 @@ def degrade(
     scan = load_scan(resolve_input(input_path), series=series)
     modality = str(scan.meta.get("modality", "CT")).upper()
     config = load_degradation_preset(preset or ("mr" if modality == "MR" else "ct"))
-    config = _with_overrides(config, modality, fwhm_mm, noise, slice_thickness_mm, slice_gap_mm)
+    config = _with_overrides(config, modality, fwhm_mm, noise, slice_thickness_mm, slice_gap_mm, psf)
     try:
         result, item = simulate_low_res(scan, config, scale, seed=seed)
     except InputError as error:  # the scan does not fit the degradation: name it
