@@ -594,3 +594,42 @@ def test_dicom_output_of_integer_hu_is_whole_hu(tmp_path):
     assert scan.meta["original_dtype"] == "int16"
     values = scan[0].numpy()
     assert np.array_equal(values, np.rint(values)) and values.std() > 10
+
+
+def test_through_plane_to_a_slice_spacing(tmp_path, small_ct_volume):
+    """5 mm slices, x2 model (2.5 mm), 2 mm asked: the model's output resampled along the slice axis."""
+    volume, _ = small_ct_volume
+    affine = np.array([[-0.7, 0, 0, 10], [0, 0.7, 0, -20], [0, 0, 5.0, 30], [0, 0, 0, 1.0]])
+    source = write_nifti(tmp_path / "thick.nii.gz", volume[:, :, :6], affine)  # a 30 mm slab
+    model = str(_bundle(tmp_path))
+    result = _invoke(
+        str(source),
+        "--model",
+        model,
+        "--through-plane",
+        "--slice-spacing",
+        "2",
+        "-o",
+        str(tmp_path / "o.nii.gz"),
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "--slice-spacing 2 mm is finer than x2 makes of 5 mm slices (2.5 mm)" in result.stderr  # said
+    written = load_scan(tmp_path / "o.nii.gz")
+    assert tuple(written.shape[1:]) == (volume.shape[0], volume.shape[1], 15)
+    np.testing.assert_allclose(
+        np.linalg.norm(written.affine.numpy()[:3, :3], axis=0), [0.7, 0.7, 2.0], atol=1e-6
+    )
+    slab_centre = lambda a, n: a @ np.array([0, 0, (n - 1) / 2, 1.0])  # noqa: E731
+    np.testing.assert_allclose(slab_centre(written.affine.numpy(), 15), slab_centre(affine, 6), atol=1e-5)
+    assert json.loads((tmp_path / "o.nii.gz.json").read_text())["slice_spacing_mm"] == 2.0
+    for args, message in (
+        (["--slice-spacing", "2"], "--slice-spacing sets the slice spacing of --through-plane"),
+        (
+            ["--through-plane", "--slice-spacing", "5"],
+            "--slice-spacing 5 mm is not finer than its 5 mm slices",
+        ),
+        (["--through-plane", "--slice-spacing", "nan"], "--slice-spacing must be a positive number of mm"),
+    ):
+        refused = _invoke(str(source), "--model", model, *args, "-o", str(tmp_path / "x.nii.gz"))
+        assert refused.exit_code == 2 and message in refused.stderr, refused.stderr
+        assert not (tmp_path / "x.nii.gz").exists()

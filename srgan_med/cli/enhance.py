@@ -49,6 +49,14 @@ def enhance(
             "two orthogonal planes, fused.",
         ),
     ] = False,
+    slice_spacing: Annotated[
+        float | None,
+        typer.Option(
+            "--slice-spacing",
+            help="With --through-plane: the output's slice spacing in mm (default: the input's divided by "
+            "the scale); the model's output is resampled linearly along the slice axis to it.",
+        ),
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     batch_size: Annotated[
         int | None,
@@ -92,6 +100,7 @@ def enhance(
         scale=scale,
         plane=plane,
         through_plane=through_plane,
+        slice_spacing=slice_spacing,
         device=device,
         batch_size=batch_size,
         precision=precision,

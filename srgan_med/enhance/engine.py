@@ -233,3 +233,38 @@ def enhance_through_plane(
     consistency = _consistency_psnr(float(np.mean(difference**2)), float(np.ptp(source)) or 1.0)
     first = passes[0]
     return EnhanceResult(image, slice_axis, first.batch_size, first.tile, consistency)
+
+
+def resample_slice_axis(image, axis: int, spacing_mm: float):
+    """``image`` ``(1, I, J, K)`` resampled linearly along ``axis`` to slices ``spacing_mm`` apart.
+
+    The new slices are centred on the same slab (the old first-to-last edge span holds as many as fit),
+    so a target that the model's factor does not reach exactly (5 mm slices, x4, 1 mm asked) costs an
+    interpolation of the model's output, not of the input. Linear along one axis is written here, as
+    MONAI's ``Spacing`` would resample all three axes and move the grid's corner.
+    """
+    from monai.data import MetaTensor
+
+    from srgan_med.io.geometry import as_numpy_affine, strided_affine
+
+    affine = as_numpy_affine(image.affine)
+    count = int(image.shape[1 + axis])
+    step = spacing_mm / float(np.linalg.norm(affine[:3, axis]))  # in old voxels
+    new_count = max(1, int(np.floor(count / step + 1e-6)))
+    first = (count - 1) / 2 - (new_count - 1) / 2 * step
+    positions = first + step * np.arange(new_count)
+    below = np.clip(np.floor(positions), 0, count - 1).astype(np.int64)
+    above = np.minimum(below + 1, count - 1)
+    weights = np.clip(positions - below, 0.0, 1.0).astype(np.float32)
+    source = np.moveaxis(image[0].detach().cpu().numpy(), axis, 0)
+    resampled = np.empty((new_count, *source.shape[1:]), dtype=np.float32)
+    for index in range(new_count):  # one slice at a time: no second full-size temporary
+        np.multiply(source[below[index]], 1.0 - weights[index], out=resampled[index])
+        resampled[index] += weights[index] * source[above[index]]
+    steps, firsts = [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]
+    steps[axis], firsts[axis] = step, first
+    return MetaTensor(
+        torch.from_numpy(np.moveaxis(resampled, 0, axis)[None]),
+        affine=torch.as_tensor(strided_affine(affine, steps, firsts)),
+        meta={k: v for k, v in image.meta.items() if k != "affine"},
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -9,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from srgan_med.errors import CompileError, InputError, SrganMedError
 
@@ -120,6 +123,25 @@ def derived_description(meta: dict[str, Any], suffix: str, fmt: str) -> str:
     return f"{source[:room].rstrip()} {suffix}".strip()
 
 
+def _check_slice_spacing(source: Path, scan, slice_axis: int, scale: int, spacing_mm: float) -> None:
+    """``--slice-spacing`` must be finer than the input's slices; finer than the model's is said."""
+    current = float(np.linalg.norm(scan.affine.numpy()[:3, slice_axis]))
+    if spacing_mm >= current * (1 - 1e-6):
+        raise InputError(
+            f"{source}: --slice-spacing {spacing_mm:g} mm is not finer than its {current:g} mm slices"
+        )
+    if spacing_mm < current / scale * (1 - 1e-6):
+        logger.warning(
+            "%s: --slice-spacing %g mm is finer than x%d makes of %g mm slices (%g mm): the slices in "
+            "between are interpolated from the model's, not super-resolved",
+            source,
+            spacing_mm,
+            scale,
+            current,
+            current / scale,
+        )
+
+
 def pick_device(device: str):
     import torch
 
@@ -196,6 +218,7 @@ def enhance_files(
     scale: int | None = None,
     plane: str = "auto",
     through_plane: bool = False,
+    slice_spacing: float | None = None,
     device: str = "auto",
     batch_size: int | None = None,
     precision: str = "auto",
@@ -213,13 +236,16 @@ def enhance_files(
     and the consistency PSNR of the block-averaged output against the input. ``compile_model`` runs
     the generator through ``torch.compile`` (:class:`~srgan_med.enhance.inference.CompiledGenerator`).
     ``series`` picks a SeriesInstanceUID in the one input folder that holds several.
+    ``slice_spacing`` (with ``through_plane``): the output's slice spacing in mm, finer than the
+    input's; the model's output (the input's spacing divided by the scale) is resampled linearly
+    along the slice axis to it (:func:`~srgan_med.enhance.engine.resample_slice_axis`).
     """
     import monai.data  # noqa: F401 - imported before any timing: ~2 s once, not the first load's cost
     import torch
     from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
     from srgan_med import __version__
-    from srgan_med.enhance.engine import slice_axis_for
+    from srgan_med.enhance.engine import resample_slice_axis, slice_axis_for
     from srgan_med.enhance.inference import PRECISIONS, compile_problem
     from srgan_med.io import load_scan, save_scan
     from srgan_med.io.atomic import atomic_output, check_output
@@ -229,6 +255,10 @@ def enhance_files(
 
     if precision != "auto" and precision not in PRECISIONS:
         raise InputError(f"--precision must be auto, {', '.join(PRECISIONS)}; got {precision!r}")
+    if slice_spacing is not None and not through_plane:
+        raise InputError("--slice-spacing sets the slice spacing of --through-plane; add --through-plane")
+    if slice_spacing is not None and not (np.isfinite(slice_spacing) and slice_spacing > 0):
+        raise InputError(f"--slice-spacing must be a positive number of mm, got {slice_spacing}")
     sources = expand_inputs(inputs, series)
     if series is not None and len(sources) > 1:
         raise InputError(f"--series picks a series of one folder; got {len(sources)} inputs")
@@ -305,6 +335,8 @@ def enhance_files(
                 f"{source}: --through-plane refines the slice axis, but this volume is one slice "
                 f"(shape {tuple(int(v) for v in scan.shape[1:])})"
             )
+        if slice_spacing is not None:
+            _check_slice_spacing(source, scan, slice_axis, bundle.scale, slice_spacing)
         with progress_bar(*columns, quiet=quiet) as progress:
             passes = [a for a in range(3) if a != slice_axis] if through_plane else [slice_axis]
             task = progress.add_task(source.name, total=sum(int(scan.shape[1 + a]) for a in passes))
@@ -318,6 +350,9 @@ def enhance_files(
                 )
             except SrganMedError as error:  # the engine does not know the file: name it
                 raise type(error)(f"{source}: {error}") from None
+        if slice_spacing is not None:
+            image = resample_slice_axis(result.image, slice_axis, slice_spacing)
+            result = dataclasses.replace(result, image=image)
         upscaled = time.perf_counter()
         timings["upscale"] = upscaled - read
         derivation = f"srgan-med {__version__} super-resolution x{bundle.scale}, model {bundle.name}"
@@ -350,6 +385,8 @@ def enhance_files(
             "input_shape": list(scan.shape[1:]),
             "output_shape": list(result.image.shape[1:]),
         }
+        if slice_spacing is not None:  # the consistency figure is the model's, before resampling
+            report["slice_spacing_mm"] = slice_spacing
         if scan.meta.get("series_uid"):  # which series of a DICOM input was enhanced
             report["input_series_uid"] = scan.meta["series_uid"]
         with atomic_output(report_path(target), overwrite=True, inputs=[source]) as temporary:
