@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import write_nifti
 from monai.data import MetaTensor
 from PIL import Image
 from typer.testing import CliRunner
@@ -244,3 +245,31 @@ def test_auto_model_without_a_shipped_model_for_the_scale_is_one_line(tmp_path):
     assert result.stderr.startswith("error: 00_CT_small: no shipped model for CT scans at x3")
     assert result.stderr.count("\n") == 1 and not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_mask_file_must_be_on_the_reference_grid_is_cropped_with_it_and_not_empty(
+    tmp_path, small_ct_volume
+):
+    volume, affine = small_ct_volume
+    volume = volume[:39, :31, :4]  # not whole x4 blocks: the reference is cropped to 36 x 28
+    source = write_nifti(tmp_path / "ct.nii.gz", volume, affine)
+    inside = np.zeros(volume.shape, np.uint8)
+    inside[4:30, 4:24, :] = 1
+    good = write_nifti(tmp_path / "mask.nii.gz", inside, affine)
+    args = ["evaluate", str(source), "--scale", "4", "--methods", "bicubic", "-q"]
+    result = CliRunner().invoke(app, [*args, "--mask", str(good), "-o", str(tmp_path / "ok")])
+    assert result.exit_code == 0, result.stderr  # was: mask shape (39, 31, 4) differs from (36, 28, 4)
+    flipped_affine = affine @ np.array(
+        [[-1, 0, 0, volume.shape[0] - 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]]
+    )
+    flipped = write_nifti(
+        tmp_path / "flipped.nii.gz", inside[::-1].copy(), flipped_affine
+    )  # same voxels, other order
+    empty = write_nifti(tmp_path / "empty.nii.gz", np.zeros(volume.shape, np.uint8), affine)
+    for mask, message in (
+        (flipped, "flipped.nii.gz: the mask is not on 00_ct's grid (affines differ by"),
+        (empty, "empty.nii.gz: the mask is empty inside 00_ct (no nonzero voxel)"),  # was an internal error
+    ):
+        refused = CliRunner().invoke(app, [*args, "--mask", str(mask), "-o", str(tmp_path / "x")])
+        assert refused.exit_code == 2 and message in refused.stderr, refused.stderr
+        assert refused.stderr.count("\n") == 1 and not (tmp_path / "x").exists()

@@ -74,7 +74,8 @@ def evaluate(
         ),
     ] = "nearest,linear,bicubic,bspline,lanczos",
     mask: Annotated[
-        str, typer.Option("--mask", help="auto (body/head mask), none, or a mask scan path.")
+        str,
+        typer.Option("--mask", help="auto (body/head mask), none, or a mask scan on the reference's grid."),
     ] = "auto",
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing output folder.")

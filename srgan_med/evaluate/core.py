@@ -117,6 +117,8 @@ def evaluate_case(case: Case, methods: dict[str, Method], mask_mode: str | np.nd
         mask = np.moveaxis(mask_mode.astype(bool), case.slice_axis, -1)
     elif mask_mode == "auto":
         mask = foreground_mask(high, modality)
+        if not mask.any():  # nothing above the threshold: the whole volume is all there is to score
+            mask = None
     elif mask_mode == "none":
         mask = None
     else:

@@ -101,14 +101,33 @@ class ShippedModels:
         return name, self._methods[name]
 
 
-def _mask_for(mask: str, case_name: str, shape) -> str | np.ndarray:
+def _mask_for(mask: str, case_name: str, high_res, full_shape) -> str | np.ndarray:
+    """``auto``/``none``, or the mask file's voxels on the reference's grid.
+
+    The mask must lie on the reference scan's own grid (same shape and affine: another scan's mask,
+    or the same mask saved in another orientation, would select other voxels). Where the reference
+    was cropped to whole low-res voxels (:func:`synthesise_pair`), the mask is cropped the same way.
+    """
     if mask in ("auto", "none"):
         return mask
     from srgan_med.io import load_scan
 
-    array = load_scan(mask)[0].numpy() > 0
-    if array.shape != tuple(shape):
-        raise InputError(f"{mask}: mask shape {array.shape} differs from {case_name}'s shape {tuple(shape)}")
+    scan = load_scan(mask)
+    array = scan[0].numpy() > 0
+    shape = tuple(high_res.shape[1:])
+    if array.shape not in (shape, tuple(full_shape)):
+        raise InputError(
+            f"{mask}: mask shape {array.shape} differs from {case_name}'s shape {tuple(full_shape)}"
+        )
+    error_mm = float(np.abs(scan.affine.numpy() - high_res.affine.numpy()).max())
+    if error_mm > 1e-2:
+        raise InputError(
+            f"{mask}: the mask is not on {case_name}'s grid (affines differ by {error_mm:.3g} mm); "
+            "resample it onto the scan first"
+        )
+    array = array[: shape[0], : shape[1], : shape[2]]  # the reference's crop starts at voxel 0
+    if not array.any():
+        raise InputError(f"{mask}: the mask is empty inside {case_name} (no nonzero voxel)")
     return array
 
 
@@ -190,6 +209,7 @@ def run_evaluation(
             for index, high_path in enumerate(high_res_paths):
                 name = f"{index:02d}_{Path(high_path).name.split('.')[0]}"
                 high_res = load_scan(high_path)
+                full_shape = tuple(high_res.shape[1:])
                 if low_res_paths is None:
                     high_res, low_res = synthesise_pair(high_res, degradation, scale, seed + index, name)
                 else:
@@ -199,7 +219,7 @@ def run_evaluation(
                 case_methods = dict(chosen)
                 if shipped is not None:
                     auto_models[name], case_methods[AUTO_MODEL] = shipped.pick(case)
-                result = evaluate_case(case, case_methods, _mask_for(mask, name, high_res.shape[1:]))
+                result = evaluate_case(case, case_methods, _mask_for(mask, name, high_res, full_shape))
                 results.append(result)
                 high = np.moveaxis(high_res[0].numpy().astype(np.float64), slice_axis, -1)
                 written.append(plot_montage(result, high, temporary / f"montage_{name}.png"))
