@@ -273,3 +273,20 @@ def test_a_mask_file_must_be_on_the_reference_grid_is_cropped_with_it_and_not_em
         refused = CliRunner().invoke(app, [*args, "--mask", str(mask), "-o", str(tmp_path / "x")])
         assert refused.exit_code == 2 and message in refused.stderr, refused.stderr
         assert refused.stderr.count("\n") == 1 and not (tmp_path / "x").exists()
+
+
+def test_an_exact_slice_is_left_out_of_the_gain_not_made_infinite(tmp_path, small_ct_volume):
+    """One empty slice that bicubic gets exactly right used to make every method's slice gain "inf"."""
+    high_path, low_path = _pair(tmp_path, 0, small_ct_volume)
+    high_res, low_res = load_scan(high_path), load_scan(low_path)
+    high_res[0, :, :, 0], low_res[0, :, :, 0] = -1000.0, -1000.0  # an air slice: every method is exact
+    methods = {name: interpolation_method(name) for name in ("bicubic", "lanczos")}
+    result = evaluate_case(Case("v", high_res, low_res, 2, (2, 2)), methods, "none")
+    gain = summarise([result], list(methods))["methods"]["lanczos"]["gain_over_bicubic"]["psnr_slices"]
+    assert isinstance(gain["mean_gain"], float) and gain["excluded"] == 1
+    assert gain["n"] == high_res.shape[-1] - 1
+    summary = summarise([result], list(methods))
+    write_tables([result], summary, tmp_path, "test")
+    assert (
+        f"| lanczos | psnr_slices | {gain['n']} (1 exact left out) |" in (tmp_path / "report.md").read_text()
+    )

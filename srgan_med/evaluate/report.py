@@ -27,8 +27,16 @@ def _finite_or_none(value: float) -> float | str | None:
 
 
 def _gain(values: list[float], baseline: list[float]) -> dict[str, Any]:
-    """Paired gain over the baseline; an infinite score (perfect reconstruction) is reported as such."""
-    if any(math.isinf(v) for v in values) or any(math.isinf(v) for v in baseline):
+    """Paired gain over the baseline on the pairs where both scores are finite.
+
+    A pair where either reconstruction is exact (infinite PSNR: an empty slice both methods get
+    right, say) has no finite gain: it is left out and counted (``excluded``), so one such slice does
+    not turn every method's gain into infinity. Where no pair is left and the method itself was
+    exact, the gain is reported as ``"inf"``.
+    """
+    finite = [(v, b) for v, b in zip(values, baseline, strict=True) if math.isfinite(v) and math.isfinite(b)]
+    infinite = sum(1 for v, b in zip(values, baseline, strict=True) if math.isinf(v) or math.isinf(b))
+    if not finite and any(math.isinf(v) and v > 0 for v in values):
         return {
             "n": len(values),
             "mean_gain": "inf",
@@ -37,11 +45,14 @@ def _gain(values: list[float], baseline: list[float]) -> dict[str, Any]:
             "wilcoxon_p": None,
             "note": "a perfect reconstruction (infinite PSNR) has no finite mean gain",
         }
-    pairs = [(v, b) for v, b in zip(values, baseline, strict=True) if not (math.isnan(v) or math.isnan(b))]
-    if not pairs:
+    if not finite:
         return {"n": 0, "mean_gain": None, "ci_low": None, "ci_high": None, "wilcoxon_p": None}
-    comparison = compare_paired([p[0] for p in pairs], [p[1] for p in pairs])
-    return {key: _finite_or_none(value) for key, value in comparison.__dict__.items()}
+    comparison = compare_paired([p[0] for p in finite], [p[1] for p in finite])
+    gain = {key: _finite_or_none(value) for key, value in comparison.__dict__.items()}
+    if infinite:
+        gain["excluded"] = infinite
+        gain["note"] = f"{infinite} pair(s) with an exact reconstruction (infinite PSNR) left out"
+    return gain
 
 
 def summarise(results: list[CaseResult], methods: list[str]) -> dict[str, Any]:
@@ -143,6 +154,10 @@ def _per_volume_markdown(results: list[CaseResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _left_out(gain: dict[str, Any]) -> str:
+    return f" ({gain['excluded']} exact left out)" if gain.get("excluded") else ""
+
+
 def _fmt_p(value: Any) -> str:
     return "n/a" if value is None or isinstance(value, str) else f"{value:.2g}"
 
@@ -175,8 +190,8 @@ def _markdown(summary: dict[str, Any], command: str, versions: dict[str, str]) -
         for measure, gain in entry.get("gain_over_bicubic", {}).items():
             interval = f"[{_fmt(gain['ci_low'])}, {_fmt(gain['ci_high'])}]"
             lines.append(
-                f"| {method} | {measure} | {gain['n']} | {_fmt(gain['mean_gain'])} | {interval} | "
-                f"{_fmt_p(gain['wilcoxon_p'])} |"
+                f"| {method} | {measure} | {gain['n']}{_left_out(gain)} | {_fmt(gain['mean_gain'])} | "
+                f"{interval} | {_fmt_p(gain['wilcoxon_p'])} |"
             )
     lines += [
         "",
