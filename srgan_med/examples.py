@@ -51,4 +51,6 @@ def example_path(name: str) -> Path:
 def resolve_input(text: str | Path) -> Path:
     """Turn ``example:NAME`` into the example's path; other values are plain paths."""
     text = str(text)
+    if not text.strip():  # Path("") is the current folder: an empty argument would name it
+        raise InputError("an input path is empty")
     return example_path(text[len(PREFIX) :]) if text.startswith(PREFIX) else Path(text)

@@ -290,3 +290,28 @@ def test_an_exact_slice_is_left_out_of_the_gain_not_made_infinite(tmp_path, smal
     assert (
         f"| lanczos | psnr_slices | {gain['n']} (1 exact left out) |" in (tmp_path / "report.md").read_text()
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scale", "64"], "00_MR_small: --scale 64 leaves fewer than 2 low-res voxels of its 64 in-plane"),
+        (["--low-res", ""], "an input path is empty"),  # was "output would overwrite the input" (the cwd)
+    ],
+)
+def test_impossible_pairs_are_one_line(tmp_path, args, message):
+    result = CliRunner().invoke(app, ["evaluate", "example:mr-small", *args, "-o", str(tmp_path / "x"), "-q"])
+    assert result.exit_code == 2 and message in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_constant_reference_is_refused_not_scored(tmp_path):
+    """PSNR of a constant MR-like volume was -96 dB (a data range forced to 1e-6), NRMSE inf, exit 0."""
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.full((16, 16, 3), 5.0, np.float32), np.eye(4)), tmp_path / "flat.nii.gz")
+    result = CliRunner().invoke(
+        app, ["evaluate", str(tmp_path / "flat.nii.gz"), "--scale", "2", "-o", str(tmp_path / "x")]
+    )
+    assert result.exit_code == 2 and not (tmp_path / "x").exists()
+    assert "00_flat: the reference has no intensity range" in result.stderr

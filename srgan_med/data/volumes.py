@@ -399,7 +399,10 @@ def validation_set(
     degrader = BatchDegradation(degradation, scale, (volume.spacing_mm[rows], volume.spacing_mm[cols]))
     low_res = degrader(high_res, torch.Generator().manual_seed(seed))
     physical = high_res.double().numpy() * (volume.high - volume.low) + volume.low
-    data_range = data_range_for(
-        physical, volume.modality or degradation.modality, degradation.normalise.window_hu
-    )
+    try:
+        data_range = data_range_for(
+            physical, volume.modality or degradation.modality, degradation.normalise.window_hu
+        )
+    except InputError as error:  # a constant validation volume: name it
+        raise InputError(f"{volume.name}: {error}") from None
     return ValidationSet(volume.name, high_res, low_res, volume.low, volume.high, data_range)

@@ -75,7 +75,12 @@ def data_range_for(high_res: np.ndarray, modality: str, ct_window_hu=DEFAULT_CT_
     if modality == "CT":
         return float(ct_window_hu[1] - ct_window_hu[0])
     low, high = np.percentile(high_res, MR_ROBUST_PERCENTILES)
-    return float(max(high - low, 1e-6))
+    if not high > low:
+        raise InputError(
+            f"the reference has no intensity range (0.5-99.5 percentiles both {low:g}): PSNR and SSIM "
+            "are undefined on it"
+        )
+    return float(high - low)
 
 
 def _ssim_or_nan(reference: np.ndarray, test: np.ndarray, data_range: float, mask) -> float:
@@ -112,7 +117,10 @@ def evaluate_case(case: Case, methods: dict[str, Method], mask_mode: str | np.nd
 
     high = np.moveaxis(case.high_res[0].detach().cpu().numpy().astype(np.float64), case.slice_axis, -1)
     modality = str(case.high_res.meta.get("modality", "MR"))
-    data_range = data_range_for(high, modality)
+    try:
+        data_range = data_range_for(high, modality)
+    except InputError as error:
+        raise InputError(f"{case.name}: {error}") from None
     if isinstance(mask_mode, np.ndarray):
         mask = np.moveaxis(mask_mode.astype(bool), case.slice_axis, -1)
     elif mask_mode == "auto":

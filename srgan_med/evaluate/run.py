@@ -145,6 +145,15 @@ def synthesise_pair(high_res, degradation: str | None, scale: int, seed: int, na
             f"{name}: evaluate compares in-plane super-resolution; the degradation "
             "simulates thick slices: use a preset without through_plane.slice_thickness_mm"
         )
+    small = [
+        int(high_res.shape[1 + axis])
+        for axis in config.in_plane_axes
+        if high_res.shape[1 + axis] // scale < 2
+    ]
+    if small:
+        raise InputError(
+            f"{name}: --scale {scale} leaves fewer than 2 low-res voxels of its {small[0]} in-plane"
+        )
     low_res, _ = simulate_low_res(high_res, config, scale, seed=seed)
     # block averaging drops the last incomplete block: crop the reference the same way
     crop = [slice(None)] * 4
