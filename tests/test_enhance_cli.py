@@ -90,6 +90,10 @@ def test_example_scan_and_models_listing(tmp_path):
     assert tuple(load_scan(tmp_path / "ct_small_sr").shape[1:]) == (256, 256, 1)
     listing = runner.invoke(app, ["models"])
     assert listing.exit_code == 0
+    card = runner.invoke(app, ["models", "ct-x2"])  # the README: "srgan-med models" shows the cards
+    assert card.exit_code == 0 and card.stdout.startswith("# ct-x2:") and "## Known limits" in card.stdout
+    own = runner.invoke(app, ["models", str(tmp_path / "tiny_x2.safetensors")])
+    assert own.exit_code == 0 and json.loads(own.stdout)["weights"] == "random"
 
 
 def _complex_nifti(path):

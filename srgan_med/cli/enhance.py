@@ -113,10 +113,26 @@ def enhance(
 
 
 @handle_errors
-def models() -> None:
-    """List the models shipped in the package with their scale, modality and card summary."""
-    from srgan_med.models.bundle import read_metadata, shipped_models
+def models(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="A model (shipped name or .safetensors file): print its whole card."),
+    ] = None,
+) -> None:
+    """List the models shipped in the package with their scale, modality and card summary; with a
+    NAME, print that model's card (data, degradation, losses, steps, measurements, known limits)."""
+    import json
 
+    from srgan_med.models.bundle import read_metadata, resolve_model, shipped_models
+
+    if name is not None:
+        path = resolve_model(name)
+        card = path.with_suffix(".md")  # the shipped cards sit beside their weights
+        if name in shipped_models() and card.is_file():
+            print(card.read_text(), end="")
+        else:  # a trained model: the card its file carries
+            print(json.dumps(read_metadata(path).get("card", {}), indent=2))
+        return
     shipped = shipped_models()
     if not shipped:
         print(
