@@ -220,7 +220,7 @@ def test_models_sharing_a_file_name_each_get_a_row_and_auto_follows_each_volumes
     )
     assert result.exit_code == 0, result.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert list(summary["methods"]) == ["bicubic", "ct-x2", str(copy), "mr-x2", "auto"]
+    assert list(summary["methods"]) == ["bicubic", "ct-x2", str(copy), "mr-x2", "auto"]  # both as given
     assert summary["auto_models"] == {"00_CT_small": "ct-x2", "01_MR_small": "mr-x2"}
     assert (
         "`auto` is the shipped model of each volume's modality and scale" in (out / "report.md").read_text()
@@ -315,3 +315,19 @@ def test_a_constant_reference_is_refused_not_scored(tmp_path):
     )
     assert result.exit_code == 2 and not (tmp_path / "x").exists()
     assert "00_flat: the reference has no intensity range" in result.stderr
+
+
+def test_two_trained_models_of_one_file_name_both_keep_their_paths(tmp_path):
+    import shutil
+
+    from srgan_med.evaluate.run import resolve_methods
+    from srgan_med.models.bundle import shipped_models
+
+    given = []
+    for run in ("run_a", "run_b"):
+        (tmp_path / run).mkdir()
+        given.append(
+            str(shutil.copy(shipped_models()["ct-x2"], tmp_path / run / "ct-x2-srresnet.safetensors"))
+        )
+    methods, _ = resolve_methods(["bicubic"], given)
+    assert list(methods) == ["bicubic", *given]  # the first used to be the bare "ct-x2-srresnet"

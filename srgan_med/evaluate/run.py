@@ -72,14 +72,14 @@ def resolve_methods(
         )
     models = [*named_models, *models]
     methods = {name: interpolation_method(name) for name in dict.fromkeys(n for n in names if n in METHODS)}
-    files = set()
+    files: dict[Path, str] = {}  # resolved file -> the model as given (one file given twice: once)
     for model in dict.fromkeys(m for m in models if m != AUTO_MODEL):
-        path = resolve_model(model).resolve()
-        if path in files:
-            continue
-        files.add(path)
+        files.setdefault(resolve_model(model).resolve(), model)
+    stems = [path.name.removesuffix(".safetensors") for path in files]
+    for model, stem in zip(files.values(), stems, strict=True):
         name, method = model_method(model)
-        methods[name if name not in (*methods, AUTO_MODEL) else model] = method
+        shared = stems.count(stem) > 1 or name in (*methods, AUTO_MODEL)
+        methods[model if shared else name] = method
     return methods, ShippedModels() if AUTO_MODEL in models else None
 
 
