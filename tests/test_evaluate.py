@@ -331,3 +331,26 @@ def test_two_trained_models_of_one_file_name_both_keep_their_paths(tmp_path):
         )
     methods, _ = resolve_methods(["bicubic"], given)
     assert list(methods) == ["bicubic", *given]  # the first used to be the bare "ct-x2-srresnet"
+
+
+def test_degrade_output_of_an_odd_sized_scan_pairs_with_its_source(tmp_path, small_ct_volume):
+    """degrade drops an incomplete last block; evaluate --low-res crops the reference the same way."""
+    volume, affine = small_ct_volume
+    source = write_nifti(tmp_path / "ct.nii.gz", volume[:39, :31, :4], affine)
+    degraded = CliRunner().invoke(
+        app, ["degrade", str(source), "-o", str(tmp_path / "lr.nii.gz"), "--scale", "4"]
+    )
+    assert degraded.exit_code == 0, degraded.stderr
+    assert load_scan(tmp_path / "lr.nii.gz").shape[1:] == (9, 7, 4)
+    args = ["evaluate", str(source), "--low-res", str(tmp_path / "lr.nii.gz"), "--methods", "bicubic", "-q"]
+    result = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.stderr  # was: (39, 31, 4) is not an integer multiple of (9, 7, 4)
+    shifted = load_scan(tmp_path / "lr.nii.gz")
+    shifted.affine[0, 3] += 1.0  # a millimetre off: the grids no longer overlay
+    from srgan_med.io import save_scan
+
+    save_scan(shifted, tmp_path / "off.nii.gz")
+    off = CliRunner().invoke(
+        app, [*args[:3], str(tmp_path / "off.nii.gz"), *args[4:], "-o", str(tmp_path / "x")]
+    )
+    assert off.exit_code == 2 and "grids do not overlay" in off.stderr

@@ -44,23 +44,28 @@ class CaseResult:
 
 
 def pair_geometry(high_res, low_res, name: str) -> tuple[int, tuple[int, int]]:
-    """Slice axis and in-plane factors of an LR/HR pair; checks that the grids overlay exactly."""
+    """Slice axis and in-plane factors of an LR/HR pair; checks that the grids overlay exactly.
+
+    A high-res size may exceed ``factor x low-res size`` by less than one block (``degrade`` drops
+    an incomplete last block, as block averaging does); :func:`crop_to_pair` crops it to the pair.
+    """
     from srgan_med.io.geometry import rescaled_affine
 
     high_shape, low_shape = high_res.shape[1:], low_res.shape[1:]
-    ratios = [h / s for h, s in zip(high_shape, low_shape, strict=True)]
-    if any(r != int(r) or r < 1 for r in ratios) or ratios.count(1) < 1:
+    steps = [h // s if s else 0 for h, s in zip(high_shape, low_shape, strict=True)]
+    whole = all(f >= 1 and 0 <= h - f * s < f for h, s, f in zip(high_shape, low_shape, steps, strict=True))
+    if not whole or steps.count(1) < 1:
         raise InputError(
             f"{name}: high-res shape {tuple(high_shape)} is not an integer in-plane multiple of "
             f"low-res shape {tuple(low_shape)}"
         )
-    slice_axis = 2 if ratios[2] == 1 else ratios.index(1)
-    factors = [int(r) for axis, r in enumerate(ratios) if axis != slice_axis]
+    slice_axis = 2 if steps[2] == 1 else steps.index(1)
+    factors = [int(f) for axis, f in enumerate(steps) if axis != slice_axis]
     if factors == [1, 1]:
         raise InputError(
             f"{name}: low-res and high-res have one shape, {tuple(high_shape)}; there is nothing to upscale"
         )
-    expected = rescaled_affine(low_res.affine, [int(r) for r in ratios])
+    expected = rescaled_affine(low_res.affine, [int(f) for f in steps])
     error_mm = float(np.abs(expected - high_res.affine.numpy()).max())
     if error_mm > 1e-2:
         raise InputError(
@@ -68,6 +73,21 @@ def pair_geometry(high_res, low_res, name: str) -> tuple[int, tuple[int, int]]:
             "register or resample them first"
         )
     return slice_axis, (factors[0], factors[1])
+
+
+def crop_to_pair(high_res, low_res, slice_axis: int, factors: tuple[int, int]):
+    """``high_res`` cropped to ``factors x`` the low-res in-plane size (from voxel 0: same affine)."""
+    from monai.data import MetaTensor
+
+    in_plane = iter(factors)
+    size = [
+        int(s) if axis == slice_axis else int(s) * next(in_plane) for axis, s in enumerate(low_res.shape[1:])
+    ]
+    if list(high_res.shape[1:]) == size:
+        return high_res
+    cropped = high_res.as_tensor()[:, : size[0], : size[1], : size[2]].clone()
+    meta = {k: v for k, v in high_res.meta.items() if k != "affine"}
+    return MetaTensor(cropped, affine=high_res.affine.clone(), meta=meta)
 
 
 def data_range_for(high_res: np.ndarray, modality: str, ct_window_hu=DEFAULT_CT_WINDOW_HU) -> float:

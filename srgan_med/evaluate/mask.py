@@ -27,7 +27,9 @@ def foreground_mask(volume: np.ndarray, modality: str) -> np.ndarray:
     if modality == "CT":
         threshold = CT_BODY_THRESHOLD_HU
     elif float(volume.max()) > float(volume.min()):
-        threshold = float(threshold_otsu(volume))
+        threshold = float(
+            threshold_otsu(volume.ravel())
+        )  # the histogram is all it uses; a (., ., 3) volume warned "RGB"
     else:
         return np.ones(volume.shape, bool)
     labels, count = ndimage.label(volume > threshold)

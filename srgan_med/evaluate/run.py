@@ -195,7 +195,7 @@ def run_evaluation(
         command: the command line, recorded in report.md.
         show_progress: draw a progress bar over volumes.
     """
-    from srgan_med.evaluate.core import Case, evaluate_case, pair_geometry
+    from srgan_med.evaluate.core import Case, crop_to_pair, evaluate_case, pair_geometry
     from srgan_med.evaluate.figures import plot_gain_boxplot, plot_montage
     from srgan_med.evaluate.report import summarise, write_tables
     from srgan_med.io import load_scan
@@ -224,6 +224,7 @@ def run_evaluation(
                 else:
                     low_res = load_scan(low_res_paths[index])
                 slice_axis, factors = pair_geometry(high_res, low_res, str(high_path))
+                high_res = crop_to_pair(high_res, low_res, slice_axis, factors)
                 case = Case(name, high_res, low_res, slice_axis, factors)
                 case_methods = dict(chosen)
                 if shipped is not None:
