@@ -430,6 +430,10 @@ def test_compile_without_a_compiler_is_one_line_error_and_writes_nothing(tmp_pat
     errors = [line for line in child.stderr.splitlines() if not line.startswith("warning: ")]
     assert len(errors) == 1
     assert errors[0].startswith("error: --compile: torch.compile cannot build kernels here")
+    assert (
+        f"(CXX={str(tmp_path / 'no-such-g++')!r} is not a program: install g++ or clang++, or set CXX"
+        in errors[0]
+    )
     assert not out.exists() and not (tmp_path / "out.nii.gz.json").exists()
 
 

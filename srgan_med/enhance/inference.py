@@ -337,8 +337,23 @@ def compile_problem(device: torch.device | str) -> str | None:
     try:
         torch.compile(lambda x: x * 2 + 1, dynamic=False)(torch.ones(3, device=device))
     except Exception as error:  # noqa: BLE001 - any failure means: it cannot compile here
-        return _error_line(error)
+        return with_compiler_hint(_error_line(error), device)
     return None
+
+
+def with_compiler_hint(reason: str, device: torch.device | str) -> str:
+    """``reason``, led by the likely cause when no C++ compiler is on the PATH (Inductor builds its
+    CPU kernels with the one ``CXX`` names, else g++ or clang++); its own error does not say so."""
+    import os
+    import shutil
+
+    if torch.device(device).type != "cpu":
+        return reason
+    candidates = [os.environ["CXX"]] if "CXX" in os.environ else ["g++", "clang++", "c++"]
+    if any(name and shutil.which(name) for name in candidates):
+        return reason
+    named = f"CXX={os.environ['CXX']!r} is not a program" if "CXX" in os.environ else "no C++ compiler found"
+    return f"{named}: install g++ or clang++, or set CXX ({reason})"
 
 
 class CompiledGenerator:
