@@ -76,9 +76,9 @@ def _read_header(path: Path, *, force_fallback: bool):
         # Files written without the 128-byte preamble and meta header are still legal data sets
         # in old archives; accept them only if they really describe an image.
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-        if "Rows" not in ds or "SOPClassUID" not in ds and "Modality" not in ds:
+        if "SOPClassUID" not in ds and "Modality" not in ds:
             raise InvalidDicomError("not a DICOM file") from None
-        return ds
+        return ds  # a data set; one that holds no image (an RT structure set, say) is named as such later
 
 
 def _describe(exc: BaseException) -> str:
