@@ -93,6 +93,15 @@ def test_folder_with_several_series_lists_them_and_series_option_picks_one():
     else:  # a series that itself is inconsistent must still fail cleanly
         _assert_one_line_error(chosen, str(folder))
     _assert_one_line_error(_info(str(folder), "--series", "1.2.3.4"), "no series with UID 1.2.3.4")
+    # a start of a UID picks the one series it starts; one that two share asks for more
+    import os
+
+    uids = [part.split(" ")[0] for part in line.split(": ", 2)[2].split("; ")]
+    shared = os.path.commonprefix(uids)
+    assert _info(str(folder), "--series", uid[: len(shared) + 1]).stdout == chosen.stdout
+    _assert_one_line_error(
+        _info(str(folder), "--series", shared), f"2 series have UIDs that start with {shared}"
+    )
     single = pydicom_test_files() / "CT_small.dcm"
     _assert_one_line_error(_info(str(single), "--series", uid), "--series picks a series in a DICOM folder")
 

@@ -170,7 +170,8 @@ def degrade(
         Path | None, typer.Option("--preview", help="Also save a PNG: HR | LR | difference (middle slice).")
     ] = None,
     series: Annotated[
-        str | None, typer.Option("--series", help="SeriesInstanceUID, when a folder holds several.")
+        str | None,
+        typer.Option("--series", help="SeriesInstanceUID (or a start of it), when a folder holds several."),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
 ) -> None:

@@ -60,7 +60,12 @@ def enhance(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     batch_size: Annotated[
         int | None,
-        typer.Option("--batch-size", min=1, help="Slices per forward pass (default: 8 on CPU, 32 on CUDA)."),
+        typer.Option(
+            "--batch-size",
+            min=1,
+            help="Slices per forward pass (default: 8 on CPU, 32 on CUDA); lowered where large slices would "
+            "need too much memory (the report gives the batch used).",
+        ),
     ] = None,
     precision: Annotated[
         str,
@@ -84,7 +89,10 @@ def enhance(
     ] = None,
     series: Annotated[
         str | None,
-        typer.Option("--series", help="SeriesInstanceUID, when the input folder holds several (one input)."),
+        typer.Option(
+            "--series",
+            help="SeriesInstanceUID (or a start of it), when the input folder holds several (one input).",
+        ),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary lines.")] = False,

@@ -38,7 +38,8 @@ def info(
         str, typer.Argument(help="NIfTI file, DICOM file, DICOM series folder, or example:NAME.")
     ],
     series: Annotated[
-        str | None, typer.Option("--series", help="SeriesInstanceUID, when a folder holds several.")
+        str | None,
+        typer.Option("--series", help="SeriesInstanceUID (or a start of it), when a folder holds several."),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of a table.")

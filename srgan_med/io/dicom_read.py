@@ -350,10 +350,16 @@ def _read_dicom(path: Path, series: str | None) -> tuple[np.ndarray, np.ndarray,
         if not found:
             raise InputError(f"{path}: no DICOM image files in this folder")
         if series is not None:
-            matches = [s for s in found if s.uid == series]
+            # the whole UID, or a start of it that only one series has (UIDs run to 64 characters)
+            matches = [s for s in found if s.uid == series] or [s for s in found if s.uid.startswith(series)]
             if not matches:
                 raise InputError(
                     f"{path}: no series with UID {series}; found {', '.join(s.uid for s in found)}"
+                )
+            if len(matches) > 1:
+                raise InputError(
+                    f"{path}: {len(matches)} series have UIDs that start with {series}: "
+                    f"{', '.join(s.uid for s in matches)}; give more of it"
                 )
             chosen = matches[0]
         elif len(found) > 1:
