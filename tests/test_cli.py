@@ -127,3 +127,35 @@ def test_bare_command_still_shows_help_and_help_exits_zero():
     bare, helped = _run(), _run("--help")
     assert bare.returncode == 2 and "Commands" in bare.stdout and bare.stderr == ""
     assert helped.returncode == 0 and "enhance" in helped.stdout
+
+
+def test_modality_override_for_a_ct_crop_without_air(tmp_path):
+    """A CT crop inside the body has no air: its NIfTI is guessed MR; --modality CT says what it is."""
+    import csv
+
+    import nibabel as nib
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    soft_tissue = rng.normal(40, 30, (32, 32, 3)).astype(np.int16)
+    nib.save(nib.Nifti1Image(soft_tissue, np.diag([0.7, 0.7, 2.0, 1.0])), tmp_path / "liver.nii.gz")
+    source = str(tmp_path / "liver.nii.gz")
+    runner = CliRunner()
+    guessed = json.loads(runner.invoke(app, ["info", source, "--json"]).stdout)
+    told = json.loads(runner.invoke(app, ["info", source, "--json", "--modality", "ct"]).stdout)
+    assert (guessed["modality"], told["modality"]) == ("MR", "CT")
+    enhanced = runner.invoke(
+        app, ["enhance", source, "--modality", "CT", "-o", str(tmp_path / "sr.nii.gz"), "-q"]
+    )
+    assert enhanced.exit_code == 0, enhanced.stderr
+    assert json.loads((tmp_path / "sr.nii.gz.json").read_text())["model"] == "ct-x2"  # --model auto: CT's
+    args = ["evaluate", source, "--scale", "2", "--methods", "bicubic", "--modality", "CT", "-q"]
+    evaluated = runner.invoke(app, [*args, "-o", str(tmp_path / "report")])
+    assert evaluated.exit_code == 0, evaluated.stderr
+    rows = list(csv.DictReader(open(tmp_path / "report" / "metrics.csv")))
+    assert {float(row["data_range"]) for row in rows} == {3000.0}  # the CT window, not a robust MR range
+    assert "--modality CT" in (tmp_path / "report" / "report.md").read_text()
+    degraded = runner.invoke(app, ["degrade", source, "-o", str(tmp_path / "lr.nii.gz"), "--modality", "CT"])
+    assert degraded.exit_code == 0 and "'kind': 'gaussian', 'std_hu'" in degraded.stderr  # CT's noise, in HU
+    wrong = runner.invoke(app, ["info", source, "--modality", "PET"])
+    assert wrong.exit_code == 2 and "--modality must be CT or MR, got 'PET'" in wrong.stderr

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -86,3 +86,15 @@ def version_callback(value: bool) -> None:
 
         print(f"srgan-med {__version__}")
         raise typer.Exit()
+
+
+# NIfTI has no modality tag: ``load_scan`` guesses it from the values, which a crop without air
+# (a CT of the head or of one organ) gets wrong. Every command that reads scans takes this override.
+ModalityOption = Annotated[
+    str | None,
+    typer.Option(
+        "--modality",
+        help="CT or MR, for NIfTI input (no modality tag; default: guessed, CT when 1% of the voxels "
+        "are at or below -500).",
+    ),
+]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from srgan_med.cli._common import handle_errors
+from srgan_med.cli._common import ModalityOption, handle_errors
 from srgan_med.errors import InputError
 
 if TYPE_CHECKING:  # the config module is light, but keep the CLI import free of the degrade package
@@ -173,6 +173,7 @@ def degrade(
         str | None,
         typer.Option("--series", help="SeriesInstanceUID (or a start of it), when a folder holds several."),
     ] = None,
+    modality: ModalityOption = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
 ) -> None:
     """Write the low-resolution scan a worse acquisition would have produced (blur, downsampling, thick
@@ -189,7 +190,7 @@ def degrade(
         check_output(preview, overwrite=overwrite, inputs=[Path(input_path)])
     check_output(output, overwrite=overwrite, inputs=[Path(input_path)])
     output_format(output)  # a name of no format: refused before the work
-    scan = load_scan(resolve_input(input_path), series=series)
+    scan = load_scan(resolve_input(input_path), series=series, modality=modality)
     modality = str(scan.meta.get("modality", "CT")).upper()
     config = load_degradation_preset(preset or ("mr" if modality == "MR" else "ct"))
     config = _with_overrides(config, modality, fwhm_mm, noise, slice_thickness_mm, slice_gap_mm, psf)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from srgan_med.cli._common import handle_errors
+from srgan_med.cli._common import ModalityOption, handle_errors
 
 
 @handle_errors
@@ -94,6 +94,7 @@ def enhance(
             help="SeriesInstanceUID (or a start of it), when the input folder holds several (one input).",
         ),
     ] = None,
+    modality: ModalityOption = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary lines.")] = False,
 ) -> None:
@@ -115,6 +116,7 @@ def enhance(
         compile_model=compile_model,
         fmt=fmt,
         series=series,
+        modality=modality,
         overwrite=overwrite,
         quiet=quiet,
     )

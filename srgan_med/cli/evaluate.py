@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from srgan_med.cli._common import handle_errors
+from srgan_med.cli._common import ModalityOption, handle_errors
 
 
 def _command_line(
@@ -21,6 +21,7 @@ def _command_line(
     degradation: str | None,
     seed: int,
     models: list[str] | None = None,
+    modality: str | None = None,
 ) -> str:
     """The exact command that reproduces this evaluation (recorded in report.md)."""
     words = ["srgan-med", "evaluate", *high_res]
@@ -33,6 +34,8 @@ def _command_line(
     for name in models or []:
         words += ["--model", name]
     words += ["--out", str(out), "--methods", methods, "--mask", mask]
+    if modality:
+        words += ["--modality", modality]
     return shlex.join(words)
 
 
@@ -81,6 +84,7 @@ def evaluate(
         bool, typer.Option("--overwrite", help="Replace an existing output folder.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    modality: ModalityOption = None,
 ) -> None:
     """Score each method against the high-resolution scans: PSNR, SSIM, NRMSE, HFEN, GMSD, MAE,
     with bootstrap CIs and Wilcoxon tests of the gain over bicubic; writes CSV, JSON, Markdown and PNGs.
@@ -101,8 +105,11 @@ def evaluate(
         methods=methods.split(","),
         models=model or [],
         mask=mask,
+        modality=modality,
         overwrite=overwrite,
-        command=_command_line(high_res, low_res or [], out, methods, mask, scale, degradation, seed, model),
+        command=_command_line(
+            high_res, low_res or [], out, methods, mask, scale, degradation, seed, model, modality
+        ),
         show_progress=not quiet,
     )
     if not quiet:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from srgan_med.cli._common import handle_errors
+from srgan_med.cli._common import ModalityOption, handle_errors
 
 
 def describe_scan(scan) -> dict[str, Any]:
@@ -44,12 +44,13 @@ def info(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of a table.")
     ] = False,
+    modality: ModalityOption = None,
 ) -> None:
     """Show modality, shape, voxel spacing (mm), orientation, value range and affine of a scan."""
     from srgan_med.examples import resolve_input
     from srgan_med.io import load_scan
 
-    facts = describe_scan(load_scan(resolve_input(path), series=series))
+    facts = describe_scan(load_scan(resolve_input(path), series=series, modality=modality))
     if as_json:
         print(json.dumps(facts))
         return

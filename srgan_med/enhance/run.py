@@ -225,6 +225,7 @@ def enhance_files(
     compile_model: bool = False,
     fmt: str | None = None,
     series: str | None = None,
+    modality: str | None = None,
     overwrite: bool = False,
     quiet: bool = False,
 ) -> list[Path]:
@@ -236,6 +237,7 @@ def enhance_files(
     and the consistency PSNR of the block-averaged output against the input. ``compile_model`` runs
     the generator through ``torch.compile`` (:class:`~srgan_med.enhance.inference.CompiledGenerator`).
     ``series`` picks a SeriesInstanceUID in the one input folder that holds several.
+    ``modality`` (``"CT"``/``"MR"``) overrides the one guessed for NIfTI input.
     ``slice_spacing`` (with ``through_plane``): the output's slice spacing in mm, finer than the
     input's; the model's output (the input's spacing divided by the scale) is resampled linearly
     along the slice axis to it (:func:`~srgan_med.enhance.engine.resample_slice_axis`).
@@ -298,7 +300,7 @@ def enhance_files(
     loaded, load_seconds = {}, {}
     if model == "auto":  # the first scan is read now: a modality with no model stops before any work
         started = time.perf_counter()
-        loaded[sources[0]] = load_scan(sources[0], series=series)
+        loaded[sources[0]] = load_scan(sources[0], series=series, modality=modality)
         load_seconds[sources[0]] = time.perf_counter() - started
         engine(model_for(loaded[sources[0]]))
     else:
@@ -315,7 +317,7 @@ def enhance_files(
 
     def enhance_one(source: Path, target: Path) -> Path:
         started = time.perf_counter()
-        scan = loaded.pop(source) if source in loaded else load_scan(source, series=series)
+        scan = loaded.pop(source) if source in loaded else load_scan(source, series=series, modality=modality)
         read = time.perf_counter()
         timings = {"load": load_seconds.pop(source, read - started)}
         prepared = engine(model_for(scan))

@@ -176,6 +176,7 @@ def run_evaluation(
     methods: Sequence[str] = DEFAULT_METHODS,
     models: Sequence[str] = (),
     mask: str = "auto",
+    modality: str | None = None,
     overwrite: bool = False,
     command: str = "",
     show_progress: bool = True,
@@ -191,6 +192,7 @@ def run_evaluation(
         models: super-resolution models (shipped names or ``.safetensors`` paths); ``"auto"`` adds
             the method ``auto``: for each volume, the shipped model of its modality and scale.
         mask: ``"auto"``, ``"none"`` or a mask scan path (nonzero = foreground).
+        modality: ``"CT"``/``"MR"``, overriding the modality guessed for NIfTI scans.
         overwrite: replace an existing ``out``.
         command: the command line, recorded in report.md.
         show_progress: draw a progress bar over volumes.
@@ -217,12 +219,12 @@ def run_evaluation(
             task = progress.add_task("evaluating", total=len(high_res_paths))
             for index, high_path in enumerate(high_res_paths):
                 name = f"{index:02d}_{Path(high_path).name.split('.')[0]}"
-                high_res = load_scan(high_path)
+                high_res = load_scan(high_path, modality=modality)
                 full_shape = tuple(high_res.shape[1:])
                 if low_res_paths is None:
                     high_res, low_res = synthesise_pair(high_res, degradation, scale, seed + index, name)
                 else:
-                    low_res = load_scan(low_res_paths[index])
+                    low_res = load_scan(low_res_paths[index], modality=modality)
                 slice_axis, factors = pair_geometry(high_res, low_res, str(high_path))
                 high_res = crop_to_pair(high_res, low_res, slice_axis, factors)
                 case = Case(name, high_res, low_res, slice_axis, factors)

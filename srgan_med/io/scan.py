@@ -56,6 +56,9 @@ _NOT_IMAGES = {".trk": "TrackVis streamlines", ".tck": "MRtrix streamlines"}
 _CT_AIR_THRESHOLD_HU = -500.0
 
 
+MODALITIES = ("CT", "MR")  # the modalities an override may name (the presets' and models')
+
+
 def _guess_modality(volume: np.ndarray) -> str:
     """``"CT"`` when the volume's 1st percentile (the lower order statistic, numpy's ``method="lower"``)
     is at or below -500 HU, else ``"MR"``. Counted, not sorted: with the float32 copy below, this
@@ -88,6 +91,10 @@ def load_scan(path: str | Path, series: str | None = None, modality: str | None 
     from monai.data import MetaTensor
 
     path = Path(path)
+    if modality is not None:
+        if str(modality).upper() not in MODALITIES:
+            raise InputError(f"--modality must be {' or '.join(MODALITIES)}, got {modality!r}")
+        modality = str(modality).upper()
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     if path.is_file() and path.stat().st_size == 0:
