@@ -354,3 +354,22 @@ def test_degrade_output_of_an_odd_sized_scan_pairs_with_its_source(tmp_path, sma
         app, [*args[:3], str(tmp_path / "off.nii.gz"), *args[4:], "-o", str(tmp_path / "x")]
     )
     assert off.exit_code == 2 and "grids do not overlay" in off.stderr
+
+
+def test_summary_aggregates_the_whole_volume_beside_the_mask(tmp_path, small_ct_volume):
+    pairs = [_pair(tmp_path, i, small_ct_volume) for i in range(2)]
+    results = [
+        evaluate_case(
+            Case(f"v{i}", load_scan(h), load_scan(lr), 2, (2, 2)),
+            {"bicubic": interpolation_method("bicubic")},
+        )
+        for i, (h, lr) in enumerate(pairs)
+    ]
+    summary = summarise(results, ["bicubic"])
+    whole = [row["psnr"] for r in results for row in r.rows if row["region"] == "whole"]
+    masked = [row["psnr"] for r in results for row in r.rows if row["region"] == "mask"]
+    entry = summary["methods"]["bicubic"]
+    assert entry["mean_whole_volume"]["psnr"] == pytest.approx(np.mean(whole))
+    assert entry["mean"]["psnr"] == pytest.approx(np.mean(masked)) and summary["region"] == "mask"
+    write_tables(results, summary, tmp_path, "test")
+    assert "Over the whole volume:" in (tmp_path / "report.md").read_text()

@@ -70,11 +70,18 @@ def summarise(results: list[CaseResult], methods: list[str]) -> dict[str, Any]:
             for name in ("psnr", "ssim"):
                 slices[row["method"]][name].append(float(row[name]))
     summary: dict[str, Any] = {"region": region, "volumes": [r.name for r in results], "methods": {}}
+    whole: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for result in results:
+        for row in result.rows:
+            if row["region"] == "whole":
+                for name in METRIC_NAMES:
+                    whole[row["method"]][name].append(float(row[name]))
     for method in methods:
-        entry: dict[str, Any] = {"mean": {}}
-        for name in METRIC_NAMES:
-            values = np.asarray(by_method[method][name], dtype=np.float64)
-            entry["mean"][name] = _finite_or_none(float(np.mean(values))) if values.size else None
+        entry: dict[str, Any] = {"mean": {}, "mean_whole_volume": {}}
+        for key, source in (("mean", by_method), ("mean_whole_volume", whole)):
+            for name in METRIC_NAMES:
+                values = np.asarray(source[method][name], dtype=np.float64)
+                entry[key][name] = _finite_or_none(float(np.mean(values))) if values.size else None
         if BASELINE in by_method and method != BASELINE:
             entry["gain_over_bicubic"] = {
                 f"{name}_{level}": _gain(source[method][name], source[BASELINE][name])
@@ -176,6 +183,17 @@ def _markdown(summary: dict[str, Any], command: str, versions: dict[str, str]) -
     ]
     for method, entry in summary["methods"].items():
         lines.append(f"| {method} | " + " | ".join(_fmt(entry["mean"][n], 4) for n in METRIC_NAMES) + " |")
+    if summary["region"] == "mask":  # the same means over the whole volume, background included
+        lines += [
+            "",
+            "Over the whole volume:",
+            "",
+            "| method | " + " | ".join(f"{name.upper()} {arrows[name]}" for name in METRIC_NAMES) + " |",
+            "|---|" + "---|" * len(METRIC_NAMES),
+        ]
+        for method, entry in summary["methods"].items():
+            means = entry["mean_whole_volume"]
+            lines.append(f"| {method} | " + " | ".join(_fmt(means[n], 4) for n in METRIC_NAMES) + " |")
     if "auto_models" in summary:
         picked = "; ".join(f"{volume}: {model}" for volume, model in summary["auto_models"].items())
         lines += ["", f"`auto` is the shipped model of each volume's modality and scale ({picked})."]
