@@ -80,9 +80,12 @@ LIMITS = [
 LIMITS_BY_MODALITY = {
     "CT": "Trained on 1.5-3 mm voxels and one 0.66 mm slice (pydicom's CT_small), and measured on 1.5-3 mm "
     "voxels only: on finer pixels it is weaker. On the finer CT images that install with pydicom and "
-    "pydicom-data (CT_small; 693_UNCI.dcm, 512x512 at 0.48 mm) it does not reliably beat bicubic on PSNR "
-    "and SSIM; tests/test_shipped_models.py checks only CT_small's PSNR, averaged over the three PSF "
-    "families. Measure it on your own scans (`srgan-med evaluate --model`).",
+    "pydicom-data (CT_small; 693_UNCI.dcm, 512x512 at 0.48 mm) the x2 CT model does not reliably beat "
+    "bicubic on PSNR and SSIM, and the x4 one was not measured (CPU, 2026-11-26: "
+    "`srgan-med evaluate PATH/693_UNCI.dcm example:ct-small --scale 2 "
+    "--degradation configs/degradation/families/ct-box.yaml --methods bicubic --model ct-x2`, and the same "
+    "with ct-bicubic.yaml); tests/test_shipped_models.py checks only CT_small's PSNR, averaged over the "
+    "three PSF families. Measure it on your own scans (`srgan-med evaluate --model`).",
     "MR": "Trained on 1 mm brain volumes (a human T2, a macaque T2, the MNI152 T1 template) and no MR DICOM "
     "image: the MR slices of pydicom and pydicom-data (0.2-0.7 mm pixels, e.g. MR2_UNCI.dcm, 1024x1024) "
     "were neither used nor measured. Other anatomy, contrasts and resolutions are untested.",
