@@ -641,3 +641,28 @@ def test_through_plane_to_a_slice_spacing(tmp_path, small_ct_volume):
         refused = _invoke(str(source), "--model", model, *args, "-o", str(tmp_path / "x.nii.gz"))
         assert refused.exit_code == 2 and message in refused.stderr, refused.stderr
         assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_an_output_over_the_memory_budget_is_built_on_disk_with_the_same_result(
+    tmp_path, small_ct_volume, monkeypatch
+):
+    """SRGAN_MED_MAX_ARRAY_MB=0: the float output and its int16 rounding are memory-mapped files
+    beside the output, removed afterwards; the written scan is the one an in-memory run writes."""
+    import nibabel as nib
+
+    source = write_nifti(tmp_path / "ct.nii.gz", *small_ct_volume)
+    model = str(_bundle(tmp_path))
+    assert _invoke(str(source), "--model", model, "-o", str(tmp_path / "memory.nii.gz")).exit_code == 0
+    monkeypatch.setenv("SRGAN_MED_MAX_ARRAY_MB", "0")
+    from srgan_med.io import scratch
+
+    made, allocate = [], scratch.array
+    monkeypatch.setattr(scratch, "array", lambda *a, **k: made.append(allocate(*a, **k)) or made[-1])
+    (tmp_path / "out").mkdir()
+    result = _invoke(str(source), "--model", model, "-o", str(tmp_path / "out" / "disk.nii.gz"))
+    assert result.exit_code == 0, result.stderr
+    assert [type(a).__name__ for a in made] == ["memmap", "memmap"]  # the float output, its int16 rounding
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["disk.nii.gz", "disk.nii.gz.json"]
+    on_disk, in_memory = nib.load(tmp_path / "out" / "disk.nii.gz"), nib.load(tmp_path / "memory.nii.gz")
+    assert on_disk.get_data_dtype() == np.int16
+    np.testing.assert_array_equal(np.asarray(on_disk.dataobj), np.asarray(in_memory.dataobj))

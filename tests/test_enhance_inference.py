@@ -375,3 +375,27 @@ def test_a_compile_that_fails_is_raised_as_a_compile_error(monkeypatch):
     with pytest.raises(CompileError, match=r"^torch.compile failed \(.*\); run without --compile$"):
         compiled(torch.rand(1, 1, 12, 12))
     torch._dynamo.reset()
+
+
+def test_inside_disk_backed_the_output_lives_in_a_file_and_the_file_goes(tmp_path):
+    """Over the budget, the output is a memory-mapped file: numpy allocates next to nothing, the values
+    are those of the in-memory run, and the file is gone when the block ends."""
+    from srgan_med.io import scratch
+
+    scan = _ct_scan((160, 48, 40))
+    output_bytes = 160 * 48 * 2 * 40 * 2 * 4
+    options = dict(normalise=lambda v: v / 1000, denormalise=lambda v: v * 1000, slice_axis=2, batch_size=2)
+    upscale = lambda x: F.interpolate(x, scale_factor=2, mode="bilinear")  # noqa: E731
+    in_memory = enhance_volume(scan, upscale, 2, **options).image[0].numpy().copy()
+    tracemalloc.start()
+    try:
+        with scratch.disk_backed(tmp_path, budget_bytes=0):
+            result = enhance_volume(scan, upscale, 2, **options)
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            assert len(list(tmp_path.glob(".srgan_med-*.scratch"))) == 1
+            np.testing.assert_array_equal(result.image[0].numpy(), in_memory)
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.2 * output_bytes, f"peak {peak / output_bytes:.2f}x the output"
+    assert not list(tmp_path.iterdir())

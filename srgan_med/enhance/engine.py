@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from srgan_med.enhance.tiling import tiled_upscale
 from srgan_med.errors import InputError, SrganMedError
+from srgan_med.io import scratch
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,8 @@ def enhance_volume(
     # it. A C-ordered (I', J', K') volume cost a strided scatter per batch, and a transposing copy at
     # write time: writing a 150 MiB int16 .nii took 1.0-1.1 s on a 2-core CPU, 0.1-0.4 s now
     # (benchmarks/enhance_overhead.py, docs/benchmarks.md).
-    storage = np.empty((count, width * scale, height * scale), dtype=np.float32)  # (N, W * s, H * s)
+    # (N, W * s, H * s), on disk when larger than the memory budget (srgan_med.io.scratch)
+    storage = scratch.array((count, width * scale, height * scale), np.float32)
     output = np.moveaxis(storage.transpose(0, 2, 1), 0, slice_axis)  # (I', J', K') view
     data_range = float(np.ptp(volume)) or 1.0
     # Gathering a batch of slices is a transposing copy (the slice axis is not the slowest in
@@ -257,7 +259,7 @@ def resample_slice_axis(image, axis: int, spacing_mm: float):
     above = np.minimum(below + 1, count - 1)
     weights = np.clip(positions - below, 0.0, 1.0).astype(np.float32)
     source = np.moveaxis(image[0].detach().cpu().numpy(), axis, 0)
-    resampled = np.empty((new_count, *source.shape[1:]), dtype=np.float32)
+    resampled = scratch.array((new_count, *source.shape[1:]), np.float32)
     for index in range(new_count):  # one slice at a time: no second full-size temporary
         np.multiply(source[below[index]], 1.0 - weights[index], out=resampled[index])
         resampled[index] += weights[index] * source[above[index]]

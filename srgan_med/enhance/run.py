@@ -249,7 +249,7 @@ def enhance_files(
     from srgan_med import __version__
     from srgan_med.enhance.engine import resample_slice_axis, slice_axis_for
     from srgan_med.enhance.inference import PRECISIONS, compile_problem
-    from srgan_med.io import load_scan, save_scan
+    from srgan_med.io import load_scan, save_scan, scratch
     from srgan_med.io.atomic import atomic_output, check_output
     from srgan_med.io.scan import output_format
     from srgan_med.models.bundle import default_model
@@ -339,36 +339,38 @@ def enhance_files(
             )
         if slice_spacing is not None:
             _check_slice_spacing(source, scan, slice_axis, bundle.scale, slice_spacing)
-        with progress_bar(*columns, quiet=quiet) as progress:
-            passes = [a for a in range(3) if a != slice_axis] if through_plane else [slice_axis]
-            task = progress.add_task(source.name, total=sum(int(scan.shape[1 + a]) for a in passes))
-            try:
-                result = prepared.upscale(
-                    scan,
-                    slice_axis,
-                    through_plane=through_plane,
-                    batch_size=batch_size,
-                    progress=lambda n, t=task: progress.advance(t, n),
-                )
-            except SrganMedError as error:  # the engine does not know the file: name it
-                raise type(error)(f"{source}: {error}") from None
-        if slice_spacing is not None:
-            image = resample_slice_axis(result.image, slice_axis, slice_spacing)
-            result = dataclasses.replace(result, image=image)
-        upscaled = time.perf_counter()
-        timings["upscale"] = upscaled - read
-        derivation = f"srgan-med {__version__} super-resolution x{bundle.scale}, model {bundle.name}"
-        save_scan(
-            result.image,
-            target,
-            overwrite=overwrite,
-            reference=scan,
-            inputs=[source],
-            fmt=fmt,
-            description=derived_description(scan.meta, f"SR x{bundle.scale}", output_format(target, fmt)),
-            derivation=derivation,
-        )
-        timings["write"] = time.perf_counter() - upscaled
+        # outputs larger than the memory budget are built in a file beside the output (io.scratch)
+        with scratch.disk_backed(next(p for p in (target.parent, *target.parent.parents) if p.is_dir())):
+            with progress_bar(*columns, quiet=quiet) as progress:
+                passes = [a for a in range(3) if a != slice_axis] if through_plane else [slice_axis]
+                task = progress.add_task(source.name, total=sum(int(scan.shape[1 + a]) for a in passes))
+                try:
+                    result = prepared.upscale(
+                        scan,
+                        slice_axis,
+                        through_plane=through_plane,
+                        batch_size=batch_size,
+                        progress=lambda n, t=task: progress.advance(t, n),
+                    )
+                except SrganMedError as error:  # the engine does not know the file: name it
+                    raise type(error)(f"{source}: {error}") from None
+            if slice_spacing is not None:
+                image = resample_slice_axis(result.image, slice_axis, slice_spacing)
+                result = dataclasses.replace(result, image=image)
+            upscaled = time.perf_counter()
+            timings["upscale"] = upscaled - read
+            derivation = f"srgan-med {__version__} super-resolution x{bundle.scale}, model {bundle.name}"
+            save_scan(
+                result.image,
+                target,
+                overwrite=overwrite,
+                reference=scan,
+                inputs=[source],
+                fmt=fmt,
+                description=derived_description(scan.meta, f"SR x{bundle.scale}", output_format(target, fmt)),
+                derivation=derivation,
+            )
+            timings["write"] = time.perf_counter() - upscaled
         report: dict[str, Any] = {
             "input": str(source),
             "output": str(target),

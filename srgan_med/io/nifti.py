@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from srgan_med.errors import InputError
+from srgan_med.io import scratch
 from srgan_med.io.layout import slabs
 
 logger = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ def write_nifti(
         # Rounded slab by slab into the output array: a whole-volume np.rint would hold a second
         # float copy of an output that can be gigabytes (e.g. a 512x512x1200 CT after x2). The
         # result keeps the input's memory layout, so a Fortran-ordered volume is written as is.
-        rounded = np.empty_like(data, dtype=dtype)
+        rounded = scratch.array_like(data, dtype)  # on disk when the output is (srgan_med.io.scratch)
         for slab in slabs(data.shape, data.strides):
             np.rint(data[slab], out=rounded[slab], casting="unsafe")
         data = rounded
