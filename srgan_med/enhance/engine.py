@@ -177,6 +177,24 @@ def _output_meta(meta: dict, *, keeps_slices: bool) -> dict:
     return {k: v for k, v in meta.items() if k not in drop}
 
 
+def _block_mean(volume: np.ndarray, axis: int, factor: int) -> np.ndarray:
+    """Means of ``factor`` neighbours along ``axis``, summed from strided views into one new array
+    (float32, on disk when large): ``reshape`` of the engine's strided output would copy it whole."""
+
+    def part(offset: int) -> np.ndarray:
+        index = [slice(None)] * volume.ndim
+        index[axis] = slice(offset, None, factor)
+        return volume[tuple(index)]
+
+    first = part(0)
+    total = scratch.array(first.shape, np.float32)
+    total[...] = first
+    for offset in range(1, factor):
+        total += part(offset)
+    total /= factor
+    return total
+
+
 def _consistency_psnr(mean_squared_error: float, data_range: float) -> float:
     """PSNR of the block-averaged output against the input, over the input's own value range."""
     return (
@@ -211,16 +229,15 @@ def enhance_through_plane(
     from srgan_med.io.geometry import rescaled_affine
 
     others = [axis for axis in range(3) if axis != slice_axis]
-    estimates, passes = [], []
+    fused, passes = None, []
     for plane_axis, keep_fine in ((others[0], others[1]), (others[1], others[0])):
         # slices orthogonal to plane_axis contain the thick axis and keep_fine
         result = enhance_volume(scan, upscale, scale, slice_axis=plane_axis, **kwargs)
         passes.append(result)
-        volume = result.image[0].numpy()
-        shape = list(volume.shape)
-        shape[keep_fine : keep_fine + 1] = [shape[keep_fine] // scale, scale]
-        estimates.append(volume.reshape(shape).mean(axis=keep_fine + 1))  # back to the original grid
-    fused = np.mean(estimates, axis=0, dtype=np.float32)
+        estimate = _block_mean(result.image[0].numpy(), keep_fine, scale)  # back to the original grid
+        fused = estimate if fused is None else np.add(fused, estimate, out=fused)
+        result.image = None  # the pass's output (scale x the result) is not needed any more
+    fused *= 0.5  # the mean of the two estimates
     factors = [1, 1, 1]
     factors[slice_axis] = scale
     image = MetaTensor(
@@ -231,8 +248,10 @@ def enhance_through_plane(
     shape = list(fused.shape)
     shape[slice_axis : slice_axis + 1] = [shape[slice_axis] // scale, scale]
     source = scan[0].detach().cpu().numpy()
-    difference = fused.reshape(shape).mean(axis=slice_axis + 1, dtype=np.float64) - source
-    consistency = _consistency_psnr(float(np.mean(difference**2)), float(np.ptp(source)) or 1.0)
+    difference = fused.reshape(shape).mean(axis=slice_axis + 1, dtype=np.float64)  # input-sized
+    difference -= source
+    squared = float(np.vdot(difference.ravel(), difference.ravel()))  # no squared copy
+    consistency = _consistency_psnr(squared / difference.size, float(np.ptp(source)) or 1.0)
     first = passes[0]
     return EnhanceResult(image, slice_axis, first.batch_size, first.tile, consistency)
 
