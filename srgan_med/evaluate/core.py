@@ -75,14 +75,12 @@ def pair_geometry(high_res, low_res, name: str) -> tuple[int, tuple[int, int]]:
     return slice_axis, (factors[0], factors[1])
 
 
-def crop_to_pair(high_res, low_res, slice_axis: int, factors: tuple[int, int]):
-    """``high_res`` cropped to ``factors x`` the low-res in-plane size (from voxel 0: same affine)."""
+def crop_to_pair(high_res, low_res):
+    """``high_res`` cropped, from voxel 0 (so its affine holds), to whole multiples of the low-res
+    size: block averaging drops an incomplete last block, and so does the reference here."""
     from monai.data import MetaTensor
 
-    in_plane = iter(factors)
-    size = [
-        int(s) if axis == slice_axis else int(s) * next(in_plane) for axis, s in enumerate(low_res.shape[1:])
-    ]
+    size = [int(s) * (int(h) // int(s)) for h, s in zip(high_res.shape[1:], low_res.shape[1:], strict=True)]
     if list(high_res.shape[1:]) == size:
         return high_res
     cropped = high_res.as_tensor()[:, : size[0], : size[1], : size[2]].clone()

@@ -133,10 +133,8 @@ def _mask_for(mask: str, case_name: str, high_res, full_shape) -> str | np.ndarr
 
 def synthesise_pair(high_res, degradation: str | None, scale: int, seed: int, name: str):
     """LR scan simulated with a degradation preset; HR cropped to a whole number of LR voxels."""
-    import torch
-    from monai.data import MetaTensor
-
     from srgan_med.degrade import load_degradation_preset, simulate_low_res
+    from srgan_med.evaluate.core import crop_to_pair
 
     modality = str(high_res.meta.get("modality", "MR"))
     config = load_degradation_preset(degradation or ("ct" if modality == "CT" else "mr"))
@@ -155,14 +153,7 @@ def synthesise_pair(high_res, degradation: str | None, scale: int, seed: int, na
             f"{name}: --scale {scale} leaves fewer than 2 low-res voxels of its {small[0]} in-plane"
         )
     low_res, _ = simulate_low_res(high_res, config, scale, seed=seed)
-    # block averaging drops the last incomplete block: crop the reference the same way
-    crop = [slice(None)] * 4
-    for axis in range(3):
-        if high_res.shape[1 + axis] != low_res.shape[1 + axis]:
-            crop[1 + axis] = slice(0, low_res.shape[1 + axis] * scale)
-    cropped = high_res.as_tensor()[tuple(crop)].clone()
-    meta = {k: v for k, v in high_res.meta.items() if k != "affine"}
-    return MetaTensor(cropped, affine=torch.as_tensor(high_res.affine), meta=meta), low_res
+    return crop_to_pair(high_res, low_res), low_res
 
 
 def run_evaluation(
@@ -226,7 +217,7 @@ def run_evaluation(
                 else:
                     low_res = load_scan(low_res_paths[index], modality=modality)
                 slice_axis, factors = pair_geometry(high_res, low_res, str(high_path))
-                high_res = crop_to_pair(high_res, low_res, slice_axis, factors)
+                high_res = crop_to_pair(high_res, low_res)
                 case = Case(name, high_res, low_res, slice_axis, factors)
                 case_methods = dict(chosen)
                 if shipped is not None:
