@@ -27,9 +27,8 @@ def foreground_mask(volume: np.ndarray, modality: str) -> np.ndarray:
     if modality == "CT":
         threshold = CT_BODY_THRESHOLD_HU
     elif float(volume.max()) > float(volume.min()):
-        threshold = float(
-            threshold_otsu(volume.ravel())
-        )  # the histogram is all it uses; a (., ., 3) volume warned "RGB"
+        # on the flattened values: the histogram is all it uses, and a (., ., 3) volume warned "RGB"
+        threshold = float(threshold_otsu(volume.ravel()))
     else:
         return np.ones(volume.shape, bool)
     labels, count = ndimage.label(volume > threshold)

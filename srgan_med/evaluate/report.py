@@ -58,24 +58,21 @@ def _gain(values: list[float], baseline: list[float]) -> dict[str, Any]:
 def summarise(results: list[CaseResult], methods: list[str]) -> dict[str, Any]:
     """Per method: mean of each metric (mask region if present) and PSNR/SSIM gains over bicubic."""
     region = "mask" if any(r["region"] == "mask" for res in results for r in res.rows) else "whole"
-    by_method: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    # region -> method -> metric -> one value per volume
+    by_region: dict[str, dict[str, dict[str, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
     for result in results:
         for row in result.rows:
-            if row["region"] == region:
-                for name in METRIC_NAMES:
-                    by_method[row["method"]][name].append(float(row[name]))
+            for name in METRIC_NAMES:
+                by_region[row["region"]][row["method"]][name].append(float(row[name]))
+    by_method, whole = by_region[region], by_region["whole"]
     slices: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for result in results:
         for row in result.slice_rows:
             for name in ("psnr", "ssim"):
                 slices[row["method"]][name].append(float(row[name]))
     summary: dict[str, Any] = {"region": region, "volumes": [r.name for r in results], "methods": {}}
-    whole: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for result in results:
-        for row in result.rows:
-            if row["region"] == "whole":
-                for name in METRIC_NAMES:
-                    whole[row["method"]][name].append(float(row[name]))
     for method in methods:
         entry: dict[str, Any] = {"mean": {}, "mean_whole_volume": {}}
         for key, source in (("mean", by_method), ("mean_whole_volume", whole)):
