@@ -229,11 +229,11 @@ def enhance_through_plane(
     from srgan_med.io.geometry import rescaled_affine
 
     others = [axis for axis in range(3) if axis != slice_axis]
-    fused, passes = None, []
+    fused = first = None
     for plane_axis, keep_fine in ((others[0], others[1]), (others[1], others[0])):
         # slices orthogonal to plane_axis contain the thick axis and keep_fine
         result = enhance_volume(scan, upscale, scale, slice_axis=plane_axis, **kwargs)
-        passes.append(result)
+        first = result if first is None else first  # its batch size and tile go into the report
         estimate = _block_mean(result.image[0].numpy(), keep_fine, scale)  # back to the original grid
         fused = estimate if fused is None else np.add(fused, estimate, out=fused)
         result.image = None  # the pass's output (scale x the result) is not needed any more
@@ -252,7 +252,6 @@ def enhance_through_plane(
     difference -= source
     squared = float(np.vdot(difference.ravel(), difference.ravel()))  # no squared copy
     consistency = _consistency_psnr(squared / difference.size, float(np.ptp(source)) or 1.0)
-    first = passes[0]
     return EnhanceResult(image, slice_axis, first.batch_size, first.tile, consistency)
 
 
@@ -266,11 +265,11 @@ def resample_slice_axis(image, axis: int, spacing_mm: float):
     """
     from monai.data import MetaTensor
 
-    from srgan_med.io.geometry import as_numpy_affine, strided_affine
+    from srgan_med.io.geometry import as_numpy_affine, spacing_from_affine, strided_affine
 
     affine = as_numpy_affine(image.affine)
     count = int(image.shape[1 + axis])
-    step = spacing_mm / float(np.linalg.norm(affine[:3, axis]))  # in old voxels
+    step = spacing_mm / spacing_from_affine(affine)[axis]  # in old voxels
     new_count = max(1, int(np.floor(count / step + 1e-6)))
     first = (count - 1) / 2 - (new_count - 1) / 2 * step
     positions = first + step * np.arange(new_count)

@@ -125,7 +125,9 @@ def derived_description(meta: dict[str, Any], suffix: str, fmt: str) -> str:
 
 def _check_slice_spacing(source: Path, scan, slice_axis: int, scale: int, spacing_mm: float) -> None:
     """``--slice-spacing`` must be finer than the input's slices; finer than the model's is said."""
-    current = float(np.linalg.norm(scan.affine.numpy()[:3, slice_axis]))
+    from srgan_med.io.geometry import spacing_from_affine
+
+    current = spacing_from_affine(scan.affine)[slice_axis]
     if spacing_mm >= current * (1 - 1e-6):
         raise InputError(
             f"{source}: --slice-spacing {spacing_mm:g} mm is not finer than its {current:g} mm slices"
