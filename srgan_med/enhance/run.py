@@ -64,12 +64,12 @@ def series_folders(folder: Path) -> list[Path]:
     found = find_series(folder)
     if len(found) < 2:
         return []
-    holders: dict[Path, set[str]] = {}
+    holders = set()
     for info in found:
-        tops = {file.relative_to(folder).parts[0] for file in info.files}
-        if len(tops) != 1 or (folder / next(iter(tops))).is_file():
+        tops = {folder / file.relative_to(folder).parts[0] for file in info.files}
+        if len(tops) != 1 or next(iter(tops)).is_file():
             return []  # a series spread over subfolders, or one whose images lie in the folder itself
-        holders.setdefault(folder / next(iter(tops)), set()).add(info.uid)
+        holders |= tops
     return sorted(holders)
 
 

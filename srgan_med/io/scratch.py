@@ -63,11 +63,16 @@ def disk_backed(folder: Path, budget_bytes: int | None = None) -> Iterator[None]
             path.unlink(missing_ok=True)
 
 
+def _on_disk(nbytes: int) -> _Scratch | None:
+    """The active scratch folder when an array of ``nbytes`` is over its budget, else ``None``."""
+    scratch = _ACTIVE.get()
+    return scratch if scratch is not None and nbytes > scratch.budget_bytes else None
+
+
 def array(shape: tuple[int, ...], dtype, order: str = "C") -> np.ndarray:
     """An uninitialised array: in memory, or on disk inside :func:`disk_backed` when over its budget."""
-    scratch = _ACTIVE.get()
-    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
-    if scratch is None or nbytes <= scratch.budget_bytes:
+    scratch = _on_disk(math.prod(shape) * np.dtype(dtype).itemsize)
+    if scratch is None:
         return np.empty(shape, dtype=dtype, order=order)
     path = scratch.folder / f".srgan_med-{uuid.uuid4().hex[:8]}.scratch"
     scratch.files.append(path)
@@ -76,8 +81,8 @@ def array(shape: tuple[int, ...], dtype, order: str = "C") -> np.ndarray:
 
 def array_like(data: np.ndarray, dtype) -> np.ndarray:
     """:func:`array` of ``data``'s shape; in memory it keeps ``data``'s layout (``numpy.empty_like``)."""
-    order = "F" if data.flags.f_contiguous and not data.flags.c_contiguous else "C"
-    scratch = _ACTIVE.get()
-    if scratch is None or data.size * np.dtype(dtype).itemsize <= scratch.budget_bytes:
+    if _on_disk(data.size * np.dtype(dtype).itemsize) is None:
         return np.empty_like(data, dtype=dtype)
-    return array(data.shape, dtype, order=order)
+    return array(
+        data.shape, dtype, order="F" if data.flags.f_contiguous and not data.flags.c_contiguous else "C"
+    )
