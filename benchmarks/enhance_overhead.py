@@ -15,6 +15,11 @@ Stages (median of ``--repeats`` runs, in one process, after one warm-up run):
 - ``engine``: ``enhance_volume`` with the bilinear "network", and ``upscaler`` the part of
   it spent inside that network (synchronised on CUDA), so ``engine - upscaler`` is the engine's own
   host/device traffic and bookkeeping;
+  With ``--clip input`` (the default) the output is clamped as ``enhance`` clamps it
+  (:func:`srgan_med.enhance.run.clamp_range`; bilinear never overshoots, so on the CPU only the
+  min/max pass runs); ``--clip forced`` raises the floor 1 HU above the input's minimum so that every
+  batch is also counted and clamped (the cost where a network overshoots in every batch);
+  ``--clip none`` does not clamp;
 - ``save``: ``save_scan`` to ``.nii`` (dtype check, rounding to int16, NIfTI write); with
   ``--format nifti-gz`` from ``.nii.gz`` to ``.nii.gz``, with ``--format dicom`` from a DICOM series
   to a DICOM series (one file per slice).
@@ -76,12 +81,12 @@ class BilinearUpscaler:
 
 
 def one_run(
-    source: Path, target: Path, scale: int, device: torch.device, batch_size: int
+    source: Path, target: Path, scale: int, device: torch.device, batch_size: int, clip: str = "input"
 ) -> dict[str, float]:
     """The three stages once; returns seconds per stage."""
     from srgan_med.degrade.config import NormaliseConfig
     from srgan_med.enhance.engine import enhance_volume
-    from srgan_med.enhance.run import engine_settings
+    from srgan_med.enhance.run import clamp_range, engine_settings
     from srgan_med.io import load_scan, save_scan
     from srgan_med.models.bundle import intensity_maps
 
@@ -94,6 +99,9 @@ def one_run(
     loaded = time.perf_counter()
     # The intensity maps `srgan-med enhance` uses for a CT model (window -1000..2000 HU).
     normalise, denormalise = intensity_maps(scan[0], NormaliseConfig("window", (-1000.0, 2000.0)))
+    value_range = None if clip == "none" else clamp_range(scan)
+    if clip == "forced":
+        value_range = (value_range[0] + 1.0, value_range[1])
     result = enhance_volume(
         scan,
         upscaler,
@@ -104,6 +112,7 @@ def one_run(
         device=device,
         batch_size=batch_size,
         halo=0,
+        value_range=value_range,
         **engine_settings(device),
     )
     upscaled = time.perf_counter()
@@ -132,6 +141,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--format", choices=("nifti", "nifti-gz", "dicom"), default="nifti", help="input and output format"
     )
+    parser.add_argument(
+        "--clip",
+        choices=("input", "forced", "none"),
+        default="input",
+        help="clamp as enhance does (input), count and clamp every batch (forced), or not (none)",
+    )
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
@@ -153,9 +168,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             write_dicom_series(
                 synthetic_ct(tuple(args.shape)), np.diag([0.7, 0.7, 2.5, 1.0]), source, modality="CT"
             )
-        one_run(source, target, args.scale, device, batch_size)  # warm-up: page cache, allocator, kernels
+        settings = (source, target, args.scale, device, batch_size, args.clip)
+        one_run(*settings)  # warm-up: page cache, allocator, kernels
         for _ in range(args.repeats):
-            runs.append(one_run(source, target, args.scale, device, batch_size))
+            runs.append(one_run(*settings))
         written_bytes = sum(p.stat().st_size for p in ([target] if target.is_file() else target.iterdir()))
     medians = {stage: round(statistics.median(run[stage] for run in runs), 4) for stage in STAGES}
     report = {
@@ -167,6 +183,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "batch_size": batch_size,
         "written_bytes": written_bytes,
         "format": args.format,
+        "clip": args.clip,
         "runs": runs,
         "median_seconds": medians,
     }
@@ -183,7 +200,8 @@ def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
         "# enhance overhead (everything but the network)",
         "",
         *environment_lines(report["environment"]),
-        f"- device: {report['device']}; batch {report['batch_size']}",
+        f"- device: {report['device']}; batch {report['batch_size']}; output clamping: "
+        f"{report.get('clip', 'none (before clamping existed)')}",
         f"- volume: {shape} int16 {report.get('format', 'nifti')} (synthetic CT) -> {output_shape} int16 "
         f"{report.get('format', 'nifti')} "
         f"({report['written_bytes'] / 2**20:.1f} MiB); network: bilinear x{scale} "

@@ -104,6 +104,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--scans", type=Path, default=DEFAULT_SCANS, help="folder of public *.nii.gz scans")
     parser.add_argument("--mask", default="auto", help="evaluate's --mask: auto or none")
+    parser.add_argument(
+        "--no-clip",
+        action="store_true",
+        help="score reconstructions as computed, not clamped (evaluate --no-clip)",
+    )
     args = parser.parse_args(argv)
     if args.max_slices < 0:
         parser.error(f"--max-slices must not be negative, got {args.max_slices}")
@@ -176,11 +181,11 @@ def central_slices(paths: list[Path], max_slices: int, folder: Path) -> list[Pat
     return cut
 
 
-def evaluate_command(paths, scale, seed, config, out, mask, model) -> str:
+def evaluate_command(paths, scale, seed, config, out, mask, model, clip=True) -> str:
     """The ``srgan-med evaluate`` command equivalent to one benchmark run."""
     words = ["srgan-med", "evaluate", *[str(p) for p in paths], "--scale", str(scale), "--seed", str(seed)]
     words += ["--degradation", str(config), "--out", str(out), "--methods", "bicubic", "--mask", mask]
-    return shlex.join([*words, "--model", model, "--overwrite"])
+    return shlex.join([*words, "--model", model, *([] if clip else ["--no-clip"]), "--overwrite"])
 
 
 def read_rows(run_dir: Path, paths: list[Path], model: str, model_method: str, family: str) -> list[Row]:
@@ -234,6 +239,13 @@ def markdown(
         f"- device: {header['device']}",
         f"- command: `{header['command']}`",
         f"- bar: beat bicubic on PSNR and SSIM for every scan and family ({header['region_note']})",
+        "- reconstructions: "
+        + (
+            "clamped before scoring as `srgan-med enhance` clamps its output, at the low-res input's "
+            "minimum and its stored type's maximum (evaluate's default)"
+            if header.get("clip", True)
+            else "scored as computed, not clamped (`--no-clip`)"
+        ),
         "",
         "| model | scan | family | PSNR model | PSNR bicubic | PSNR gain | SSIM model | SSIM bicubic "
         "| SSIM gain | result |",
@@ -278,6 +290,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         "device": device_description(),
         "command": shlex.join(["python", "benchmarks/model_quality.py", *argv]),
         "region_note": "scores inside evaluate's automatic body/head mask when it finds one",
+        "clip": not args.no_clip,
     }
     print(f"device {header['device']}, {header['date']}: {header['command']}", flush=True)
     rows: list[Row] = []
@@ -298,7 +311,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         for family in families:
             config = FAMILY_DIR / f"{modality.lower()}-{family}.yaml"
             run_dir = out / "runs" / name / family
-            command = evaluate_command(inputs, scale, args.seed, config, run_dir, args.mask, model)
+            command = evaluate_command(
+                inputs, scale, args.seed, config, run_dir, args.mask, model, clip=not args.no_clip
+            )
             commands.append(command)
             print(f"{name} x{scale} {family}: {len(inputs)} {modality} scan(s)", flush=True)
             run_evaluation(
@@ -311,6 +326,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                 methods=["bicubic"],
                 models=[model],
                 mask=args.mask,
+                clip=not args.no_clip,
                 overwrite=True,
                 command=command,
                 show_progress=False,

@@ -51,6 +51,11 @@ def card_markdown(name: str, card: dict, scale: int, modality: str) -> str:
         "",
         f"{quality['device']}, {quality['date']}: `{quality['command']}`",
         "",
+        "Reconstructions clamped before scoring as `srgan-med enhance` clamps its output (at the low-res "
+        "input's minimum and its stored type's maximum)."
+        if quality.get("clip")
+        else "Reconstructions scored as computed (not clamped).",
+        "",
         "| scan | family | region | PSNR model | PSNR bicubic | gain (dB) "
         "| SSIM model | SSIM bicubic | gain |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -121,7 +126,8 @@ def ship(name: str, runs: Path, quality: dict, out_dir: Path) -> tuple[bool, str
         recipe=f"configs/shipped/{name}.yaml",
         limits=[*LIMITS[:-1], LIMITS_BY_MODALITY[bundle.modality], LIMITS[-1]],
         quality={key: quality[key] for key in ("date", "device", "command", "seed", "max_slices")}
-        | {"rows": rows},
+        # A report from before clamping existed has no "clip": its scores were not clamped.
+        | {"clip": bool(quality.get("clip", False)), "rows": rows},
     )
     save_bundle(
         out_dir / f"{name}.safetensors",

@@ -223,6 +223,18 @@ def test_overhead_benchmark_times_every_stage_of_the_real_path(tmp_path):
     assert "network: bilinear" in (tmp_path / "enhance_overhead.md").read_text()
 
 
+def test_overhead_benchmark_times_each_way_of_clamping(tmp_path):
+    """``--clip`` picks how the engine clamps (forced: every batch counted and clamped); the report
+    says which ran."""
+    overhead = _load("enhance_overhead")
+    for clip in ("input", "forced", "none"):
+        out = tmp_path / clip
+        args = ["--shape", "16", "12", "4", "--scale", "2", "--repeats", "1", "--clip", clip]
+        report = overhead.main([*args, "--out", str(out)])
+        assert report["clip"] == clip and report["median_seconds"]["engine"] > 0
+        assert f"output clamping: {clip}" in (out / "enhance_overhead.md").read_text()
+
+
 def test_overhead_benchmark_reads_and_writes_dicom_series(tmp_path):
     overhead = _load("enhance_overhead")
     args = ["--shape", "16", "12", "3", "--scale", "2", "--repeats", "1", "--format", "dicom"]

@@ -153,3 +153,15 @@ def test_mr_sources_and_reasons():
         assert any("MNI152" in reason and "nilearn" in reason for reason in skipped)
     else:
         assert any("mni_icbm152" in n for n in names) or any("MNI152" in r for r in skipped)
+
+
+def test_the_clamping_mode_is_in_every_command_and_the_report():
+    """``--no-clip`` reaches the printed ``srgan-med evaluate`` commands and the report's header."""
+    bench = load_benchmark()
+    args = ([Path("a.nii.gz")], 2, 0, "c.yaml", Path("o"), "auto", "ct-x2")
+    assert "--no-clip" in shlex.split(bench.evaluate_command(*args, clip=False))
+    assert "--no-clip" not in shlex.split(bench.evaluate_command(*args))
+    header = {"date": "d", "device": "cpu", "command": "c", "region_note": "r"}
+    assert "scored as computed" in bench.markdown([], {}, {**header, "clip": False}, [], [])
+    assert "clamped before scoring" in bench.markdown([], {}, {**header, "clip": True}, [], [])
+    assert bench.parse_args(["--no-clip"]).no_clip and not bench.parse_args([]).no_clip

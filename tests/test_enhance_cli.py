@@ -666,3 +666,47 @@ def test_an_output_over_the_memory_budget_is_built_on_disk_with_the_same_result(
     on_disk, in_memory = nib.load(tmp_path / "out" / "disk.nii.gz"), nib.load(tmp_path / "memory.nii.gz")
     assert on_disk.get_data_dtype() == np.int16
     np.testing.assert_array_equal(np.asarray(on_disk.dataobj), np.asarray(in_memory.dataobj))
+
+
+def test_output_is_clamped_at_the_input_minimum_and_the_stored_type_maximum(tmp_path):
+    """The shipped MR model on pydicom's real MR slice overshoots below the input's minimum: by
+    default those values are clamped and the report says how many and how far. The ceiling is the
+    stored type's maximum, not the input's (a sharper image may rightly exceed a blurred maximum):
+    a uint8 scan stays uint8, a float one has no ceiling. ``--no-clip`` writes the values as computed."""
+    ds = pydicom.dcmread(example_path("mr-small"))
+    values = ds.pixel_array.astype(np.float64)
+    low, high = float(values.min()), float(values.max())
+    clamped = _invoke("example:mr-small", "--model", "mr-x2", "-o", str(tmp_path / "clip"))
+    raw = _invoke("example:mr-small", "--model", "mr-x2", "--no-clip", "-o", str(tmp_path / "raw"))
+    assert clamped.exit_code == 0 and raw.exit_code == 0, clamped.stderr + raw.stderr
+    raw_values = load_scan(tmp_path / "raw")[0].numpy()
+    assert raw_values.min() < low - 20  # the model's overshoot, as computed
+    written = load_scan(tmp_path / "clip")[0].numpy()
+    assert written.min() >= low
+    report = json.loads((tmp_path / "clip.json").read_text())
+    assert report["clipped_to"] == [low, 32767.0]  # the slice's values are read as int16
+    expected = np.count_nonzero(raw_values < low - 0.5) / raw_values.size
+    assert report["clipped_fraction"] >= expected > 0
+    assert report["clipped_most"] == pytest.approx(low - raw_values.min(), abs=1)
+    assert json.loads((tmp_path / "raw.json").read_text())["clipped_to"] is None
+
+    affine = np.diag([0.3125, 0.3125, 5.0, 1.0])
+    eight_bit = np.rint(255 * (values - low) / (high - low)).astype(np.uint8)[:, :, None]
+    nifti = write_nifti(tmp_path / "mr8.nii.gz", eight_bit, affine)
+    for flag, dtype in (("--clip", "uint8"), ("--no-clip", "float32")):
+        out = tmp_path / f"mr8{flag}.nii.gz"
+        result = _invoke(str(nifti), "--model", "mr-x2", "--modality", "MR", flag, "-o", str(out))
+        assert result.exit_code == 0, result.stderr
+        assert load_scan(out).meta["original_dtype"] == dtype
+    assert json.loads((tmp_path / "mr8--clip.nii.gz.json").read_text())["clipped_to"] == [0.0, 255.0]
+
+    # a float scan: no ceiling, only the floor
+    floats = write_nifti(tmp_path / "mrf.nii.gz", values.astype(np.float32)[:, :, None], affine)
+    outputs = {}
+    for flag in ("--clip", "--no-clip"):
+        out = tmp_path / f"mrf{flag}.nii.gz"
+        result = _invoke(str(floats), "--model", "mr-x2", "--modality", "MR", flag, "-o", str(out))
+        assert result.exit_code == 0, result.stderr
+        outputs[flag] = load_scan(out)[0].numpy()
+    assert json.loads((tmp_path / "mrf--clip.nii.gz.json").read_text())["clipped_to"] == [low, None]
+    np.testing.assert_allclose(outputs["--clip"], np.maximum(outputs["--no-clip"], low), rtol=1e-6)

@@ -265,3 +265,47 @@ def test_through_plane_on_disk_holds_less_than_its_output(tmp_path):
     assert tuple(result.image.shape[1:]) == (64, 48, 32)
     assert peak < output_bytes, f"peak {peak / output_bytes:.2f}x the output"
     assert not list(tmp_path.iterdir())
+
+
+def test_value_range_clamps_the_output_counts_what_it_clamped_and_scores_the_clamped_volume():
+    """The output equals the unclamped one clamped to the range, the counts and the farthest
+    overshoot are exact, and the consistency PSNR is that of the clamped (written) volume."""
+    rng = np.random.default_rng(0)
+    volume = rng.uniform(0.0, 1.0, (9, 7, 4)).astype(np.float32)
+    scan = MetaTensor(torch.from_numpy(volume[None]), affine=torch.eye(4), meta={"modality": "MR"})
+
+    def overshooting(x):  # nearest upsampling stretched to -0.5..1.5: a quarter of values outside
+        return F.interpolate(x, scale_factor=2, mode="nearest") * 2.0 - 0.5
+
+    options = {"normalise": lambda v: v, "denormalise": lambda v: v, "batch_size": 3}
+    raw = enhance_volume(scan, overshooting, 2, **options)
+    clamped = enhance_volume(scan, overshooting, 2, value_range=(0.0, 1.0), **options)
+    expected = raw.image[0].numpy()
+    assert expected.min() < -0.4 and expected.max() > 1.4
+    outside = np.count_nonzero((expected < 0) | (expected > 1))
+    assert clamped.clipped_fraction == pytest.approx(outside / expected.size)
+    assert clamped.clipped_most == pytest.approx(max(-expected.min(), expected.max() - 1), rel=1e-6)
+    assert raw.clipped_fraction == 0 and raw.clipped_most == 0
+    np.testing.assert_array_equal(clamped.image[0].numpy(), np.clip(expected, 0.0, 1.0))
+    blocks = np.clip(expected, 0, 1).reshape(9, 2, 7, 2, 4).mean(axis=(1, 3))
+    error = np.mean((blocks.astype(np.float64) - volume) ** 2)
+    assert clamped.consistency_psnr_db == pytest.approx(10 * np.log10(np.ptp(volume) ** 2 / error), abs=1e-4)
+    assert clamped.consistency_psnr_db != pytest.approx(raw.consistency_psnr_db, abs=0.1)
+
+
+def test_through_plane_clamps_both_passes_so_the_fused_volume_stays_in_range():
+    from srgan_med.enhance.engine import enhance_through_plane
+
+    rng = np.random.default_rng(1)
+    volume = rng.uniform(0.0, 1.0, (8, 6, 3)).astype(np.float32)
+    scan = MetaTensor(torch.from_numpy(volume[None]), affine=torch.eye(4), meta={"modality": "MR"})
+
+    def overshooting(x):
+        return F.interpolate(x, scale_factor=2, mode="nearest") * 2.0 - 0.5
+
+    options = {"normalise": lambda v: v, "denormalise": lambda v: v, "slice_axis": 2}
+    raw = enhance_through_plane(scan, overshooting, 2, **options)
+    clamped = enhance_through_plane(scan, overshooting, 2, value_range=(0.0, 1.0), **options)
+    assert raw.image.min() < -0.2 and raw.image.max() > 1.2
+    assert 0.0 <= float(clamped.image.min()) and float(clamped.image.max()) <= 1.0
+    assert 0.2 < clamped.clipped_fraction < 0.8 and clamped.clipped_most == pytest.approx(0.5, abs=0.01)

@@ -87,7 +87,8 @@ def test_a_perfect_method_is_reported_without_crashing(tmp_path, small_ct_volume
     high_path, low_path = _pair(tmp_path, 0, small_ct_volume)
     high_res, low_res = load_scan(high_path), load_scan(low_path)
     methods = {"bicubic": interpolation_method("bicubic"), "oracle": lambda *_: high_res[0].numpy()}
-    result = evaluate_case(Case("v", high_res, low_res, 2, (2, 2)), methods, "auto")
+    # as computed: clamped to the low-res range, the reference would lose its own peaks
+    result = evaluate_case(Case("v", high_res, low_res, 2, (2, 2)), methods, "auto", clip=False)
     oracle_rows = [r for r in result.rows if r["method"] == "oracle"]
     assert all(r["psnr"] == float("inf") and r["ssim"] == pytest.approx(1.0) for r in oracle_rows)
     summary = summarise([result], list(methods))
@@ -373,3 +374,37 @@ def test_summary_aggregates_the_whole_volume_beside_the_mask(tmp_path, small_ct_
     assert entry["mean"]["psnr"] == pytest.approx(np.mean(masked)) and summary["region"] == "mask"
     write_tables(results, summary, tmp_path, "test")
     assert "Over the whole volume:" in (tmp_path / "report.md").read_text()
+
+
+def test_reconstructions_are_clamped_as_enhance_writes_them(tmp_path, small_ct_volume):
+    """Bicubic overshoots at edges: by default each method is scored clamped as ``enhance`` clamps
+    (here, a float scan: at the low-res minimum only) and the report says how much was clamped;
+    ``--no-clip`` scores the values as computed."""
+    high_path, low_path = _pair(tmp_path, 0, small_ct_volume)
+    high_res, low_res = load_scan(high_path), load_scan(low_path)
+    case = Case("v", high_res, low_res, 2, (2, 2))
+    bicubic = interpolation_method("bicubic")
+    raw = evaluate_case(case, {"bicubic": bicubic}, "none", clip=False).reconstructions["bicubic"]
+    floor = float(low_res.min())
+    outside = np.count_nonzero(raw < floor)
+    assert outside > 0
+    brighter = lambda *args: 1.5 * bicubic(*args)  # noqa: E731 - above the low-res maximum too
+    clamped = evaluate_case(case, {"bicubic": bicubic, "brighter": brighter}, "none")
+    np.testing.assert_array_equal(clamped.reconstructions["bicubic"], np.maximum(raw, floor))
+    assert clamped.reconstructions["brighter"].max() == pytest.approx(1.5 * raw.max())  # no ceiling
+    assert clamped.clipped["bicubic"] == pytest.approx(outside / raw.size)
+
+    runs = {}
+    for flag in ("--clip", "--no-clip"):
+        out = tmp_path / flag
+        args = ["evaluate", str(high_path), "--low-res", str(low_path), "--methods", "bicubic,lanczos"]
+        result = CliRunner().invoke(app, [*args, "--out", str(out), "--quiet", flag])
+        assert result.exit_code == 0, result.stderr
+        runs[flag] = json.loads((out / "summary.json").read_text())
+        assert ("--no-clip" in runs[flag]["command"]) == (flag == "--no-clip")
+    assert runs["--clip"]["clip"] and not runs["--no-clip"]["clip"]
+    assert runs["--clip"]["methods"]["bicubic"]["clipped_fraction"] == pytest.approx(outside / raw.size)
+    assert "clipped_fraction" not in runs["--no-clip"]["methods"]["bicubic"]
+    psnr = {flag: run["methods"]["bicubic"]["mean_whole_volume"]["psnr"] for flag, run in runs.items()}
+    assert psnr["--clip"] != psnr["--no-clip"]
+    assert "Voxels clamped" in (tmp_path / "--clip" / "report.md").read_text()

@@ -69,6 +69,19 @@ def test_a_passing_model_ships_with_its_card(trained, tmp_path):
     card = (out / "tiny-ct-x2.md").read_text()
     assert "| scan1 | box | mask | 30.20 | 30.00 | +0.20 |" in card
     assert "CT_small.dcm" in card and "Known limits" in card
+    # a report from before clamping existed carries no "clip": its scores were not clamped
+    assert bundle.card["quality"]["clip"] is False and "scored as computed (not clamped)" in card
+
+
+def test_the_card_says_when_the_scores_were_clamped(trained, tmp_path):
+    quality = _quality(tmp_path, [0.5])
+    quality.write_text(json.dumps({**json.loads(quality.read_text()), "clip": True}))
+    out = tmp_path / "weights"
+    code = ship_models.main(
+        ["tiny-ct-x2", "--runs", str(trained), "--out", str(out), "--quality", str(quality)]
+    )
+    assert code == 0 and load_bundle(str(out / "tiny-ct-x2.safetensors")).card["quality"]["clip"] is True
+    assert "Reconstructions clamped before scoring" in (out / "tiny-ct-x2.md").read_text()
 
 
 def test_missing_candidate_or_report(trained, tmp_path):

@@ -90,6 +90,15 @@ def version_callback(value: bool) -> None:
 
 # NIfTI has no modality tag: ``load_scan`` guesses it from the values, which a crop without air
 # (a CT of the head or of one organ) gets wrong. Every command that reads scans takes this override.
+ClipOption = Annotated[
+    bool,
+    typer.Option(
+        "--clip/--no-clip",
+        help="Clamp the upscaled values at the input's minimum (overshoot such as MR values below 0 or CT "
+        "below the air floor is not detail) and at its stored type's maximum (255 for uint8); "
+        "--no-clip keeps them as computed.",
+    ),
+]
 ModalityOption = Annotated[
     str | None,
     typer.Option(

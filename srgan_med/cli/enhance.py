@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from srgan_med.cli._common import ModalityOption, handle_errors
+from srgan_med.cli._common import ClipOption, ModalityOption, handle_errors
 
 
 @handle_errors
@@ -95,6 +95,7 @@ def enhance(
         ),
     ] = None,
     modality: ModalityOption = None,
+    clip: ClipOption = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary lines.")] = False,
 ) -> None:
@@ -117,6 +118,7 @@ def enhance(
         fmt=fmt,
         series=series,
         modality=modality,
+        clip=clip,
         overwrite=overwrite,
         quiet=quiet,
     )

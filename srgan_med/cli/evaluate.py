@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from srgan_med.cli._common import ModalityOption, handle_errors
+from srgan_med.cli._common import ClipOption, ModalityOption, handle_errors
 
 
 def _command_line(
@@ -22,6 +22,7 @@ def _command_line(
     seed: int,
     models: list[str] | None = None,
     modality: str | None = None,
+    clip: bool = True,
 ) -> str:
     """The exact command that reproduces this evaluation (recorded in report.md)."""
     words = ["srgan-med", "evaluate", *high_res]
@@ -36,6 +37,8 @@ def _command_line(
     words += ["--out", str(out), "--methods", methods, "--mask", mask]
     if modality:
         words += ["--modality", modality]
+    if not clip:
+        words.append("--no-clip")
     return shlex.join(words)
 
 
@@ -85,6 +88,7 @@ def evaluate(
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     modality: ModalityOption = None,
+    clip: ClipOption = True,
 ) -> None:
     """Score each method against the high-resolution scans: PSNR, SSIM, NRMSE, HFEN, GMSD, MAE,
     with bootstrap CIs and Wilcoxon tests of the gain over bicubic; writes CSV, JSON, Markdown and PNGs.
@@ -107,8 +111,9 @@ def evaluate(
         mask=mask,
         modality=modality,
         overwrite=overwrite,
+        clip=clip,
         command=_command_line(
-            high_res, low_res or [], out, methods, mask, scale, degradation, seed, model, modality
+            high_res, low_res or [], out, methods, mask, scale, degradation, seed, model, modality, clip
         ),
         show_progress=not quiet,
     )

@@ -53,6 +53,8 @@ class EnhanceResult:
     batch_size: int
     tile: int
     consistency_psnr_db: float
+    clipped_fraction: float = 0.0  # of the output's values, clamped to ``value_range``
+    clipped_most: float = 0.0  # the farthest a clamped value lay outside ``value_range``
 
 
 def enhance_volume(
@@ -68,6 +70,7 @@ def enhance_volume(
     tile: int = 256,
     halo: int = 48,
     max_pixels_per_pass: int | None = None,
+    value_range: tuple[float, float] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> EnhanceResult:
     """Upscale ``scan`` in the plane orthogonal to ``slice_axis``.
@@ -88,6 +91,8 @@ def enhance_volume(
         halo: context around each tile, at least the generator's receptive-field radius.
         max_pixels_per_pass: cap on ``batch * H * W`` input pixels per forward pass (the batch is
             lowered to fit, never below 1), bounding activation memory; ``None``: no cap.
+        value_range: ``(low, high)`` in physical units: output values outside are clamped to it
+            (before the consistency PSNR, so that figure is the written volume's); ``None``: none.
         progress: called with the number of slices finished after each batch.
 
     Returns:
@@ -121,7 +126,7 @@ def enhance_volume(
     # memory); torch's is tiled and uses every core. For a 512x512x300 input the engine's own work
     # went from 1.39-1.56 s to 1.20-1.23 s on a 2-core CPU (enhance_overhead.py, docs/benchmarks.md).
     source = torch.from_numpy(volume)
-    squared_error, start = 0.0, 0
+    squared_error, clipped, overshoot, start = 0.0, 0, 0.0, 0
     while start < count:
         stop = min(start + batch_size, count)
         batch = source[:, :, start:stop].permute(2, 0, 1).contiguous().numpy()[:, None]
@@ -144,6 +149,20 @@ def enhance_volume(
         # Physical units and the consistency error where the batch is (on a GPU the host only
         # copies the result); the error is summed on the device, read once at the end.
         values_device = denormalise(high_res[:, 0].float())  # (B, H * s, W * s)
+        if value_range is not None:  # counted on the device too: read once at the end
+            low, high = value_range
+            smallest, largest = torch.aminmax(values_device)
+            overshoot = torch.clamp(torch.maximum(low - smallest, largest - high), min=overshoot)
+            # On the CPU the count and the clamp run only for a batch with values outside: each
+            # comparison pass costs more there than the min/max pass (benchmarks/enhance_overhead.py
+            # times the engine with and without clamping). On a GPU the check would wait for the
+            # device, so there they always run.
+            if values_device.device.type != "cpu" or smallest < low or largest > high:
+                outside = torch.count_nonzero(values_device < low)
+                if high != float("inf"):
+                    outside = outside + torch.count_nonzero(values_device > high)
+                clipped = clipped + outside
+                values_device = values_device.clamp(low, high)
         # Block means in float32 (rounding ~1e-7 of the value, far below what the PSNR resolves),
         # the difference and its sum in float64 on the low-res grid: a float64 copy of the
         # high-res batch cost more than the rest of the engine's own work on a CPU.
@@ -160,6 +179,8 @@ def enhance_volume(
             progress(stop - start)
         start = stop
     consistency = _consistency_psnr(float(squared_error) / volume.size, data_range)
+    clipped_fraction = int(clipped) / (volume.size * scale * scale)
+    clipped_most = max(float(overshoot), 0.0)
     factors = [scale, scale, scale]
     factors[slice_axis] = 1
     image = MetaTensor(
@@ -167,7 +188,9 @@ def enhance_volume(
         affine=torch.as_tensor(rescaled_affine(scan.affine, factors)),
         meta=_output_meta(scan.meta, keeps_slices=slice_axis == 2),
     )
-    return EnhanceResult(image, slice_axis, batch_size, tile, float(consistency))
+    return EnhanceResult(
+        image, slice_axis, batch_size, tile, float(consistency), clipped_fraction, clipped_most
+    )
 
 
 def _output_meta(meta: dict, *, keeps_slices: bool) -> dict:
@@ -222,7 +245,8 @@ def enhance_through_plane(
     Returns:
         :class:`EnhanceResult` on the grid ``rescaled_affine(affine, factors)`` with ``scale`` on
         ``slice_axis`` and 1 elsewhere; its consistency PSNR is that of the fused output averaged
-        back over the slice axis, against the input.
+        back over the slice axis, against the input; its clipped fraction is that of the two
+        passes' values together (each pass is clamped, so their mean stays in ``value_range``).
     """
     from monai.data import MetaTensor
 
@@ -230,10 +254,13 @@ def enhance_through_plane(
 
     others = [axis for axis in range(3) if axis != slice_axis]
     fused = first = None
+    clipped_fraction = clipped_most = 0.0
     for plane_axis, keep_fine in ((others[0], others[1]), (others[1], others[0])):
         # slices orthogonal to plane_axis contain the thick axis and keep_fine
         result = enhance_volume(scan, upscale, scale, slice_axis=plane_axis, **kwargs)
         first = result if first is None else first  # its batch size and tile go into the report
+        clipped_fraction += 0.5 * result.clipped_fraction  # the two passes have equally many values
+        clipped_most = max(clipped_most, result.clipped_most)
         estimate = _block_mean(result.image[0].numpy(), keep_fine, scale)  # back to the original grid
         fused = estimate if fused is None else np.add(fused, estimate, out=fused)
         result.image = None  # the pass's output (scale x the result) is not needed any more
@@ -252,7 +279,9 @@ def enhance_through_plane(
     difference -= source
     squared = float(np.vdot(difference.ravel(), difference.ravel()))  # no squared copy
     consistency = _consistency_psnr(squared / difference.size, float(np.ptp(source)) or 1.0)
-    return EnhanceResult(image, slice_axis, first.batch_size, first.tile, consistency)
+    return EnhanceResult(
+        image, slice_axis, first.batch_size, first.tile, consistency, clipped_fraction, clipped_most
+    )
 
 
 def resample_slice_axis(image, axis: int, spacing_mm: float):

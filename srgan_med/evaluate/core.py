@@ -40,6 +40,7 @@ class CaseResult:
     rows: list[dict[str, Any]] = field(default_factory=list)  # one per method x region
     slice_rows: list[dict[str, Any]] = field(default_factory=list)  # one per method x slice
     reconstructions: dict[str, np.ndarray] = field(default_factory=dict)
+    clipped: dict[str, float] | None = None  # method -> fraction of voxels clamped; None: not clamped
     mask: np.ndarray | None = None
 
 
@@ -123,14 +124,21 @@ def _scores(reference: np.ndarray, test: np.ndarray, data_range: float, mask) ->
     return values
 
 
-def evaluate_case(case: Case, methods: dict[str, Method], mask_mode: str | np.ndarray = "auto") -> CaseResult:
+def evaluate_case(
+    case: Case, methods: dict[str, Method], mask_mode: str | np.ndarray = "auto", *, clip: bool = True
+) -> CaseResult:
     """Reconstruct ``case`` with every method and compute all metrics, whole volume and in the mask.
 
     Args:
         case: the LR/HR pair.
         methods: name -> reconstruction function.
         mask_mode: ``"auto"`` (body/head mask), ``"none"``, or a boolean array of the HR shape.
+        clip: clamp every method's reconstruction as ``enhance`` clamps its output, from the
+            low-res input's minimum up to its stored type's maximum
+            (:func:`srgan_med.enhance.run.clamp_range`); the fraction of voxels
+            clamped is kept per method (``CaseResult.clipped``).
     """
+    from srgan_med.enhance.run import clamp_range
     from srgan_med.evaluate.mask import foreground_mask
 
     high = np.moveaxis(case.high_res[0].detach().cpu().numpy().astype(np.float64), case.slice_axis, -1)
@@ -149,7 +157,8 @@ def evaluate_case(case: Case, methods: dict[str, Method], mask_mode: str | np.nd
         mask = None
     else:
         raise InputError(f"unknown mask mode {mask_mode!r}; use auto, none or a mask file")
-    result = CaseResult(case.name, modality, data_range, mask=mask)
+    result = CaseResult(case.name, modality, data_range, mask=mask, clipped={} if clip else None)
+    floor, ceiling = clamp_range(case.low_res)
     for method_name, method in methods.items():
         reconstructed = np.asarray(method(case.low_res, case.factors, case.slice_axis), dtype=np.float64)
         reconstructed = np.moveaxis(reconstructed, case.slice_axis, -1)
@@ -157,6 +166,10 @@ def evaluate_case(case: Case, methods: dict[str, Method], mask_mode: str | np.nd
             raise InputError(
                 f"method {method_name} returned shape {reconstructed.shape}, expected {high.shape}"
             )
+        if result.clipped is not None:
+            outside = np.count_nonzero(reconstructed < floor) + np.count_nonzero(reconstructed > ceiling)
+            result.clipped[method_name] = outside / reconstructed.size
+            np.clip(reconstructed, floor, ceiling, out=reconstructed)
         result.reconstructions[method_name] = reconstructed
         regions = {"whole": None} if mask is None else {"whole": None, "mask": mask}
         for region, region_mask in regions.items():

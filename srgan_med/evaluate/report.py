@@ -56,7 +56,9 @@ def _gain(values: list[float], baseline: list[float]) -> dict[str, Any]:
 
 
 def summarise(results: list[CaseResult], methods: list[str]) -> dict[str, Any]:
-    """Per method: mean of each metric (mask region if present) and PSNR/SSIM gains over bicubic."""
+    """Per method: mean of each metric (mask region if present), PSNR/SSIM gains over bicubic and,
+    where the reconstructions were clamped, the mean fraction of voxels clamped."""
+    clip = all(result.clipped is not None for result in results)
     region = "mask" if any(r["region"] == "mask" for res in results for r in res.rows) else "whole"
     # region -> method -> metric -> one value per volume
     by_region: dict[str, dict[str, dict[str, list[float]]]] = defaultdict(
@@ -72,9 +74,16 @@ def summarise(results: list[CaseResult], methods: list[str]) -> dict[str, Any]:
         for row in result.slice_rows:
             for name in ("psnr", "ssim"):
                 slices[row["method"]][name].append(float(row[name]))
-    summary: dict[str, Any] = {"region": region, "volumes": [r.name for r in results], "methods": {}}
+    summary: dict[str, Any] = {
+        "region": region,
+        "volumes": [r.name for r in results],
+        "clip": clip,
+        "methods": {},
+    }
     for method in methods:
         entry: dict[str, Any] = {"mean": {}, "mean_whole_volume": {}}
+        if clip:
+            entry["clipped_fraction"] = float(np.mean([r.clipped[method] for r in results]))
         for key, source in (("mean", by_method), ("mean_whole_volume", whole)):
             for name in METRIC_NAMES:
                 values = np.asarray(source[method][name], dtype=np.float64)
@@ -194,6 +203,19 @@ def _markdown(summary: dict[str, Any], command: str, versions: dict[str, str]) -
     if "auto_models" in summary:
         picked = "; ".join(f"{volume}: {model}" for volume, model in summary["auto_models"].items())
         lines += ["", f"`auto` is the shipped model of each volume's modality and scale ({picked})."]
+    if summary.get("clip"):
+        clamped = ", ".join(
+            f"{method} {100 * entry['clipped_fraction']:.2f}%" for method, entry in summary["methods"].items()
+        )
+        lines += [
+            "",
+            "Every reconstruction was clamped as `srgan-med enhance` clamps its output: at its low-res "
+            "input's minimum and its stored type's maximum (`--no-clip`: scored as computed). "
+            "Voxels clamped, mean over volumes: "
+            f"{clamped}.",
+        ]
+    else:
+        lines += ["", "Reconstructions scored as computed, not clamped (--no-clip)."]
     lines += [
         "",
         "## Gain over bicubic (mean, bootstrap 95% CI, Wilcoxon signed-rank p)",

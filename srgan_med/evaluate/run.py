@@ -30,7 +30,8 @@ def model_method(name_or_path: str) -> tuple[str, Callable]:
     def reconstruct(low_res, factors: tuple[int, int], slice_axis: int) -> np.ndarray:
         if tuple(factors) != (bundle.scale, bundle.scale):
             raise InputError(f"model {bundle.name} upscales x{bundle.scale}, the pair needs x{factors[0]}")
-        return prepared.upscale(low_res, slice_axis).image[0].numpy()
+        # unclamped: evaluate_case clamps every method alike, or none with --no-clip
+        return prepared.upscale(low_res, slice_axis, clip=False).image[0].numpy()
 
     return bundle.name, reconstruct
 
@@ -169,6 +170,7 @@ def run_evaluation(
     mask: str = "auto",
     modality: str | None = None,
     overwrite: bool = False,
+    clip: bool = True,
     command: str = "",
     show_progress: bool = True,
 ) -> list[Path]:
@@ -185,6 +187,8 @@ def run_evaluation(
         mask: ``"auto"``, ``"none"`` or a mask scan path (nonzero = foreground).
         modality: ``"CT"``/``"MR"``, overriding the modality guessed for NIfTI scans.
         overwrite: replace an existing ``out``.
+        clip: clamp every reconstruction as ``enhance`` clamps its output
+            (:func:`~srgan_med.evaluate.core.evaluate_case`).
         command: the command line, recorded in report.md.
         show_progress: draw a progress bar over volumes.
     """
@@ -222,7 +226,8 @@ def run_evaluation(
                 case_methods = dict(chosen)
                 if shipped is not None:
                     auto_models[name], case_methods[AUTO_MODEL] = shipped.pick(case)
-                result = evaluate_case(case, case_methods, _mask_for(mask, name, high_res, full_shape))
+                mask_mode = _mask_for(mask, name, high_res, full_shape)
+                result = evaluate_case(case, case_methods, mask_mode, clip=clip)
                 results.append(result)
                 high = np.moveaxis(high_res[0].numpy().astype(np.float64), slice_axis, -1)
                 written.append(plot_montage(result, high, temporary / f"montage_{name}.png"))
