@@ -689,6 +689,10 @@ def test_output_is_clamped_at_the_input_minimum_and_the_stored_type_maximum(tmp_
     assert report["clipped_fraction"] >= expected > 0
     assert report["clipped_most"] == pytest.approx(low - raw_values.min(), abs=1)
     assert json.loads((tmp_path / "raw.json").read_text())["clipped_to"] is None
+    for flag, says in (("--clip", f"{100 * report['clipped_fraction']:.2g}% clamped)"), ("--no-clip", "dB)")):
+        out = tmp_path / f"loud{flag}"
+        loud = runner.invoke(app, ["enhance", "example:mr-small", "--model", "mr-x2", flag, "-o", str(out)])
+        assert loud.exit_code == 0 and says in loud.stdout, loud.stdout
 
     affine = np.diag([0.3125, 0.3125, 5.0, 1.0])
     eight_bit = np.rint(255 * (values - low) / (high - low)).astype(np.uint8)[:, :, None]

@@ -434,9 +434,12 @@ def enhance_files(
         with atomic_output(report_path(target), overwrite=True, inputs=[source]) as temporary:
             temporary.write_text(json.dumps(report, indent=2, default=str))
         if not quiet:
+            clamped = (
+                f", {100 * result.clipped_fraction:.2g}% clamped" if clip and result.clipped_fraction else ""
+            )
             print(
                 f"{source} -> {target} (x{bundle.scale}, {report['seconds']:.1f} s, consistency "
-                f"{result.consistency_psnr_db:.1f} dB)"
+                f"{result.consistency_psnr_db:.1f} dB{clamped})"
             )
         return target
 
