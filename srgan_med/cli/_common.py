@@ -88,8 +88,6 @@ def version_callback(value: bool) -> None:
         raise typer.Exit()
 
 
-# NIfTI has no modality tag: ``load_scan`` guesses it from the values, which a crop without air
-# (a CT of the head or of one organ) gets wrong. Every command that reads scans takes this override.
 ClipOption = Annotated[
     bool,
     typer.Option(
@@ -99,6 +97,9 @@ ClipOption = Annotated[
         "--no-clip keeps them as computed.",
     ),
 ]
+
+# NIfTI has no modality tag: ``load_scan`` guesses it from the values, which a crop without air
+# (a CT of the head or of one organ) gets wrong. Every command that reads scans takes this override.
 ModalityOption = Annotated[
     str | None,
     typer.Option(
