@@ -267,21 +267,37 @@ def test_through_plane_on_disk_holds_less_than_its_output(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_value_range_clamps_the_output_counts_what_it_clamped_and_scores_the_clamped_volume():
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=[
+                pytest.mark.gpu,
+                pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+            ],
+        ),
+    ],
+)
+def test_value_range_clamps_the_output_counts_what_it_clamped_and_scores_the_clamped_volume(device):
     """The output equals the unclamped one clamped to the range, the counts and the farthest
-    overshoot are exact, and the consistency PSNR is that of the clamped (written) volume."""
+    overshoot are exact, and the consistency PSNR is that of the clamped (written) volume. The
+    first batch (slices 0-2) stays inside the range, so the CPU skips its count and clamp."""
     rng = np.random.default_rng(0)
     volume = rng.uniform(0.0, 1.0, (9, 7, 4)).astype(np.float32)
+    volume[:, :, :3] = 0.25 + 0.5 * volume[:, :, :3]  # stretched below to 0..1: inside
     scan = MetaTensor(torch.from_numpy(volume[None]), affine=torch.eye(4), meta={"modality": "MR"})
 
-    def overshooting(x):  # nearest upsampling stretched to -0.5..1.5: a quarter of values outside
+    def overshooting(x):  # nearest upsampling stretched: 0..1 -> -0.5..1.5, half the values outside
         return F.interpolate(x, scale_factor=2, mode="nearest") * 2.0 - 0.5
 
-    options = {"normalise": lambda v: v, "denormalise": lambda v: v, "batch_size": 3}
+    options = {"normalise": lambda v: v, "denormalise": lambda v: v, "batch_size": 3, "device": device}
     raw = enhance_volume(scan, overshooting, 2, **options)
     clamped = enhance_volume(scan, overshooting, 2, value_range=(0.0, 1.0), **options)
     expected = raw.image[0].numpy()
     assert expected.min() < -0.4 and expected.max() > 1.4
+    assert 0 <= expected[:, :, :3].min() and expected[:, :, :3].max() <= 1
     outside = np.count_nonzero((expected < 0) | (expected > 1))
     assert clamped.clipped_fraction == pytest.approx(outside / expected.size)
     assert clamped.clipped_most == pytest.approx(max(-expected.min(), expected.max() - 1), rel=1e-6)
