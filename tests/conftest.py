@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,20 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_SCANS = Path(os.environ.get("SRGAN_MED_SHARED", REPO.parent / "shared" / "data" / "scans"))
+
+
+def load_benchmark(name: str):
+    """``benchmarks/NAME.py`` as a module, executed afresh. It is registered in ``sys.modules``
+    before it runs (a dataclass resolves its annotations through it, and a spawned child imports it
+    by name), and its folder goes on ``sys.path`` for the helpers the scripts import beside them."""
+    folder = REPO / "benchmarks"
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def shared_scan(name: str) -> Path:

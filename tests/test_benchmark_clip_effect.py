@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
-from conftest import write_nifti
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load_benchmark():
-    if "clip_effect" not in sys.modules:
-        path = REPO / "benchmarks" / "clip_effect.py"
-        spec = importlib.util.spec_from_file_location("clip_effect", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["clip_effect"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["clip_effect"]
+from conftest import load_benchmark, write_nifti
 
 
 def test_every_family_is_scored_as_computed_clamped_and_at_the_input_maximum(tmp_path):
@@ -32,7 +17,10 @@ def test_every_family_is_scored_as_computed_clamped_and_at_the_input_maximum(tmp
     scans.mkdir()
     write_nifti(scans / "ct_crop.nii.gz", volume, np.diag([1.5, 1.5, 1.5, 1.0]))
     out = tmp_path / "out"
-    assert load_benchmark().main(["--model", "ct-x2", "--scans", str(scans), "--out", str(out)]) == 0
+    assert (
+        load_benchmark("clip_effect").main(["--model", "ct-x2", "--scans", str(scans), "--out", str(out)])
+        == 0
+    )
     report = json.loads((out / "clip_effect.json").read_text())
     assert "benchmarks/clip_effect.py --model ct-x2" in report["command"] and report["device"]
     rows = report["rows"]
@@ -50,7 +38,9 @@ def test_every_family_is_scored_as_computed_clamped_and_at_the_input_maximum(tmp
 def test_nothing_to_measure_exits_2_with_one_line(tmp_path, capsys):
     empty = tmp_path / "none"
     empty.mkdir()
-    code = load_benchmark().main(["--model", "ct-x2", "--scans", str(empty), "--out", str(tmp_path / "o")])
+    code = load_benchmark("clip_effect").main(
+        ["--model", "ct-x2", "--scans", str(empty), "--out", str(tmp_path / "o")]
+    )
     assert code == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and "\n" not in error

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_benchmark
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def _load(name: str):
-    sys.path.insert(0, str(BENCHMARKS))  # the scripts import enhance_common beside them
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # the memory benchmark's spawned child imports it by name
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_speed_benchmark_reports_rows_ratio_and_flops(tmp_path):
-    speed = _load("enhance_speed")
+    speed = load_benchmark("enhance_speed")
     tiny = ["--slices", "3", "--size", "24", "--blocks", "1", "--width", "8", "--scale", "2"]
     report = speed.main([*tiny, "--repeats", "2", "--bf16-slices", "1", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "enhance_speed.json").read_text())
@@ -58,7 +48,7 @@ def test_speed_benchmark_gpu_rows_run_through_on_the_cpu(tmp_path):
     problem = compile_problem("cpu")
     if problem:
         pytest.skip(f"torch.compile cannot build kernels on this CPU: {problem}")
-    speed = _load("enhance_speed")
+    speed = load_benchmark("enhance_speed")
     tiny = ["--slices", "5", "--size", "24", "--blocks", "1", "--width", "8", "--scale", "2"]
     argv = [*tiny, "--skip-cpu", "--gpu-rows-on-cpu", "--compile", "--cuda-batch-size", "2"]
     report = speed.main([*argv, "--out", str(tmp_path)])
@@ -83,13 +73,13 @@ def test_speed_benchmark_gpu_rows_run_through_on_the_cpu(tmp_path):
 
 
 def test_flop_count_of_one_convolution():
-    speed = _load("enhance_speed")
+    speed = load_benchmark("enhance_speed")
     conv = torch.nn.Conv2d(1, 4, 3, padding=1, bias=False)
     assert speed.flops_per_slice(conv, 10, 12) == 2 * 9 * 4 * 10 * 12  # multiply-adds x 2
 
 
 def test_memory_benchmark_holds_the_whole_volume_but_runs_few_real_slices(tmp_path):
-    memory = _load("enhance_memory")
+    memory = load_benchmark("enhance_memory")
     report = memory.main(
         [
             "--shape",
@@ -117,7 +107,7 @@ def test_gpu_inference_benchmark_checks_precisions_and_skips_throughput_without_
     """On CPU: the throughput part is skipped with its reason; the precision part scores every shipped
     model of the example scans' modality in each CPU precision, saving the report after each (a run cut
     short keeps its rows); the JSON renders back to Markdown."""
-    bench = _load("gpu_inference")
+    bench = load_benchmark("gpu_inference")
     saved, write_report = [], bench.write_report
     monkeypatch.setattr(
         bench, "write_report", lambda r, out: saved.append(len(r["precision"])) or write_report(r, out)
@@ -150,7 +140,7 @@ def test_gpu_inference_benchmark_checks_precisions_and_skips_throughput_without_
         assert row["psnr_mixed compiled"] == row["psnr_mixed"]
         assert row["psnr_bf16 fused-shift-sum compiled triton-convs"] == row["psnr_bf16 fused-shift-sum"]
 
-    render = _load("render_reports")
+    render = load_benchmark("render_reports")
     (markdown,) = render.main([str(tmp_path), str(tmp_path / "rendered")])
     assert markdown.read_text() == (tmp_path / "gpu_inference.md").read_text()
 
@@ -164,7 +154,7 @@ def test_kernel_profile_names_where_a_pass_spends_its_time(tmp_path):
     from srgan_med.enhance.inference import prepare_for_inference
     from srgan_med.nets import SRResNet
 
-    bench = _load("gpu_inference")
+    bench = load_benchmark("gpu_inference")
     torch.manual_seed(0)
     engine = prepare_for_inference(SRResNet(scale=2, blocks=2, width=16), "cpu", precision="fp32")
     example = torch.rand(4, 1, 32, 32)
@@ -188,7 +178,7 @@ def test_kernel_profile_names_where_a_pass_spends_its_time(tmp_path):
 
 def test_convolution_share_leaves_out_fused_pointwise_and_layout_kernels():
     """Kernel names as an H100 profile of the compiled engine listed them (2026-11-26)."""
-    bench = _load("enhance_common")
+    bench = load_benchmark("enhance_common")
     convolutions = [
         "sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc_tilesize256x64x32_warpgro",
         "void implicit_convolve_sgemm<__nv_bfloat16, __nv_bfloat16, 1024, 5, 5, 3, 3, 3, 1, false,",
@@ -208,7 +198,7 @@ def test_convolution_share_leaves_out_fused_pointwise_and_layout_kernels():
 
 
 def test_overhead_benchmark_times_every_stage_of_the_real_path(tmp_path):
-    overhead = _load("enhance_overhead")
+    overhead = load_benchmark("enhance_overhead")
     report = overhead.main(
         ["--shape", "16", "12", "10", "--scale", "2", "--repeats", "2", "--out", str(tmp_path)]
     )
@@ -226,7 +216,7 @@ def test_overhead_benchmark_times_every_stage_of_the_real_path(tmp_path):
 def test_overhead_benchmark_times_each_way_of_clamping(tmp_path):
     """``--clip`` picks how the engine clamps (forced: every batch counted and clamped); the report
     says which ran."""
-    overhead = _load("enhance_overhead")
+    overhead = load_benchmark("enhance_overhead")
     for clip in ("input", "forced", "none"):
         out = tmp_path / clip
         args = ["--shape", "16", "12", "4", "--scale", "2", "--repeats", "1", "--clip", clip]
@@ -236,7 +226,7 @@ def test_overhead_benchmark_times_each_way_of_clamping(tmp_path):
 
 
 def test_overhead_benchmark_reads_and_writes_dicom_series(tmp_path):
-    overhead = _load("enhance_overhead")
+    overhead = load_benchmark("enhance_overhead")
     args = ["--shape", "16", "12", "3", "--scale", "2", "--repeats", "1", "--format", "dicom"]
     report = overhead.main([*args, "--out", str(tmp_path)])
     assert report["format"] == "dicom" and report["median_seconds"]["save"] > 0
@@ -246,7 +236,7 @@ def test_overhead_benchmark_reads_and_writes_dicom_series(tmp_path):
 def test_precision_summary_fails_a_variant_that_failed_on_any_pair():
     """A variant whose run raised on some scan (``error_<label>``) is not within the bar, however
     small its deltas elsewhere; one that never ran has no delta at all."""
-    bench = _load("gpu_inference")
+    bench = load_benchmark("gpu_inference")
     rows = [
         {"delta_bf16_db": 0.004, "delta_fused_db": 0.001},
         {"delta_bf16_db": -0.006, "error_fused": "RuntimeError: no kernel"},
@@ -262,7 +252,7 @@ def test_compile_plan_puts_every_form_in_the_first_setting_and_the_default_in_th
     """The compiled rows: every conv form (the CUDA default first) and the plain engine in the first
     setting; only the default form and the plain engine in each further one, whose compile
     (max-autotune's) takes a minute each. Names map to ``torch.compile`` arguments."""
-    bench = _load("gpu_inference")
+    bench = load_benchmark("gpu_inference")
     forms = list(bench.CONV_FORMS)
     plan = bench.compile_plan(forms, ["default", "triton-convs"])
     most = f"bf16 {forms[-1]}"
@@ -298,7 +288,7 @@ def test_gpu_inference_throughput_part_runs_through_on_the_cpu(tmp_path):
     """The throughput part's whole control flow (baseline, precisions, batches, the conv forms, the
     compile plan at two batches, profiles, the report) on a tiny generator on the CPU, with a
     trace-only compile backend: a mistake in it would otherwise first show on a lent GPU's time."""
-    bench = _load("gpu_inference")
+    bench = load_benchmark("gpu_inference")
     argv = ["--out", str(tmp_path), "--device", "cpu", "--size", "12", "--blocks", "1", "--width", "8"]
     argv += ["--batch", "3", "--batches", "1", "2", "--repeats", "2", "--warmup", "1", "--profile"]
     argv += ["--compile", "--compile-backend", "eager", "--compile-modes", "default", "reduce-overhead"]
@@ -336,7 +326,7 @@ def test_gpu_inference_throughput_part_runs_through_on_the_cpu(tmp_path):
     text = (tmp_path / "gpu_inference.md").read_text()
     assert "x4 SRResNet (1 blocks, 8 channels), 12x12 slices" in text
 
-    plots = _load("plot_reports")  # the figure shows the report's timed rows, and nothing else
+    plots = load_benchmark("plot_reports")  # the figure shows the report's timed rows, and nothing else
     (figure,) = plots.main([str(tmp_path), str(tmp_path / "figures")])
     assert figure == tmp_path / "figures" / "gpu_inference.png" and figure.stat().st_size > 10_000
     bars = plots.panels(report)["inference"]
@@ -348,7 +338,7 @@ def test_merge_precision_gathers_rows_from_a_cut_run_log_and_a_report(tmp_path):
     """The H100 run of 2026-11-26 (11:42Z) was cut by its time limit after 15 of 18 rows, which are
     in its log only; a second run measured the example scans. Merged: 18 pairs, the later source's
     row where both have one, and the summary computed from the rows."""
-    merge = _load("merge_precision")
+    merge = load_benchmark("merge_precision")
     results = BENCHMARKS.parent / "docs" / "results" / "h100-2026-11-26-forms"
     log, examples = results / "session_1.log", results / "gpu_inference_precision_examples.json"
     report = merge.main([str(tmp_path), str(log), str(examples)])

@@ -7,16 +7,14 @@ rows) with the numbers ``srgan-med evaluate`` gives for the same command.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import SHARED_SCANS
+from conftest import SHARED_SCANS, load_benchmark
 from typer.testing import CliRunner
 
 from srgan_med.degrade.config import NormaliseConfig
@@ -28,17 +26,6 @@ CT_SCANS = sorted(p.name for p in SHARED_SCANS.glob("ct_*.nii.gz") if "8bit" not
 needs_shared = pytest.mark.skipif(
     not SHARED_SCANS.is_dir(), reason=f"public scans not available at {SHARED_SCANS} (team workspace only)"
 )
-
-
-def load_benchmark():
-    """The script as a module (registered first: its dataclass resolves annotations through it)."""
-    if "model_quality" not in sys.modules:
-        path = REPO / "benchmarks" / "model_quality.py"
-        spec = importlib.util.spec_from_file_location("model_quality", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["model_quality"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["model_quality"]
 
 
 def tiny_bundle(folder: Path, modality: str = "CT") -> Path:
@@ -59,7 +46,7 @@ def tiny_bundle(folder: Path, modality: str = "CT") -> Path:
 def run_benchmark(*argv: str) -> tuple[int, str, str]:
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = load_benchmark().main(list(argv))
+        code = load_benchmark("model_quality").main(list(argv))
     return code, stdout.getvalue(), stderr.getvalue()
 
 
@@ -142,7 +129,7 @@ def test_no_data_is_not_a_pass(tmp_path):
 
 @needs_shared
 def test_mr_sources_and_reasons():
-    module = load_benchmark()
+    module = load_benchmark("model_quality")
     found, skipped = module.find_scans("MR", SHARED_SCANS)
     names = [p.name for p in found]
     assert {n for n in names if n.startswith("mr_")} == {p.name for p in SHARED_SCANS.glob("mr_*.nii.gz")}
@@ -157,7 +144,7 @@ def test_mr_sources_and_reasons():
 
 def test_the_clamping_mode_is_in_every_command_and_the_report():
     """``--no-clip`` reaches the printed ``srgan-med evaluate`` commands and the report's header."""
-    bench = load_benchmark()
+    bench = load_benchmark("model_quality")
     args = ([Path("a.nii.gz")], 2, 0, "c.yaml", Path("o"), "auto", "ct-x2")
     assert "--no-clip" in shlex.split(bench.evaluate_command(*args, clip=False))
     assert "--no-clip" not in shlex.split(bench.evaluate_command(*args))

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load(name: str):
-    sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 def _counted(traffic, function) -> tuple[int, int]:
@@ -30,7 +17,7 @@ def _counted(traffic, function) -> tuple[int, int]:
 
 
 def test_byte_counter_reads_inputs_writes_results_and_ignores_views():
-    traffic = _load("traffic")
+    traffic = load_benchmark("traffic")
     a, b = torch.randn(1000), torch.randn(1000)
     state = [torch.zeros(1000), torch.zeros(1000)]
     step = torch.tensor(1.0)
@@ -49,7 +36,7 @@ def test_byte_counter_reads_inputs_writes_results_and_ignores_views():
 
 
 def test_report_splits_per_item_and_per_pass_costs(tmp_path):
-    traffic = _load("traffic")
+    traffic = load_benchmark("traffic")
     report = traffic.main(["--size", "16", "--patch", "32", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "traffic.json").read_text())
     assert saved["rows"] == report["rows"]

@@ -3,18 +3,16 @@ speed switches (channels_last, torch.compile) compute the same training step as 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_benchmark
 
 from srgan_med.train import Trainer, load_train_config
 
 REPO = Path(__file__).resolve().parents[1]
-BENCHMARKS = REPO / "benchmarks"
 TINY = REPO / "configs" / "tiny.yaml"
 SMALL_NETWORKS = [
     "--set", "generator.blocks=2", "--set", "generator.width=16", "--set", "discriminator.width=8",
@@ -30,19 +28,10 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def _load(name: str):
-    sys.path.insert(0, str(BENCHMARKS))  # the scripts import enhance_common beside them
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def smoke_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("train_speed")
-    speed = _load("train_speed")
+    speed = load_benchmark("train_speed")
     quick = ["--device", "cpu", "--patch-size", "32", "--steps", "2", "--warmup", "1", "--slices", "4"]
     report = speed.main([*quick, "--batch-size", "2", "--batch-sizes", "3", "--threads", "1",
                          *SMALL_NETWORKS, "--profile", "--out", str(out)])  # fmt: skip
@@ -67,7 +56,7 @@ def test_cpu_smoke_run_writes_rows_with_positive_numbers(smoke_report):
 
 def test_figure_has_one_panel_per_phase_with_the_timed_rows(smoke_report, tmp_path):
     report, out = smoke_report
-    plots = _load("plot_reports")
+    plots = load_benchmark("plot_reports")
     (figure,) = plots.main([str(out), str(tmp_path)])
     assert figure.name == "train_speed.png" and figure.stat().st_size > 10_000
     bars = plots.panels(report)
@@ -108,7 +97,7 @@ def test_gpu_rows_are_skipped_on_cpu_with_a_reason(smoke_report):
 def test_rows_option_keeps_the_baseline_and_only_the_named_rows():
     import dataclasses
 
-    speed = _load("train_speed")
+    speed = load_benchmark("train_speed")
     cuda = torch.device("cuda")  # only the device's type is read: no GPU needed
     chosen = speed.variants(cuda, 16, [128], True, ["compile_reduce_overhead", "batches", "shift_sum"])
     names = [(variant.name, variant.batch, variant.compile_mode) for variant, _ in chosen]
@@ -149,7 +138,7 @@ def test_markdown_states_command_device_and_which_vgg(smoke_report):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gpu_rows_run_on_cuda(tmp_path):
-    speed = _load("train_speed")
+    speed = load_benchmark("train_speed")
     quick = ["--device", "cuda", "--patch-size", "32", "--steps", "2", "--warmup", "1", "--no-compile"]
     report = speed.main(
         [*quick, "--batch-size", "4", "--batch-sizes", "8", *SMALL_NETWORKS, "--out", str(tmp_path)]
@@ -164,7 +153,7 @@ def test_gpu_rows_run_on_cuda(tmp_path):
 def test_training_steps_never_wait_for_the_gpu(tmp_path):
     """With CUDA's sync debug mode set to error, a warm phase-1 and phase-2 step (sampling, the
     degradation on the GPU, networks, losses, both optimisers) raises if anything reads the device."""
-    speed = _load("train_speed")
+    speed = load_benchmark("train_speed")
     overrides = [f"output_dir={tmp_path}", "performance.device=cuda", "performance.deterministic=false"]
     trainer = Trainer(load_train_config(TINY, overrides), quiet=True)
     for phase in ("pretrain", "gan"):
@@ -181,7 +170,7 @@ def test_training_steps_never_wait_for_the_gpu(tmp_path):
 
 def test_flop_count_of_phase_one_is_three_generator_forwards(tmp_path):
     """Backward costs two forwards per layer, minus the first conv's input gradient (not needed)."""
-    speed = _load("train_speed")
+    speed = load_benchmark("train_speed")
     trainer = Trainer(load_train_config(TINY, [f"output_dir={tmp_path}", "gan.steps=0"]), quiet=True)
     flops = speed.count_flops(trainer, "pretrain")
     low_res, _ = trainer._batch()

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 from srgan_med.models.bundle import load_bundle
 from srgan_med.train import Trainer, load_train_config
 
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("ship_models", REPO / "benchmarks" / "ship_models.py")
-ship_models = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ship_models)
+ship_models = load_benchmark("ship_models")
 
 
 @pytest.fixture(scope="module")
