@@ -301,7 +301,8 @@ def test_value_range_clamps_the_output_counts_what_it_clamped_and_scores_the_cla
     outside = np.count_nonzero((expected < 0) | (expected > 1))
     assert clamped.clipped_fraction == pytest.approx(outside / expected.size)
     assert clamped.clipped_most == pytest.approx(max(-expected.min(), expected.max() - 1), rel=1e-6)
-    assert raw.clipped_fraction == 0 and raw.clipped_most == 0
+    assert raw.clipped_fraction == 0 and raw.clipped_most == 0 and raw.value_range is None
+    assert clamped.value_range == (0.0, 1.0)
     np.testing.assert_array_equal(clamped.image[0].numpy(), np.clip(expected, 0.0, 1.0))
     blocks = np.clip(expected, 0, 1).reshape(9, 2, 7, 2, 4).mean(axis=(1, 3))
     error = np.mean((blocks.astype(np.float64) - volume) ** 2)
@@ -324,4 +325,5 @@ def test_through_plane_clamps_both_passes_so_the_fused_volume_stays_in_range():
     clamped = enhance_through_plane(scan, overshooting, 2, value_range=(0.0, 1.0), **options)
     assert raw.image.min() < -0.2 and raw.image.max() > 1.2
     assert 0.0 <= float(clamped.image.min()) and float(clamped.image.max()) <= 1.0
+    assert clamped.value_range == (0.0, 1.0)
     assert 0.2 < clamped.clipped_fraction < 0.8 and clamped.clipped_most == pytest.approx(0.5, abs=0.01)

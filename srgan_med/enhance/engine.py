@@ -55,6 +55,7 @@ class EnhanceResult:
     consistency_psnr_db: float
     clipped_fraction: float = 0.0  # of the output's values, clamped to ``value_range``
     clipped_most: float = 0.0  # the farthest a clamped value lay outside ``value_range``
+    value_range: tuple[float, float] | None = None  # the bounds the output was clamped to; None: none
 
 
 def enhance_volume(
@@ -189,7 +190,7 @@ def enhance_volume(
         meta=_output_meta(scan.meta, keeps_slices=slice_axis == 2),
     )
     return EnhanceResult(
-        image, slice_axis, batch_size, tile, float(consistency), clipped_fraction, clipped_most
+        image, slice_axis, batch_size, tile, float(consistency), clipped_fraction, clipped_most, value_range
     )
 
 
@@ -280,7 +281,14 @@ def enhance_through_plane(
     squared = float(np.vdot(difference.ravel(), difference.ravel()))  # no squared copy
     consistency = _consistency_psnr(squared / difference.size, float(np.ptp(source)) or 1.0)
     return EnhanceResult(
-        image, slice_axis, first.batch_size, first.tile, consistency, clipped_fraction, clipped_most
+        image,
+        slice_axis,
+        first.batch_size,
+        first.tile,
+        consistency,
+        clipped_fraction,
+        clipped_most,
+        first.value_range,
     )
 
 

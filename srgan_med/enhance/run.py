@@ -420,7 +420,7 @@ def enhance_files(
             "seconds": round(sum(timings.values()), 3),
             "seconds_by_stage": {stage: round(value, 3) for stage, value in timings.items()},
             "consistency_psnr_db": _json_number(result.consistency_psnr_db),
-            "clipped_to": [_bound(v) for v in clamp_range(scan)] if clip else None,
+            "clipped_to": [_bound(v) for v in result.value_range] if result.value_range else None,
             "clipped_fraction": result.clipped_fraction if clip else None,
             "clipped_most": result.clipped_most if clip else None,
             "srgan_med_version": __version__,

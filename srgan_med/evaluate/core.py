@@ -158,7 +158,7 @@ def evaluate_case(
     else:
         raise InputError(f"unknown mask mode {mask_mode!r}; use auto, none or a mask file")
     result = CaseResult(case.name, modality, data_range, mask=mask, clipped={} if clip else None)
-    floor, ceiling = clamp_range(case.low_res)
+    floor, ceiling = clamp_range(case.low_res) if clip else (None, None)
     for method_name, method in methods.items():
         reconstructed = np.asarray(method(case.low_res, case.factors, case.slice_axis), dtype=np.float64)
         reconstructed = np.moveaxis(reconstructed, case.slice_axis, -1)
