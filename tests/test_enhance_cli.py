@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from srgan_med.cli import app
 from srgan_med.degrade.config import NormaliseConfig
+from srgan_med.enhance.run import percent
 from srgan_med.examples import example_path
 from srgan_med.io import load_scan, rescaled_affine
 from srgan_med.io.dicom_write import write_dicom_series
@@ -689,7 +690,7 @@ def test_output_is_clamped_at_the_input_minimum_and_the_stored_type_maximum(tmp_
     assert report["clipped_fraction"] >= expected > 0
     assert report["clipped_most"] == pytest.approx(low - raw_values.min(), abs=1)
     assert json.loads((tmp_path / "raw.json").read_text())["clipped_to"] is None
-    for flag, says in (("--clip", f"{100 * report['clipped_fraction']:.2g}% clamped)"), ("--no-clip", "dB)")):
+    for flag, says in (("--clip", f"{percent(report['clipped_fraction'])} clamped)"), ("--no-clip", "dB)")):
         out = tmp_path / f"loud{flag}"
         loud = runner.invoke(app, ["enhance", "example:mr-small", "--model", "mr-x2", flag, "-o", str(out)])
         assert loud.exit_code == 0 and says in loud.stdout, loud.stdout

@@ -67,6 +67,37 @@ def test_float_values_that_do_not_fit_the_dtype_are_written_as_float(tmp_path, s
     assert float(back.max()) == 40000.5
 
 
+@pytest.mark.parametrize(
+    ("stored", "slope", "intercept", "expected"),
+    [
+        (np.int16, 1e-6, 0.0, "float32"),  # an ADC map in mm^2/s: stored integers x 1e-6
+        (np.int16, 0.5, 10.0, "float32"),  # half units
+        (np.int16, 1.0, -1024.0, "int16"),  # CT written with an intercept: still whole HU
+        (np.uint8, 2.0, 0.0, "int16"),  # whole numbers past uint8's range
+        (np.uint8, 1.0, 1.0, "uint8"),  # whole numbers that uint8 still holds
+    ],
+)
+def test_scaled_nifti_keeps_its_values(tmp_path, stored, slope, intercept, expected):
+    """scl_slope/scl_inter: nibabel leaves the loaded header's fields NaN and keeps them on the array
+    proxy, so the scaling went unseen and an ADC map (int16 x 1e-6) was written back rounded to
+    integers: all zeros."""
+    import nibabel as nib
+
+    raw = np.zeros((24, 20, 3), dtype=stored)
+    raw[4:20, 4:16] = np.random.default_rng(0).integers(1, 250, (16, 12, 3))
+    image = nib.Nifti1Image(raw, np.diag([2.0, 2.0, 3.0, 1.0]))
+    image.header.set_slope_inter(slope, intercept)
+    source = tmp_path / "scaled.nii.gz"
+    image.to_filename(source)
+    physical = nib.load(source).get_fdata()
+    assert physical.max() > physical.min()
+    scan = load_scan(source, modality="MR")
+    assert scan.meta["original_dtype"] == expected
+    written = nib.load(save_scan(scan, tmp_path / "copy.nii.gz"))
+    assert written.get_data_dtype() == np.dtype(expected)
+    np.testing.assert_allclose(written.get_fdata(), physical, rtol=1e-6, atol=1e-9)
+
+
 def test_dicom_series_roundtrip_makes_a_derived_series(tmp_path, small_ct_volume):
     volume, _ = small_ct_volume
     affine = np.array([[-0.7, 0, 0, 10], [0, 0.7, 0, -20], [0, 0, 2.5, 30], [0, 0, 0, 1.0]])

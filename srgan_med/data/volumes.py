@@ -185,8 +185,11 @@ class PatchSampler:
     Call: ``sample(batch)`` -> ``(high_res (B, 1, P, P) float32, spacing_mm (B, 2) float64)``.
 
     Example:
-        >>> sampler = PatchSampler(volumes, patch_size=96, slice_axes=(2,), seed=0)
+        >>> scan = Volume("ct.nii.gz", torch.rand(128, 128, 40), (0.8, 0.8, 2.5), -1000.0, 2000.0, "CT")
+        >>> sampler = PatchSampler([scan], patch_size=96, slice_axes=(2,), seed=0)
         >>> high_res, spacing_mm = sampler.sample(64)
+        >>> tuple(high_res.shape), spacing_mm[0].tolist()
+        ((64, 1, 96, 96), [0.8, 0.8])
     """
 
     def __init__(self, volumes: list[Volume], patch_size: int, slice_axes=(2,), seed: int = 0) -> None:

@@ -120,6 +120,22 @@ def _json_number(value: float) -> float | str:
     return value if value == value and abs(value) != float("inf") else str(value)
 
 
+def percent(fraction: float) -> str:
+    """A fraction as a short percentage, never in exponent notation (``:.2g`` printed 100% as
+    ``1e+02%``).
+
+    Example:
+        >>> [percent(f) for f in (1.0, 0.456, 0.0123, 0.00012, 1e-7)]
+        ['100%', '46%', '1.2%', '0.012%', '<0.001%']
+    """
+    value = 100 * fraction
+    if value >= 10:
+        return f"{value:.0f}%"
+    if value >= 0.001:
+        return f"{value:.2g}%"
+    return "<0.001%"
+
+
 def derived_description(meta: dict[str, Any], suffix: str, fmt: str) -> str:
     """The input's description (DICOM SeriesDescription or NIfTI descrip) with ``suffix``, cut to fit
     the output's field (DICOM LO: 64 characters; NIfTI descrip: 79 bytes) so the suffix always shows."""
@@ -435,7 +451,7 @@ def enhance_files(
             temporary.write_text(json.dumps(report, indent=2, default=str))
         if not quiet:
             clamped = (
-                f", {100 * result.clipped_fraction:.2g}% clamped" if clip and result.clipped_fraction else ""
+                f", {percent(result.clipped_fraction)} clamped" if clip and result.clipped_fraction else ""
             )
             print(
                 f"{source} -> {target} (x{bundle.scale}, {report['seconds']:.1f} s, consistency "

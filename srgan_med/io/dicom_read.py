@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from srgan_med.errors import InputError
+from srgan_med.io.dtypes import integer_dtype
 from srgan_med.io.geometry import LPS_TO_RAS
 
 logger = logging.getLogger(__name__)
@@ -241,8 +242,8 @@ def _assemble(frames: list[_Frame], label: str) -> tuple[np.ndarray, np.ndarray,
 
     Each frame's modality LUT is applied in float64 and the result stored as float32, the dtype
     ``load_scan`` returns, frame by frame: a float64 volume and its rounded copy took five times the
-    float32 volume. ``notes["original_dtype"]`` (:func:`_integer_dtype`) is decided on the float64
-    values, frame by frame as well.
+    float32 volume. ``notes["original_dtype"]`` (:func:`~srgan_med.io.dtypes.integer_dtype`) is
+    decided on the float64 values, frame by frame as well.
     """
     first = frames[0]
     notes: dict[str, Any] = {}
@@ -300,7 +301,7 @@ def _assemble(frames: list[_Frame], label: str) -> tuple[np.ndarray, np.ndarray,
         integral = integral and bool(np.array_equal(values, np.rint(values)))
         low, high = min(low, float(values.min(initial=np.inf))), max(high, float(values.max(initial=-np.inf)))
         volume[:, :, k] = values[::-1, :].T
-    notes["original_dtype"] = _integer_dtype(integral and volume.size > 0, low, high)
+    notes["original_dtype"] = integer_dtype(integral and volume.size > 0, low, high)
     return volume, LPS_TO_RAS @ affine_lps, notes
 
 
@@ -428,14 +429,3 @@ def _read_dicom(path: Path, series: str | None) -> tuple[np.ndarray, np.ndarray,
         **notes,
     }
     return volume, affine, meta
-
-
-def _integer_dtype(integral: bool, low: float, high: float) -> str:
-    """Smallest of int16 / uint16 / int32 that holds integer values in ``[low, high]``, else
-    ``"float32"``: the "original dtype" of a DICOM volume (CT in HU comes back as int16)."""
-    if integral:
-        for name in ("int16", "uint16", "int32"):
-            info = np.iinfo(name)
-            if info.min <= low and high <= info.max:
-                return name
-    return "float32"

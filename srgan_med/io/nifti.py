@@ -15,6 +15,7 @@ import numpy as np
 
 from srgan_med.errors import InputError
 from srgan_med.io import scratch
+from srgan_med.io.dtypes import integer_dtype, value_summary
 from srgan_med.io.layout import slabs
 
 logger = logging.getLogger(__name__)
@@ -96,9 +97,18 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     if _MM_PER_UNIT.get(spatial_unit, 1.0) != 1.0:
         logger.warning("%s: spatial unit is %s; converted to mm", path, spatial_unit)
         affine[:3, :] *= _MM_PER_UNIT[spatial_unit]
-    slope, intercept = header.get_slope_inter()
-    scaled = slope not in (None, 1.0) or intercept not in (None, 0.0)
-    original_dtype = "float32" if scaled else header.get_data_dtype().newbyteorder("=").name  # ">i2": int16
+    stored_name = header.get_data_dtype().newbyteorder("=").name  # ">i2": int16
+    # nibabel moves scl_slope/scl_inter from the loaded header (left NaN) to the array proxy.
+    slope = float(getattr(image.dataobj, "slope", 1.0))
+    intercept = float(getattr(image.dataobj, "inter", 0.0))
+    if slope != 1.0 or intercept != 0.0:
+        # Stored integers times a slope (ADC maps, PET, Philips MR) are not integers: rounding the
+        # output to the stored type would wipe them out. Whole-number values (CT with scl_inter
+        # -1024) keep an integer type.
+        integral, low, high = value_summary(array)
+        original_dtype = integer_dtype(integral, low, high, prefer=stored_name)
+    else:
+        original_dtype = stored_name
     if original_dtype not in {"uint8", "int8", "int16", "uint16", "int32", "uint32", "float32", "float64"}:
         original_dtype = "float32"
     sform_code = int(header["sform_code"])
