@@ -192,6 +192,68 @@ def test_cifti_and_streamlines_are_named(tmp_path):
         _assert_one_line_error(_info(str(tmp_path / name)), message)
 
 
+def test_nifti_named_like_cifti_is_read_and_cifti_intents_are_refused(tmp_path):
+    """Only the CIFTI-2 suffixes name CIFTI files: "head.preop.nii" and "t1.defaced.nii" had been
+    refused as CIFTI by a pattern that took any ".d*"/".p*" before ".nii". A NIfTI-2 with a CIFTI
+    intent code is refused whatever its name."""
+    import nibabel as nib
+
+    volume = np.arange(8 * 8 * 4, dtype=np.int16).reshape(8, 8, 4)
+    for name in ("head.preop.nii", "t1.defaced.nii.gz", "brain.dwi.nii"):
+        write_nifti(tmp_path / name, volume, np.eye(4))
+        assert json.loads(_info(str(tmp_path / name)).stdout)["shape"] == [8, 8, 4]
+    cifti = nib.Nifti2Image(volume, np.eye(4))
+    cifti.header.set_intent(3006)  # NIFTI_INTENT_CONNECTIVITY_DENSE_SCALARS
+    nib.save(cifti, tmp_path / "renamed.nii")
+    _assert_one_line_error(_info(str(tmp_path / "renamed.nii")), "a CIFTI-2 file")
+
+
+def _patch_sform(path: Path, rows) -> Path:
+    """Write sform rows into a NIfTI-1 header as bytes (nibabel's save would recompute them)."""
+    data = bytearray(path.read_bytes())
+    data[280:328] = np.asarray(rows, "<f4").tobytes()  # srow_x, srow_y, srow_z
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("rows", "says"),
+    [
+        ([[1, 0, 0, np.nan], [0, 1, 0, 0], [0, 0, 1, 0]], "affine holds NaN or infinite values"),
+        ([[0] * 4] * 3, "affine is degenerate (a voxel of zero volume)"),
+    ],
+)
+def test_nifti_with_a_broken_affine_is_refused_before_any_work(tmp_path, rows, says):
+    """A NaN sform went through the whole run and ended in an internal error at writing (and
+    ``info --json`` printed NaN, which is not JSON); a zero sform was written back as it was."""
+    import nibabel as nib
+
+    image = nib.Nifti1Image(np.ones((8, 8, 3), np.int16), np.eye(4))
+    image.set_sform(np.eye(4), code=2)
+    nib.save(image, tmp_path / "broken.nii")
+    path = _patch_sform(tmp_path / "broken.nii", rows)
+    _assert_one_line_error(_info(str(path)), says)
+    result = runner.invoke(app, ["enhance", str(path), "--modality", "MR", "-o", str(tmp_path / "out.nii")])
+    _assert_one_line_error(result, says)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.nii"]
+
+
+def test_nifti_header_larger_than_its_data_is_named_before_allocating(tmp_path):
+    """A header declaring 30000^3 voxels: the allocation failed with a MemoryError whose message
+    is empty, so the error line ended in "()"."""
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_data_shape((30000, 30000, 30000))
+    header.set_data_dtype(np.int16)
+    with open(tmp_path / "huge.nii", "wb") as stream:
+        header.write_to(stream)
+        stream.write(bytes(1000))
+    _assert_one_line_error(
+        _info(str(tmp_path / "huge.nii")), "truncated or corrupt image data (the header declares 54,"
+    )
+
+
 def test_colour_and_complex_nifti_are_refused(tmp_path):
     """nibabel reads RGB24 as a structured dtype (which broke the value checks: an internal error)
     and complex voxels as complex (whose imaginary part the float conversion silently dropped)."""

@@ -7,6 +7,7 @@ import pydicom
 import pytest
 import torch
 from conftest import dcm2niix, shared_scan, write_nifti
+from monai.data import MetaTensor
 from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
 
 from srgan_med.errors import OutputExistsError
@@ -96,6 +97,78 @@ def test_scaled_nifti_keeps_its_values(tmp_path, stored, slope, intercept, expec
     written = nib.load(save_scan(scan, tmp_path / "copy.nii.gz"))
     assert written.get_data_dtype() == np.dtype(expected)
     np.testing.assert_allclose(written.get_fdata(), physical, rtol=1e-6, atol=1e-9)
+
+
+def test_sform_is_kept_when_pixdim_disagrees_with_it(tmp_path):
+    """MONAI's NibabelReader.read replaced the sform by the qform whenever the sform's voxel sizes
+    differed from pixdim: a registered image came back at another size and place (here 1 mm
+    voxels instead of 0.8 x 0.9 x 3 mm, and no left-right flip)."""
+    import nibabel as nib
+
+    sform = np.diag([-0.8, 0.9, 3.0, 1.0])
+    sform[:3, 3] = [40.0, -30.0, 20.0]
+    image = nib.Nifti1Image(np.arange(24 * 20 * 6, dtype=np.int16).reshape(24, 20, 6), sform)
+    image.header.set_zooms((1.0, 1.0, 1.0))  # stale pixdim
+    nib.save(image, tmp_path / "registered.nii.gz")
+    source = nib.load(tmp_path / "registered.nii.gz")
+    np.testing.assert_allclose(source.affine, sform, atol=1e-6)
+    scan = load_scan(tmp_path / "registered.nii.gz", modality="MR")
+    np.testing.assert_allclose(scan.affine.numpy(), sform, atol=1e-6)
+    upscaled = np.repeat(np.repeat(scan[0].numpy(), 2, axis=0), 2, axis=1)
+    out = torch.from_numpy(upscaled)[None]
+    written = nib.load(
+        save_scan(
+            MetaTensor(out, affine=torch.as_tensor(rescaled_affine(sform, (2, 2, 1)))),
+            tmp_path / "up.nii.gz",
+            reference=scan,
+        )
+    )
+    # The field of view is the input's: the outer corners coincide.
+    for corner in ((-0.5, -0.5, -0.5), (23.5, 19.5, 5.5)):
+        output_corner = [2 * corner[0] + 0.5, 2 * corner[1] + 0.5, corner[2]]
+        expected = _world(source.affine, corner)
+        np.testing.assert_allclose(_world(written.affine, output_corner), expected, atol=1e-4)
+
+
+def test_a_qform_apart_from_the_sform_is_mapped_to_the_output_grid_and_header_fields_are_kept(tmp_path):
+    """A scanner qform beside a registered sform was replaced by the sform on output, so a viewer
+    reading the qform put the output 95 mm from the input. dim_info, slice timing, toffset and
+    comment extensions were dropped; a 2-D input came back 3-D."""
+    import nibabel as nib
+
+    sform = np.diag([0.8, 0.9, 3.0, 1.0])
+    qform = sform.copy()
+    qform[:3, 3] += 95.0
+    volume = np.arange(24 * 20 * 6, dtype=np.int16).reshape(24, 20, 6)
+    image = nib.Nifti1Image(volume, sform)
+    image.set_qform(qform, code=1)
+    image.set_sform(sform, code=2)
+    image.header.set_dim_info(freq=1, phase=0, slice=2)
+    image.header["slice_code"], image.header["slice_end"], image.header["slice_duration"] = 1, 5, 0.05
+    image.header["toffset"] = 3.0
+    image.header.extensions.append(nib.nifti1.Nifti1Extension(6, b"motion-corrected"))
+    nib.save(image, tmp_path / "two_forms.nii")
+    scan = load_scan(tmp_path / "two_forms.nii", modality="MR")
+    out = MetaTensor(
+        torch.from_numpy(np.repeat(np.repeat(volume, 2, 0), 2, 1).astype(np.float32))[None],
+        affine=torch.as_tensor(rescaled_affine(sform, (2, 2, 1))),
+    )
+    written = nib.load(save_scan(out, tmp_path / "up.nii", reference=scan))
+    header = written.header
+    assert (int(header["sform_code"]), int(header["qform_code"])) == (2, 1)
+    expected_qform = qform @ np.linalg.solve(sform, written.affine)
+    np.testing.assert_allclose(written.get_qform(), expected_qform, atol=1e-4)
+    corner = [-0.5, -0.5, -0.5, 1.0]  # the outer corner of voxel 0, the same point on both grids
+    np.testing.assert_allclose(written.get_qform() @ corner, qform @ corner, atol=1e-4)
+    assert header.get_dim_info() == (1, 0, 2)
+    assert (int(header["slice_code"]), int(header["slice_end"])) == (1, 5)
+    assert float(header["slice_duration"]) == pytest.approx(0.05) and float(header["toffset"]) == 3.0
+    assert [e.get_content() for e in header.extensions] == [b"motion-corrected"]
+
+    nib.save(nib.Nifti1Image(volume[:, :, 0], sform), tmp_path / "flat.nii")
+    flat = load_scan(tmp_path / "flat.nii", modality="MR")
+    assert tuple(flat.shape) == (1, 24, 20, 1)
+    assert nib.load(save_scan(flat, tmp_path / "flat_copy.nii")).shape == (24, 20)
 
 
 def test_dicom_series_roundtrip_makes_a_derived_series(tmp_path, small_ct_volume):

@@ -1,4 +1,4 @@
-"""NIfTI reading (MONAI's ``NibabelReader``) and writing (nibabel) with checks a user can act on."""
+"""NIfTI reading and writing (nibabel) with checks a user can act on."""
 
 from __future__ import annotations
 
@@ -25,8 +25,15 @@ _MM_PER_UNIT = {"mm": 1.0, "meter": 1000.0, "micron": 0.001, "unknown": 1.0}
 
 
 # CIFTI-2 files are NIfTI-2 containers of surface/grayordinate data, named by their intent
-# (".dconn.nii", ".dtseries.nii", ".pscalar.nii", ...); nibabel reads them as Cifti2Image.
-_CIFTI_NAME = re.compile(r"\.[dp][a-z]+\.nii$", re.IGNORECASE)
+# (".dconn.nii", ".dtseries.nii", ".pscalar.nii", ...; the CIFTI-2 specification's list, so that
+# "head.preop.nii" or "t1.defaced.nii" stay NIfTI) and marked by intent codes 3000-3099.
+_CIFTI_KINDS = (
+    "dconn dtseries pconn ptseries dscalar dlabel pscalar plabel pdconn dpconn pconnseries pconnscalar "
+    "dfan dfibersamp dfansamp"
+).split()
+_CIFTI_NAME = re.compile(rf"\.({'|'.join(_CIFTI_KINDS)})\.nii$", re.IGNORECASE)
+_CIFTI_INTENTS = range(3000, 3100)
+_SLICE_TIMING = ("slice_code", "slice_start", "slice_end", "slice_duration")
 
 
 def is_nifti_path(path: Path) -> bool:
@@ -37,10 +44,14 @@ def is_nifti_path(path: Path) -> bool:
 def read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Read a 3-D NIfTI file (a 2-D image becomes one slice; a 4-D file with one volume is squeezed).
 
-    MONAI's ``NibabelReader`` is used as is: it keeps the stored orientation and applies the
-    header's ``scl_slope``/``scl_inter``. What it does not do, and is done here: refusing
-    ambiguous 4-D data, converting spatial units other than mm, and naming the file and reason
-    when the file is not NIfTI or its data are truncated.
+    nibabel reads it, as stored (no reorientation), with ``scl_slope``/``scl_inter`` applied and
+    nibabel's affine (the sform when its code is set), as viewers place it. Not MONAI's
+    ``NibabelReader``: its ``read`` "rectifies" the header (``rectify_header_sform_qform``),
+    replacing the sform by the qform whenever the sform's column lengths differ from pixdim, which
+    resized, moved or mirrored registered images; the rest of it is ``np.asanyarray(img.dataobj)``.
+    Done here besides: refusing ambiguous 4-D data and degenerate affines, converting spatial units
+    other than mm, and naming the file and reason when the file is not NIfTI or its data are
+    truncated.
 
     Returns:
         ``(volume (I, J, K), affine (4, 4) RAS+ mm, meta)``; meta holds ``original_dtype`` and the
@@ -52,16 +63,20 @@ def read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
 
 def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     import nibabel as nib
-    from monai.data import NibabelReader
 
+    cifti = f"{path}: a CIFTI-2 file (grayordinates or a matrix), not a volume of voxels"
     if _CIFTI_NAME.search(path.name):
-        raise InputError(f"{path}: a CIFTI-2 file (grayordinates or a matrix), not a volume of voxels")
+        raise InputError(cifti)
 
-    reader = NibabelReader()
     try:
-        image = reader.read(str(path))
+        image = nib.load(str(path))
     except Exception as exc:  # noqa: BLE001 - nibabel raises several types for non-NIfTI input
-        raise InputError(f"{path}: not a readable NIfTI file ({' '.join(str(exc).split())[:160]})") from None
+        if "CIFTI" in str(exc):  # a CIFTI intent code without a valid CIFTI-2 extension
+            raise InputError(cifti) from None
+        raise InputError(f"{path}: not a readable NIfTI file ({_reason(exc)})") from None
+    header = getattr(image, "nifti_header", image.header)  # a Cifti2Image keeps it there
+    if isinstance(image, nib.Cifti2Image) or int(header.get("intent_code", 0)) in _CIFTI_INTENTS:
+        raise InputError(cifti)
     shape = tuple(int(v) for v in image.shape)
     extra = shape[3:]
     if any(size > 1 for size in extra):
@@ -79,24 +94,39 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
             f"{path}: complex-valued NIfTI ({stored}); super-resolution works on real intensities: "
             "save its magnitude first (e.g. numpy.abs)"
         )
+    offset = getattr(image.dataobj, "offset", None)
+    if offset is not None and not path.name.lower().endswith(".gz"):  # checked before allocating
+        needed, holds = int(offset) + int(np.prod(shape)) * stored.itemsize, path.stat().st_size
+        if holds < needed:
+            raise InputError(
+                f"{path}: truncated or corrupt image data (the header declares {needed:,} bytes, "
+                f"the file holds {holds:,})"
+            )
     try:
-        array, meta = reader.get_data(image)
-    except Exception as exc:  # noqa: BLE001 - truncated gzip/raw data surface as EOFError, OSError, zlib.error, ValueError
+        array = np.asanyarray(image.dataobj)
+    except MemoryError:
         raise InputError(
-            f"{path}: truncated or corrupt image data ({' '.join(str(exc).split())[:160]})"
+            f"{path}: its header declares {' x '.join(map(str, shape))} voxels of {stored}, more than "
+            "fit in memory (a corrupt header, or a volume to crop first)"
         ) from None
+    except Exception as exc:  # noqa: BLE001 - truncated gzip/raw data surface as EOFError, OSError, zlib.error, ValueError
+        raise InputError(f"{path}: truncated or corrupt image data ({_reason(exc)})") from None
     array = np.asarray(array)
     if not array.dtype.isnative:  # a big-endian file, as stored: torch takes native byte order only
         array = array.astype(array.dtype.newbyteorder("="))
     array = array.reshape(shape[:3] if len(shape) >= 3 else (*shape, 1) if len(shape) == 2 else shape)
     if array.ndim != 3:
         raise InputError(f"{path}: expected a 3-D image, got shape {shape}")
-    affine = np.asarray(meta["affine"], dtype=np.float64)
+    affine = np.array(image.affine, dtype=np.float64)
     header = image.header
     spatial_unit = header.get_xyzt_units()[0]
+    qform, stored_qform_code = header.get_qform(coded=True)
     if _MM_PER_UNIT.get(spatial_unit, 1.0) != 1.0:
         logger.warning("%s: spatial unit is %s; converted to mm", path, spatial_unit)
         affine[:3, :] *= _MM_PER_UNIT[spatial_unit]
+        if qform is not None:
+            qform[:3, :] *= _MM_PER_UNIT[spatial_unit]
+    _check_affine(path, affine)
     stored_name = header.get_data_dtype().newbyteorder("=").name  # ">i2": int16
     # nibabel moves scl_slope/scl_inter from the loaded header (left NaN) to the array proxy.
     slope = float(getattr(image.dataobj, "slope", 1.0))
@@ -137,9 +167,52 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
                 "sform_code": sform_code if sform_code > 0 else 1,
                 "qform_code": qform_code if qform_code > 0 else 1,
                 "version": 2 if isinstance(header, nib.Nifti2Header) else 1,
+                "ndim": len(shape),
+                **_carried_fields(header, shape[:3], affine, qform if stored_qform_code > 0 else None),
             },
         },
     )
+
+
+def _check_affine(path: Path, affine: np.ndarray) -> None:
+    """Refuse a voxel-to-world transform that places no voxel (NaN, infinite, or zero-volume)."""
+    if not np.isfinite(affine).all():
+        raise InputError(f"{path}: the header's voxel-to-world affine holds NaN or infinite values")
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InputError(
+            f"{path}: the header's voxel-to-world affine is degenerate (a voxel of zero volume); "
+            "fix the sform/qform first (e.g. nibabel: img.set_sform(img.get_qform()))"
+        )
+
+
+def _carried_fields(header, shape: tuple[int, ...], affine: np.ndarray, qform: np.ndarray | None) -> dict:
+    """Header fields written back as they were, where an upscaled grid keeps their meaning.
+
+    * ``dim_info`` (frequency, phase, slice axes) and ``toffset``: the axes are the same axes.
+    * slice timing (``slice_code/start/end/duration``): kept when the slice axis keeps its size.
+    * comment extensions (code 6); other extensions (AFNI, DICOM headers...) describe the input grid.
+    * the qform, when it differs from the affine used (a registered sform beside a scanner qform):
+      mapped to the output grid as the sform is, so either one overlays the input.
+    """
+    fields: dict[str, Any] = {
+        "dim_info": [None if v is None else int(v) for v in header.get_dim_info()],
+        "toffset": float(header["toffset"]),
+        "comments": [
+            extension.get_content().decode("utf-8", "replace")
+            for extension in header.extensions
+            if extension.get_code() == 6
+        ],
+    }
+    slice_axis = fields["dim_info"][2]
+    if slice_axis is not None and slice_axis < len(shape) and int(header["slice_code"]) > 0:
+        fields["slice_timing"] = {
+            "size": int(shape[slice_axis]),
+            **{key: float(header[key]) for key in _SLICE_TIMING},
+        }
+    if qform is not None and not np.allclose(qform, affine, atol=1e-4) and np.isfinite(qform).all():
+        fields["qform"] = np.asarray(qform, dtype=np.float64).tolist()
+        fields["affine"] = np.asarray(affine, dtype=np.float64).tolist()
+    return fields
 
 
 def _is_sheared(affine: np.ndarray, tolerance: float = 1e-6) -> bool:
@@ -178,16 +251,24 @@ def write_nifti(
         data = rounded
     else:
         data = data.astype(dtype, copy=False)
+    if int(header.get("ndim", 3)) == 2 and data.ndim == 3 and data.shape[2] == 1:
+        data = data[:, :, 0]  # a 2-D input comes back 2-D
     image_class = nib.Nifti2Image if int(header.get("version", 1)) == 2 else nib.Nifti1Image
     image = image_class(data, affine)
     image.set_sform(affine, code=int(header.get("sform_code", 1)))
-    if _is_sheared(affine):
+    qform = np.asarray(affine, dtype=np.float64)
+    if header.get("qform") is not None and header.get("affine") is not None:
+        # The input's own qform, taken through the same voxel map as the sform: output index ->
+        # input index -> the qform's world.
+        qform = np.asarray(header["qform"]) @ np.linalg.solve(np.asarray(header["affine"]), qform)
+    if _is_sheared(qform):
         # A qform is a rotation and zooms: it cannot hold a sheared grid (gantry-tilted CT), and
         # nibabel would store the nearest rotation, so a viewer reading the qform would misplace the
         # image. Code 0 says: use the sform, which holds the grid exactly.
         image.set_qform(None, code=0)
     else:
-        image.set_qform(affine, code=int(header.get("qform_code", 1)))
+        image.set_qform(qform, code=int(header.get("qform_code", 1)))
+    _write_carried_fields(image.header, header, data.shape)
     time_unit = str(header.get("time_unit", "sec"))
     image.header.set_xyzt_units(xyz="mm", t=time_unit if time_unit != "unknown" else 0)
     image.header["pixdim"][4] = float(header.get("time_step", 1.0))
@@ -243,6 +324,26 @@ def _isal_gzip_reads():
             _SWAP["readers"] -= 1
             if _SWAP["readers"] == 0:
                 openers[".gz"] = _SWAP["saved"]
+
+
+def _write_carried_fields(target, header: dict[str, Any], shape: tuple[int, ...]) -> None:
+    """Write back what :func:`_carried_fields` kept."""
+    import nibabel as nib
+
+    freq, phase, slice_axis = header.get("dim_info") or (None, None, None)
+    target.set_dim_info(freq=freq, phase=phase, slice=slice_axis)
+    target["toffset"] = float(header.get("toffset", 0.0))
+    timing = header.get("slice_timing")
+    if timing and slice_axis is not None and slice_axis < len(shape) and shape[slice_axis] == timing["size"]:
+        for key in _SLICE_TIMING:
+            target[key] = timing[key]
+    for comment in header.get("comments", ()):
+        target.extensions.append(nib.nifti1.Nifti1Extension(6, comment.encode("utf-8")))
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception's message on one line, or its type when it has none."""
+    return " ".join(str(exc).split())[:160] or type(exc).__name__
 
 
 def _gzip_writer(path: Path):
