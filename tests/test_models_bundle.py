@@ -42,10 +42,12 @@ def test_files_that_are_not_bundles_are_refused(tmp_path):
     ("source", "source_format", "fmt", "expected"),
     [
         ("/d/scan.nii.gz", "nifti", None, "/d/scan_sr.nii.gz"),
-        ("/d/scan.nii", "nifti", None, "/d/scan_sr.nii.gz"),
+        ("/d/scan.nii", "nifti", None, "/d/scan_sr.nii"),  # compression kept (SPM reads only .nii)
         ("/d/CT_small.dcm", "dicom", None, "/d/CT_small_sr"),
         ("/d/series", "dicom", None, "/d/series_sr"),
         ("/d/series", "dicom", "nifti", "/d/series_sr.nii.gz"),
+        ("/d/CT_small.dcm", "dicom", "nifti", "/d/CT_small_sr.nii.gz"),
+        ("/d/T1.NII", "nifti", None, "/d/T1_sr.nii"),
         ("/d/scan.nii.gz", "nifti", "dicom", "/d/scan_sr"),
     ],
 )

@@ -25,7 +25,8 @@ def enhance(
             "--output",
             "-o",
             help="Output NIfTI file or DICOM series folder; for several inputs, or a NIfTI output and "
-            "an existing folder, the folder the outputs go into.",
+            "an existing folder, the folder the outputs go into. Default: beside the input, "
+            "scan.nii.gz -> scan_sr.nii.gz, scan.nii -> scan_sr.nii, DICOM -> <name>_sr/.",
         ),
     ] = None,
     model: Annotated[

@@ -74,14 +74,18 @@ def series_folders(folder: Path) -> list[Path]:
 
 
 def default_output(source: Path, source_format: str, fmt: str | None) -> Path:
-    """``scan.nii.gz`` -> ``scan_sr.nii.gz``; a DICOM file or series folder -> folder ``<name>_sr``."""
+    """``scan.nii.gz`` -> ``scan_sr.nii.gz``, ``scan.nii`` -> ``scan_sr.nii`` (compression kept:
+    SPM, for one, reads only uncompressed files); a DICOM file or series folder -> folder
+    ``<name>_sr`` (or ``<name>_sr.nii.gz`` with ``--format nifti``)."""
     fmt = fmt or source_format
     name = source.name
+    extension = ".nii.gz"
     for suffix in (".nii.gz", ".nii", ".dcm"):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
+            extension = ".nii" if suffix == ".nii" and source_format == "nifti" else extension
             break
-    return source.with_name(f"{name}_sr.nii.gz" if fmt == "nifti" else f"{name}_sr")
+    return source.with_name(f"{name}_sr{extension}" if fmt == "nifti" else f"{name}_sr")
 
 
 def planned_outputs(sources: Sequence[Path], output: Path | None, fmt: str | None) -> list[Path]:
