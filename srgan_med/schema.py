@@ -8,6 +8,7 @@ expected a number, got 'x'``) are what the CLI prints as its one-line error.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any
@@ -58,6 +59,8 @@ def convert(value: Any, annotation: Any, path: str) -> Any:
     if annotation in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # YAML's .nan / .inf: no setting means them
+            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
         if annotation is int and value != int(value):
             raise ConfigError(f"{path}: expected an integer, got {value!r}")
         return annotation(value)

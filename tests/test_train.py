@@ -118,7 +118,7 @@ def test_tensorboard_has_losses_metrics_and_image_grids(tiny_run):
 def _train_command(output_dir: Path) -> list[str]:
     return [
         sys.executable, "-m", "srgan_med", "train", str(TINY), "-q",
-        "--set", f"output_dir={output_dir}", "--set", "checkpoint.every=5",
+        "--set", f"output_dir={output_dir}", "--set", "checkpoint.every=7",  # not a multiple of logging's 5
         "--set", "pretrain.steps=20", "--set", "gan.steps=30",
         "--set", "data.cache=disk",  # the resumed run reads its volumes back from the disk cache
     ]  # fmt: skip
@@ -131,7 +131,7 @@ def test_sigkill_and_resume_ends_bit_for_bit_like_an_uninterrupted_run(tmp_path)
 
     killed = tmp_path / "killed"
     process = subprocess.Popen(_train_command(killed), env=env, stderr=subprocess.DEVNULL)
-    marker = killed / "checkpoints" / "step-0000025.json"  # 5 steps into phase 2
+    marker = killed / "checkpoints" / "step-0000027.json"  # 7 steps into phase 2, 2 after a log
     deadline = time.monotonic() + 120
     while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -148,6 +148,36 @@ def test_sigkill_and_resume_ends_bit_for_bit_like_an_uninterrupted_run(tmp_path)
         assert expected.keys() == got.keys()
         different = [k for k in expected if not torch.equal(expected[k], got[k])]
         assert not different, f"{name}: {different[:5]}"
+    # The TensorBoard logs too: each value once, and the losses logged after the resume are the
+    # means over the same steps (those summed before the kill came back from the checkpoint).
+    logs = [_scalars(run / "tensorboard") for run in (straight, killed)]
+    assert logs[0].keys() == logs[1].keys() and "loss/pixel" in logs[0]
+    for tag in logs[0]:
+        if tag != "throughput/patches_per_s":
+            assert [step for step, _ in logs[1][tag]] == [step for step, _ in logs[0][tag]], tag
+            assert [v for _, v in logs[1][tag]] == pytest.approx([v for _, v in logs[0][tag]], rel=1e-6), tag
+
+
+def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder)).Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_resuming_a_finished_phase_does_not_log_or_export_it_again(tmp_path):
+    """A run resumed from a phase's last checkpoint validated, logged and exported that phase a
+    second time (the TensorBoard log had its step twice; the model file was rewritten)."""
+    config = tiny(tmp_path, "gan.steps=0")
+    first = Trainer(config, quiet=True).run()
+    model = first.models["pretrain"]
+    written = model.stat().st_mtime_ns
+    again = Trainer(config, quiet=True).run()
+    assert again.models == {"pretrain": model} and model.stat().st_mtime_ns == written
+    steps = [step for step, _ in _scalars(first.output_dir / "tensorboard")["validation/psnr"]]
+    assert steps == sorted(set(steps))
+    more = Trainer(tiny(tmp_path, "gan.steps=3"), quiet=True).run()  # a longer GAN phase: it goes on
+    assert set(more.models) == {"pretrain", "gan"}
 
 
 def test_non_finite_loss_restores_the_last_good_state(tmp_path, caplog, monkeypatch):
@@ -205,6 +235,63 @@ def test_resume_flags_protect_existing_runs(tiny_run, tmp_path):
     assert refused.exit_code == 2, refused.output
     assert "holds checkpoints of other networks (generator {'blocks': 2, 'width': 16" in refused.output
     assert "this config: generator {'blocks': 2, 'width': 32" in refused.output
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        (["pretrain.learning_rate=0.1"], "pretrain.learning_rate: 0.001 -> 0.1"),
+        (["data.train=[example:mr-small]", "modality=MR", "degradation=mr"], "modality: 'CT' -> 'MR'"),
+        (["seed=3", "losses.adversarial_weight=0.01"], "seed: 0 -> 3; losses.adversarial_weight"),
+        (["pretrain.steps=40"], "pretrain.steps: 30 -> 40"),  # the GAN phase had begun
+    ],
+)
+def test_resuming_with_other_settings_is_refused_naming_them(tiny_run, changes, says):
+    """A resumed run with another learning rate, data or modality went on silently: the optimiser
+    kept the old rate while the sidecars recorded the new one, and the exported model's card named
+    data it had partly not been trained on."""
+    result, _ = tiny_run
+    before = sorted(p.name for p in (result.output_dir / "checkpoints").iterdir())
+    sets = [item for change in changes for item in ("--set", change)]
+    refused = CliRunner().invoke(app, ["train", str(TINY), "--set", f"output_dir={result.output_dir}", *sets])
+    assert refused.exit_code == 2, refused.output
+    (line,) = refused.output.strip().splitlines()
+    assert line.startswith(f"error: {result.output_dir} holds checkpoints of a run with other settings (")
+    assert says in line and line.endswith("or set output_dir to another folder for a new run")
+    assert sorted(p.name for p in (result.output_dir / "checkpoints").iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ("pretrain.learning_rate=.nan", "pretrain.learning_rate: expected a finite number, got nan"),
+        ("data.patch_size=.inf", "data.patch_size: expected a finite number, got inf"),
+        ("losses.perceptual.weight=-.inf", "losses.perceptual.weight: expected a finite number, got -inf"),
+        ("seed=99999999999999999999", "seed: must lie in 0..4294967295"),
+        ("degradation=mr", "degradation: the mr preset simulates MR acquisitions, and modality is CT"),
+    ],
+)
+def test_config_values_no_run_can_use_are_refused_at_load(tmp_path, setting, says):
+    """NaN learning rates and infinite sizes went through validation and ended in internal errors
+    (or in a diverged GAN phase after a whole pre-training); the MR preset under modality CT
+    trained a "CT" model on percentile-normalised data."""
+    output = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", str(TINY), "--set", f"output_dir={output}", "--set", setting])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: ") and says in line, line
+    assert not output.exists()
+
+
+def test_a_dicom_of_another_modality_than_the_config_is_refused(tmp_path):
+    """The config's modality overrode the DICOM tag: an MR file was normalised in the CT window
+    and listed as training data of a CT model."""
+    output = tmp_path / "run"
+    mixed = "data.train=[example:ct-small,example:mr-small]"
+    result = CliRunner().invoke(app, ["train", str(TINY), "--set", f"output_dir={output}", "--set", mixed])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "MR_small.dcm: its DICOM Modality is MR, and the scans are loaded as CT" in line, line
 
 
 @pytest.mark.parametrize("below", ["", "run"])

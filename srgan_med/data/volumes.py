@@ -103,6 +103,12 @@ def load_volumes(
             if cause is None:
                 raise
             raise cause from None
+        tagged = image.meta.get("modality_tag")
+        if modality and tagged in ("CT", "MR") and tagged != modality:
+            raise InputError(
+                f"{path}: its DICOM Modality is {tagged}, and the scans are loaded as {modality} "
+                "(the config's modality); train on scans of one modality"
+            )
         record = image.meta["normalisation"]
         volumes.append(
             Volume(

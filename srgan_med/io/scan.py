@@ -126,6 +126,7 @@ def load_scan(path: str | Path, series: str | None = None, modality: str | None 
             ) from None
         meta.update(source_format="dicom", modality_guessed=False)
         if modality:
+            meta["modality_tag"] = meta.get("modality")  # the file's own, kept beside the override
             meta["modality"] = modality
     if volume.dtype.kind == "f":  # integers are always finite
         finite = np.isfinite(volume)

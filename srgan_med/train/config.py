@@ -269,6 +269,16 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError(
             f"scale: must be one of {', '.join(map(str, SUPPORTED_SCALES))}, got {config.scale}"
         )
+    preset = config.degradation.lower()
+    if preset in ("ct", "mr") and preset != config.modality.lower():  # degrade.config.PRESET_NAMES
+        # The presets normalise differently (a HU window for CT, percentiles for MR): a CT model
+        # trained through the MR preset would record a normalisation its users do not expect.
+        raise ConfigError(
+            f"degradation: the {preset} preset simulates {preset.upper()} acquisitions, and modality is "
+            f"{config.modality}; use the {config.modality.lower()} preset (or a YAML file of your own)"
+        )
+    if not 0 <= config.seed < 2**32:  # numpy's and torch's generators take 32/64-bit seeds
+        raise ConfigError(f"seed: must lie in 0..{2**32 - 1}, got {config.seed}")
     if not config.name or "/" in config.name:
         raise ConfigError(f"name: must be a non-empty file name, got {config.name!r}")
     data = config.data

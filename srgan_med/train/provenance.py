@@ -49,13 +49,18 @@ def provenance(trainer) -> dict:
     }
 
 
+def model_path(config, phase: str) -> Path:
+    """Where a phase's model goes: ``<output_dir>/models/<name>-srresnet.safetensors`` (or ``-srgan``)."""
+    suffix = {"pretrain": "srresnet", "gan": "srgan"}[phase]
+    return Path(config.output_dir) / "models" / f"{config.name}-{suffix}.safetensors"
+
+
 def export_model(trainer) -> Path:
     """Write the current generator as a model bundle with its card; returns the path."""
     from srgan_med.models.bundle import save_bundle
 
     config = trainer.config
-    suffix = {"pretrain": "srresnet", "gan": "srgan"}[trainer.phase]
-    path = Path(config.output_dir) / "models" / f"{config.name}-{suffix}.safetensors"
+    path = model_path(config, trainer.phase)
     path.parent.mkdir(parents=True, exist_ok=True)
     facts = provenance(trainer)
     losses = config.losses

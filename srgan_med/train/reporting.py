@@ -45,7 +45,8 @@ class Reporter:
         self.writer = None
         self.progress = None
         self._sums: dict[str, torch.Tensor] = {}
-        self._count = 0
+        self._count = 0  # steps in the sums
+        self._timed = 0  # steps since _since (a resumed run's sums hold steps it did not time)
         self._since = time.perf_counter()
 
     def __enter__(self) -> Reporter:
@@ -123,7 +124,18 @@ class Reporter:
 
     def discard(self) -> None:
         """Forget the losses summed since the last log (steps the divergence guard dropped)."""
-        self._sums, self._count, self._since = {}, 0, time.perf_counter()
+        self._sums, self._count, self._timed, self._since = {}, 0, 0, time.perf_counter()
+
+    def pending(self) -> tuple[dict[str, torch.Tensor], int]:
+        """The losses summed since the last log (on the CPU) and how many steps they hold, for a
+        checkpoint: a run resumed from it logs the same means as an uninterrupted one."""
+        return {name: total.detach().cpu() for name, total in self._sums.items()}, self._count
+
+    def resume(self, sums: dict[str, torch.Tensor], count: int) -> None:
+        """Take back what :meth:`pending` gave to a checkpoint."""
+        device = self.trainer.device
+        self._sums = {name: total.to(device) for name, total in sums.items()}
+        self._count = int(count) if sums else 0
 
     def step(self, losses: dict[str, torch.Tensor]) -> None:
         if not self.enabled:
@@ -131,6 +143,7 @@ class Reporter:
         for name, value in losses.items():
             self._sums[name] = self._sums.get(name, 0) + value.detach()
         self._count += 1
+        self._timed += 1
         trainer = self.trainer
         phase_steps = getattr(trainer.config, trainer.phase).steps
         if trainer.step % trainer.config.logging.every and trainer.step != phase_steps:
@@ -138,14 +151,14 @@ class Reporter:
                 self.progress.update(self.task, completed=trainer.global_step)
             return
         elapsed = time.perf_counter() - self._since
-        patches = self._count * trainer.config.data.batch_size * trainer.dist.world_size
+        patches = self._timed * trainer.config.data.batch_size * trainer.dist.world_size
         means = {name: float(total.item()) / self._count for name, total in self._sums.items()}
         values = dict(means)
         values["learning_rate"] = trainer.optimisers["generator"].param_groups[0]["lr"]
         values["throughput/patches_per_s"] = patches / max(elapsed, 1e-9)
         self.scalars(values)
         trainer.history.append({"phase": trainer.phase, "step": trainer.step, **values})
-        self._sums, self._count, self._since = {}, 0, time.perf_counter()
+        self.discard()
         if self.progress is not None:
             shown = " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in means.items() if k.startswith("loss/"))
             self.progress.update(

@@ -16,6 +16,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,7 +26,7 @@ from srgan_med.train import checkpoint as ckpt
 from srgan_med.train.config import PhaseConfig, TrainConfig
 from srgan_med.train.distributed import Distributed, setup_distributed
 from srgan_med.train.guard import DivergenceGuard
-from srgan_med.train.provenance import sidecar
+from srgan_med.train.provenance import model_path, sidecar
 from srgan_med.train.reporting import Reporter
 from srgan_med.train.state import capture_state, restore_state
 
@@ -46,6 +47,34 @@ class TrainResult:
 
 def _flag(value: bool | str, device: torch.device) -> bool:
     return device.type == "cuda" if value == "auto" else bool(value)
+
+
+# What a resumed run may change: where and how fast it runs, what it validates, logs and keeps,
+# and how long it goes on (the pre-training's length only while it is still pre-training: after
+# that, the GAN steps are numbered from it). Anything else (data, degradation, losses, learning
+# rates, seed) would make the rest of the run another experiment than the one its checkpoints,
+# logs and exported models record: refused, with the keys named.
+_RESUMABLE_CHANGES = (
+    "output_dir", "base_dir", "name", "gan.steps", "data.validation", "data.validation_slices", "data.cache",
+    "data.cache_dir", "validation", "logging", "checkpoint", "performance",
+)  # fmt: skip
+
+
+def _may_change_on_resume(key: str, phase: str | None) -> bool:
+    if key == "pretrain.steps":
+        return phase == "pretrain"
+    return any(key == allowed or key.startswith(f"{allowed}.") for allowed in _RESUMABLE_CHANGES)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay whole values)."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value and key != "layer_weights":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 class Trainer:
@@ -91,6 +120,8 @@ class Trainer:
         self.schedulers: dict[str, torch.optim.lr_scheduler.MultiStepLR] = {}
         self.metrics: dict[str, float] = {}
         self.history: list[dict[str, float]] = []
+        self.reporter: Reporter | None = None
+        self._pending_log: tuple[dict[str, torch.Tensor], int] = ({}, 0)
         self.guard = DivergenceGuard(self)  # reads the losses only at the steps of ``_check_due``
 
     # ----------------------------------------------------------------------------------- set-up
@@ -132,6 +163,22 @@ class Trainer:
             raise ConfigError(
                 f"{self.output_dir} holds checkpoints of other networks ({then}; this config: {now}); "
                 "set output_dir to another folder for a new run"
+            )
+        phase = ckpt.read_sidecar(checkpoint).get("phase")
+        flat_written, flat_ours = _flatten(written), _flatten(ours)
+        changed = [
+            key
+            for key in flat_ours
+            if key in flat_written
+            and flat_written[key] != flat_ours[key]
+            and not _may_change_on_resume(key, phase)
+        ]
+        if changed:
+            listed = "; ".join(f"{key}: {flat_written[key]!r} -> {flat_ours[key]!r}" for key in changed[:4])
+            more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+            raise ConfigError(
+                f"{self.output_dir} holds checkpoints of a run with other settings ({listed}{more}); "
+                "resume with the settings it started with, or set output_dir to another folder for a new run"
             )
 
     def _build_data(self) -> None:
@@ -338,6 +385,9 @@ class Trainer:
         self.dist.sync_buffers(self.generator)
         self.dist.sync_buffers(self.discriminator)
         tensors, parts = capture_state(self)
+        if self.reporter is not None:  # the losses summed since the last log: resumed, the log is the same
+            logged, parts["log_steps"] = self.reporter.pending()
+            tensors.update({f"log.{name}": value for name, value in logged.items()})
         if self.dist.is_main:
             ckpt.save_checkpoint(
                 self.checkpoint_dir,
@@ -364,6 +414,8 @@ class Trainer:
         self._new_optimisers(self.phase)
         restore_state(self, tensors, sidecar)
         self.guard.remember(tensors, sidecar)
+        logged = {key.removeprefix("log."): v for key, v in tensors.items() if key.startswith("log.")}
+        self._pending_log = (logged, int(sidecar.get("log_steps", 0)))
 
     @property
     def global_step(self) -> int:
@@ -380,6 +432,8 @@ class Trainer:
             result.resumed_from = self.global_step
         total = config.pretrain.steps + config.gan.steps
         reporter = Reporter(self, total, enabled=self.dist.is_main, quiet=self.quiet)
+        reporter.resume(*self._pending_log)
+        self.reporter = reporter
         try:
             with reporter:
                 if result.resumed_from is not None:
@@ -392,6 +446,12 @@ class Trainer:
                         self._new_optimisers(phase)
                         self.guard.forget()
                     if settings.steps == 0:
+                        continue
+                    done = model_path(config, phase)
+                    if result.resumed_from is not None and self.step >= settings.steps and done.is_file():
+                        # Resumed from the phase's last checkpoint, written after its model: nothing
+                        # to train, validate, log or export again.
+                        result.models[phase] = done
                         continue
                     self._run_phase(settings, reporter)
                     exported = self._finish_phase(reporter)
@@ -449,13 +509,15 @@ class Trainer:
             reporter.image("validation/lr_bicubic_sr_hr", grid)
 
     def _finish_phase(self, reporter: Reporter) -> Path | None:
-        if self.dist.is_main:
-            self._validate(reporter)
-        self._save_checkpoint()  # every rank takes part (collectives), so no file-based condition here
-        if not self.dist.is_main:
-            return None
+        """Validate, export the phase's model, then checkpoint: a phase-end checkpoint means the
+        model is written, so a run resumed from it has nothing of the phase left to do."""
         from srgan_med.train.provenance import export_model
 
-        path = export_model(self)
-        reporter.note(f"{self.phase} done: model written to {path}")
+        path = None
+        if self.dist.is_main:
+            self._validate(reporter)
+            path = export_model(self)
+        self._save_checkpoint()  # every rank takes part (collectives), so no file-based condition here
+        if path is not None:
+            reporter.note(f"{self.phase} done: model written to {path}")
         return path
