@@ -6,6 +6,7 @@ The weights are random (this tests the pipeline, not image quality): the bundle'
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pydicom
@@ -715,3 +716,41 @@ def test_output_is_clamped_at_the_input_minimum_and_the_stored_type_maximum(tmp_
         outputs[flag] = load_scan(out)[0].numpy()
     assert json.loads((tmp_path / "mrf--clip.nii.gz.json").read_text())["clipped_to"] == [low, None]
     np.testing.assert_allclose(outputs["--clip"], np.maximum(outputs["--no-clip"], low), rtol=1e-6)
+
+
+def test_derived_series_says_its_source_was_lossy_compressed(tmp_path):
+    """PS3.3 C.7.6.1.1.5: LossyImageCompression 01 must never be reset; the derived series dropped
+    it (and the ratio and method) for a JPEG 2000 lossy source."""
+    source = pydicom_test_files() / "693_J2KI.dcm"
+    original = pydicom.dcmread(source)
+    assert original.LossyImageCompression == "01"
+    result = _invoke(str(source), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    written = pydicom.dcmread(next((tmp_path / "out").iterdir()))
+    assert written.LossyImageCompression == "01"
+    ratio = float(original.LossyImageCompressionRatio)
+    assert float(written.LossyImageCompressionRatio) == pytest.approx(ratio)
+
+
+def test_default_output_of_dicom_names_with_dots_is_a_folder(tmp_path):
+    """MR_small.IMA and a series folder named by its UID: the default output name was refused
+    ("cannot tell the output format")."""
+    shutil.copy(pydicom_test_files() / "MR_small.dcm", tmp_path / "MR_small.IMA")
+    series = tmp_path / "1.2.840.113619.2.55"
+    series.mkdir()
+    shutil.copy(pydicom_test_files() / "MR_small.dcm", series / "a.dcm")
+    for source, expected in ((tmp_path / "MR_small.IMA", "MR_small_sr"), (series, "1.2.840.113619.2.55_sr")):
+        result = _invoke(str(source))
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / expected).is_dir() and (tmp_path / f"{expected}.json").is_file()
+
+
+def test_an_existing_report_is_not_replaced_without_overwrite(tmp_path):
+    """The JSON report beside the output was replaced silently, even without --overwrite."""
+    mine = tmp_path / "out.json"
+    mine.write_text('{"mine": 1}')
+    result = _invoke("example:mr-small", "-o", str(tmp_path / "out"))
+    assert result.exit_code == 2 and "out.json: exists already; pass --overwrite" in result.output
+    assert mine.read_text() == '{"mine": 1}' and not (tmp_path / "out").exists()
+    assert _invoke("example:mr-small", "-o", str(tmp_path / "out"), "--overwrite").exit_code == 0
+    assert json.loads(mine.read_text())["output"] == str(tmp_path / "out")

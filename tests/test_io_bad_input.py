@@ -318,3 +318,99 @@ def test_our_own_errors_inside_an_atomic_output_keep_their_message(tmp_path):
             temporary.mkdir()
             raise WeightsNotFoundError("no shipped model for US scans")
     assert sorted(tmp_path.iterdir()) == []
+
+
+def _ct_small_with(tmp_path: Path, name: str, **raw: bytes) -> Path:
+    """CT_small.dcm with tags replaced by raw DS bytes (pydicom refuses to set malformed values)."""
+    import pydicom
+    from pydicom.dataelem import RawDataElement
+
+    ds = pydicom.dcmread(pydicom_test_files() / "CT_small.dcm")
+    for keyword, value in raw.items():
+        tag = ds[keyword].tag
+        ds._dict[tag] = RawDataElement(tag, "DS", len(value), value, 0, False, True)
+    ds.save_as(tmp_path / name)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize(
+    ("tags", "says"),
+    [
+        ({"RescaleSlope": b"abc "}, "malformed RescaleSlope 'abc'"),
+        ({"RescaleSlope": b"0 "}, "RescaleSlope is 0 (every pixel would have the same value)"),
+        ({"RescaleIntercept": b"x "}, "malformed modality LUT or rescale tags"),
+    ],
+)
+def test_malformed_rescale_tags_are_input_errors(tmp_path, tags, says):
+    """They were internal errors (ValueError from pydicom's LUT), or, for a slope of 0, a volume of
+    one value."""
+    _assert_one_line_error(_info(str(_ct_small_with(tmp_path, "bad.dcm", **tags))), says)
+
+
+def test_malformed_slice_thickness_is_said_and_ignored(tmp_path):
+    path = _ct_small_with(tmp_path, "thick.dcm", SliceThickness=b"5.0\\5.0 ")
+    result = _info(str(path))
+    assert result.exit_code == 0, result.output
+    assert "warning: " in result.stderr and "malformed SliceThickness" in result.stderr
+    assert json.loads(result.stdout)["spacing"][2] == 1.0  # as for a missing one
+
+
+def test_orientation_that_is_not_orthogonal_is_refused_before_the_work(tmp_path):
+    """Accepted by the reader, it failed only when the DICOM writer met it after the whole run."""
+    import pydicom
+
+    ds = pydicom.dcmread(pydicom_test_files() / "CT_small.dcm")
+    ds.ImageOrientationPatient = [1, 0, 0, 0.02, 0.9998, 0]
+    ds.save_as(tmp_path / "skewed.dcm")
+    result = runner.invoke(app, ["enhance", str(tmp_path / "skewed.dcm"), "-o", str(tmp_path / "out")])
+    _assert_one_line_error(result, "row and column directions are not perpendicular (cosine 0.02)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["skewed.dcm"]
+
+
+def test_files_without_a_meta_header_count_in_a_series_and_load_alone(tmp_path):
+    """A data set written without preamble and meta header (old archives) was skipped silently in
+    a folder, so the series lost a slice, and failed alone for want of a transfer syntax."""
+    import pydicom
+    from pydicom.filebase import DicomFileLike
+    from pydicom.filewriter import write_dataset
+    from pydicom.uid import generate_uid
+
+    series, uid = tmp_path / "series", generate_uid()
+    series.mkdir()
+    for k in range(5):
+        ds = pydicom.dcmread(pydicom_test_files() / "CT_small.dcm")
+        ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.InstanceNumber = uid, generate_uid(), k + 1
+        ds.ImagePositionPatient[2] = float(ds.ImagePositionPatient[2]) + 2.5 * k
+        if k < 4:
+            ds.save_as(series / f"f{k}.dcm")
+            continue
+        with open(series / "bare", "wb") as stream:
+            bare = DicomFileLike(stream)
+            bare.is_little_endian, bare.is_implicit_VR = True, True
+            write_dataset(bare, ds)
+    volume = load_scan(series)
+    assert tuple(volume.shape) == (1, 128, 128, 5)
+    alone = load_scan(series / "bare")[0, :, :, 0].numpy()
+    np.testing.assert_array_equal(alone, volume[0, :, :, 4].numpy())  # the top slice
+
+
+def test_single_frame_enhanced_dicom_uses_its_functional_groups(tmp_path):
+    """With one frame, an enhanced CT was read as a classic image: no rescale (values off by 1024)
+    and an assumed identity grid, then written as a misregistered derived series."""
+    import pydicom
+
+    source = pydicom_data_files() / "eCT_Supplemental.dcm"  # two frames; checked against dcm2niix
+    ds = pydicom.dcmread(source)
+    frames = ds.pixel_array
+    ds.NumberOfFrames = 1
+    ds.PerFrameFunctionalGroupsSequence = ds.PerFrameFunctionalGroupsSequence[:1]
+    ds.PixelData = frames[0].tobytes()
+    ds.save_as(tmp_path / "one_frame.dcm")
+    both, one = load_scan(source), load_scan(tmp_path / "one_frame.dcm")
+    assert not one.meta["geometry_assumed"] and one.meta["original_dtype"] == "int16"
+    # The single frame is the two-frame volume's slice at the same place, values and grid alike.
+    origin = one.affine.numpy()[:3, 3]
+    k = int(np.argmin([np.linalg.norm(both.affine.numpy() @ [0, 0, k, 1] - [*origin, 1]) for k in (0, 1)]))
+    np.testing.assert_allclose(both.affine.numpy() @ [0, 0, k, 1], [*origin, 1], atol=1e-4)
+    np.testing.assert_allclose(one.affine.numpy()[:3, :2], both.affine.numpy()[:3, :2], atol=1e-6)
+    np.testing.assert_array_equal(one[0, :, :, 0].numpy(), both[0, :, :, k].numpy())

@@ -48,6 +48,8 @@ def test_files_that_are_not_bundles_are_refused(tmp_path):
         ("/d/series", "dicom", "nifti", "/d/series_sr.nii.gz"),
         ("/d/CT_small.dcm", "dicom", "nifti", "/d/CT_small_sr.nii.gz"),
         ("/d/T1.NII", "nifti", None, "/d/T1_sr.nii"),
+        ("/d/MR_small.IMA", "dicom", None, "/d/MR_small_sr"),
+        ("/d/1.2.840.113619.2.55", "dicom", None, "/d/1.2.840.113619.2.55_sr"),
         ("/d/scan.nii.gz", "nifti", "dicom", "/d/scan_sr"),
     ],
 )

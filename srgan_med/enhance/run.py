@@ -80,7 +80,7 @@ def default_output(source: Path, source_format: str, fmt: str | None) -> Path:
     fmt = fmt or source_format
     name = source.name
     extension = ".nii.gz"
-    for suffix in (".nii.gz", ".nii", ".dcm"):
+    for suffix in (".nii.gz", ".nii", ".dcm", ".dicom", ".ima", ".dic"):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
             extension = ".nii" if suffix == ".nii" and source_format == "nifti" else extension
@@ -88,15 +88,20 @@ def default_output(source: Path, source_format: str, fmt: str | None) -> Path:
     return source.with_name(f"{name}_sr{extension}" if fmt == "nifti" else f"{name}_sr")
 
 
-def planned_outputs(sources: Sequence[Path], output: Path | None, fmt: str | None) -> list[Path]:
-    """Each input's output, known before any input is read (its format follows the input's path,
-    as :func:`srgan_med.io.load_scan` decides it); two inputs writing one output is an error."""
+def planned_outputs(sources: Sequence[Path], output: Path | None, fmt: str | None) -> list[tuple[Path, str]]:
+    """Each input's output and its format, known before any input is read; two inputs writing one
+    output is an error.
+
+    A name the user gave says its format (``.nii``/``.nii.gz``, or a folder name without a suffix)
+    unless ``fmt`` does; a derived name has the input's format (as :func:`srgan_med.io.load_scan`
+    decides it from the path), so ``MR_small.IMA`` or a series folder named by its UID
+    (``1.2.840.113619.2.55``) get the DICOM folder ``<name>_sr``."""
     from srgan_med.io.nifti import is_nifti_path
     from srgan_med.io.scan import output_format
 
     if output is not None and len(sources) > 1 and output.exists() and not output.is_dir():
         raise InputError(f"{output}: several inputs need an output folder, not a file")
-    targets: list[Path] = []
+    targets: list[tuple[Path, str]] = []
     planned: dict[Path, Path] = {}  # resolved output -> the input writing it
     for source in sources:
         source_format = "nifti" if source.is_file() and is_nifti_path(source) else "dicom"
@@ -104,13 +109,15 @@ def planned_outputs(sources: Sequence[Path], output: Path | None, fmt: str | Non
         # A NIfTI output is never a folder: an existing folder given for it is where it goes, as
         # several inputs' outputs do. (A DICOM output is a folder: the name is the series' own.)
         into_folder = output is not None and output.is_dir() and (fmt or source_format) == "nifti"
+        named = output is not None and not (len(sources) > 1 or into_folder)
         if output is not None:
-            target = output / target.name if len(sources) > 1 or into_folder else output
-        output_format(target, fmt)  # a name that does not fit the format: refused before the work
+            target = output if named else output / target.name
+        # a name that does not fit the format: refused before the work
+        target_format = output_format(target, fmt if named else fmt or source_format)
         other = planned.setdefault(target.resolve(), source)
         if other is not source:
             raise InputError(f"{other} and {source} would both be written to {target}; give them apart")
-        targets.append(target)
+        targets.append((target, target_format))
     return targets
 
 
@@ -305,7 +312,6 @@ def enhance_files(
     from srgan_med.enhance.inference import PRECISIONS, compile_problem
     from srgan_med.io import load_scan, save_scan, scratch
     from srgan_med.io.atomic import atomic_output, check_output
-    from srgan_med.io.scan import output_format
     from srgan_med.models.bundle import default_model
     from srgan_med.progress import progress_bar
 
@@ -319,8 +325,9 @@ def enhance_files(
     if series is not None and len(sources) > 1:
         raise InputError(f"--series picks a series of one folder; got {len(sources)} inputs")
     targets = planned_outputs(sources, output, fmt)
-    for target in targets:  # before any work: a clash found at the third input would leave two written
+    for target, _ in targets:  # before any work: a clash found at the third input would leave two written
         check_output(target, overwrite=overwrite, inputs=sources)
+        check_output(report_path(target), overwrite=overwrite, inputs=sources)  # the report beside it
     torch_device = pick_device(device)
     if compile_model:  # before any input is read: a machine that cannot compile says so at once
         problem = compile_problem(torch_device)
@@ -369,7 +376,7 @@ def enhance_files(
         TimeRemainingColumn(),
     )
 
-    def enhance_one(source: Path, target: Path) -> Path:
+    def enhance_one(source: Path, target: Path, target_format: str) -> Path:
         started = time.perf_counter()
         scan = loaded.pop(source) if source in loaded else load_scan(source, series=series, modality=modality)
         read = time.perf_counter()
@@ -421,8 +428,8 @@ def enhance_files(
                 overwrite=overwrite,
                 reference=scan,
                 inputs=[source],
-                fmt=fmt,
-                description=derived_description(scan.meta, f"SR x{bundle.scale}", output_format(target, fmt)),
+                fmt=target_format,
+                description=derived_description(scan.meta, f"SR x{bundle.scale}", target_format),
                 derivation=derivation,
             )
             timings["write"] = time.perf_counter() - upscaled
@@ -463,9 +470,9 @@ def enhance_files(
             )
         return target
 
-    for source, target in zip(sources, targets, strict=True):
+    for source, (target, target_format) in zip(sources, targets, strict=True):
         try:
-            written.append(enhance_one(source, target))
+            written.append(enhance_one(source, target, target_format))
         except SrganMedError as error:
             if not written:
                 raise

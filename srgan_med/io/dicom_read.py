@@ -97,7 +97,7 @@ def find_series(folder: Path) -> list[SeriesInfo]:
     series: dict[str, SeriesInfo] = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         try:
-            ds = _read_header(path, force_fallback=False)
+            ds = _read_header(path, force_fallback=True)  # old archives' files without a meta header too
         except Exception:  # noqa: BLE001 - an unreadable file in a folder is not part of a series
             continue
         if "Rows" not in ds or str(ds.get("Modality", "")) in _NON_IMAGE_MODALITIES:
@@ -129,6 +129,25 @@ def _check_image(ds, path: Path) -> None:
         )
 
 
+def _infer_transfer_syntax(ds) -> None:
+    """Give a data set read without a meta header (old archives) the transfer syntax it was read in,
+    which pydicom needs to decode its pixels (uncompressed, as such files always are)."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return
+    implicit, little = ds.original_encoding
+    if implicit is None:
+        return
+    if meta is None:
+        ds.file_meta = meta = FileMetaDataset()
+    meta.TransferSyntaxUID = (
+        ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+    )
+
+
 def _pixels(ds, path: Path) -> np.ndarray:
     """Decoded stored values, ``(frames, rows, columns)``, before the modality LUT."""
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
@@ -148,10 +167,29 @@ def _pixels(ds, path: Path) -> np.ndarray:
     return array
 
 
-def _rescale(stored: np.ndarray, rescale_source) -> np.ndarray:
+def _rescale(stored: np.ndarray, rescale_source, path: Path) -> np.ndarray:
     from pydicom.pixels import apply_modality_lut
 
-    return np.asarray(apply_modality_lut(stored, rescale_source), dtype=np.float64)
+    slope = rescale_source.get("RescaleSlope")
+    if slope not in (None, "") and _optional_float(slope, "RescaleSlope", path) == 0:
+        raise InputError(f"{path}: RescaleSlope is 0 (every pixel would have the same value)")
+    try:
+        return np.asarray(apply_modality_lut(stored, rescale_source), dtype=np.float64)
+    except (TypeError, ValueError) as exc:  # a RescaleIntercept or LUT that is not numbers
+        raise InputError(f"{path}: malformed modality LUT or rescale tags ({_describe(exc)})") from None
+
+
+def _optional_float(value, what: str, path: Path) -> float | None:
+    """A one-number tag (SliceThickness, RescaleSlope) as a finite float; ``None`` when empty."""
+    if value in (None, ""):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):  # text, or several values ("5.0\\5.0")
+        raise InputError(f"{path}: malformed {what} {value!r}") from None
+    if not np.isfinite(number):
+        raise InputError(f"{path}: malformed {what} {value!r}")
+    return number
 
 
 def _float_list(value, count: int, what: str, path: Path) -> np.ndarray:
@@ -164,6 +202,16 @@ def _float_list(value, count: int, what: str, path: Path) -> np.ndarray:
     if what == "PixelSpacing" and not np.all(array > 0):
         raise InputError(f"{path}: PixelSpacing must be positive, got {value!r}")
     return array
+
+
+def _thickness(value, path: Path) -> float | None:
+    """SliceThickness, or ``None``: a malformed one is said and ignored (it places no voxel; a
+    single slice then gets the 1 mm a missing one gets)."""
+    try:
+        return _optional_float(value, "SliceThickness", path)
+    except InputError as error:
+        logger.warning("%s; ignored", error)
+        return None
 
 
 @dataclass
@@ -207,7 +255,7 @@ def _frames_of_multiframe(ds, path: Path, stored: np.ndarray) -> list[_Frame]:
         for keyword in ("RescaleSlope", "RescaleIntercept"):
             if keyword in source:
                 setattr(rescale, keyword, source[keyword].value)
-        thickness = measures.get("SliceThickness")
+        thickness = _thickness(measures.get("SliceThickness"), path)
         frames.append(
             _Frame(
                 path,
@@ -215,7 +263,7 @@ def _frames_of_multiframe(ds, path: Path, stored: np.ndarray) -> list[_Frame]:
                 _float_list(plane.ImagePositionPatient, 3, "ImagePositionPatient", path),
                 _float_list(orientation.ImageOrientationPatient, 6, "ImageOrientationPatient", path),
                 _float_list(measures.PixelSpacing, 2, "PixelSpacing", path),
-                float(thickness) if thickness not in (None, "") else None,
+                thickness,
                 rescale,
             )
         )
@@ -226,8 +274,7 @@ def _frame_of_single(ds, path: Path, stored: np.ndarray) -> tuple[_Frame, bool]:
     """One frame; the bool says whether geometry had to be assumed (no position/orientation tags)."""
     spacing_value = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
     spacing = _float_list(spacing_value, 2, "PixelSpacing", path) if spacing_value else np.ones(2)
-    thickness = ds.get("SliceThickness")
-    thickness = float(thickness) if thickness not in (None, "") else None
+    thickness = _thickness(ds.get("SliceThickness"), path)
     has_geometry = "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds
     if has_geometry:
         position = _float_list(ds.ImagePositionPatient, 3, "ImagePositionPatient", path)
@@ -257,6 +304,11 @@ def _assemble(frames: list[_Frame], label: str) -> tuple[np.ndarray, np.ndarray,
     row_cosine, column_cosine = first.orientation[:3], first.orientation[3:]
     if abs(np.linalg.norm(row_cosine) - 1) > 1e-3 or abs(np.linalg.norm(column_cosine) - 1) > 1e-3:
         raise InputError(f"{label}: ImageOrientationPatient is not made of unit vectors")
+    if abs(float(row_cosine @ column_cosine)) > 1e-4:  # dicom_write's tolerance: refused before the work
+        raise InputError(
+            f"{label}: ImageOrientationPatient's row and column directions are not perpendicular "
+            f"(cosine {float(row_cosine @ column_cosine):.3g})"
+        )
     normal = np.cross(row_cosine, column_cosine)
     heights = np.array([frame.position @ normal for frame in frames])
     order = np.argsort(heights, kind="stable")
@@ -297,7 +349,7 @@ def _assemble(frames: list[_Frame], label: str) -> tuple[np.ndarray, np.ndarray,
     volume = np.empty((first.stored.shape[1], rows, len(frames)), dtype=np.float32)
     integral, low, high = True, np.inf, -np.inf
     for k, frame in enumerate(frames):
-        values = _rescale(frame.stored, frame.rescale)
+        values = _rescale(frame.stored, frame.rescale, frame.path)
         integral = integral and bool(np.array_equal(values, np.rint(values)))
         low, high = min(low, float(values.min(initial=np.inf))), max(high, float(values.max(initial=-np.inf)))
         volume[:, :, k] = values[::-1, :].T
@@ -400,11 +452,14 @@ def _read_dicom(path: Path, series: str | None) -> tuple[np.ndarray, np.ndarray,
         except Exception as exc:  # noqa: BLE001
             raise InputError(f"{file}: unreadable DICOM file ({_describe(exc)})") from None
         _check_image(ds, file)
+        _infer_transfer_syntax(ds)
         stored = _pixels(ds, file)
         if first_full is None:
             first_full = ds
-        if stored.shape[0] > 1:
-            if len(files) > 1:
+        # An enhanced object keeps its geometry and rescale in functional groups, even with one
+        # frame (the classic tags are absent: reading it as a plain image assumed an identity grid).
+        if stored.shape[0] > 1 or "PerFrameFunctionalGroupsSequence" in ds:
+            if stored.shape[0] > 1 and len(files) > 1:
                 raise InputError(f"{label}: mixes multi-frame and other files in one series")
             frames.extend(_frames_of_multiframe(ds, file, stored))
         else:

@@ -62,6 +62,10 @@ _KEEP_TAGS = (
     "SeriesDescription",
     "ProtocolName",
     "AcquisitionNumber",
+    # PS3.3 C.7.6.1.1.5: once lossy compressed, always said so (the ratio and method are the history)
+    "LossyImageCompression",
+    "LossyImageCompressionRatio",
+    "LossyImageCompressionMethod",
 )
 
 
