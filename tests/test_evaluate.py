@@ -408,3 +408,31 @@ def test_reconstructions_are_clamped_as_enhance_writes_them(tmp_path, small_ct_v
     psnr = {flag: run["methods"]["bicubic"]["mean_whole_volume"]["psnr"] for flag, run in runs.items()}
     assert psnr["--clip"] != psnr["--no-clip"]
     assert "Voxels clamped" in (tmp_path / "--clip" / "report.md").read_text()
+
+
+def test_one_volume_without_ssim_does_not_blank_the_others(tmp_path):
+    """A volume too small for SSIM (NaN) made the SSIM mean n/a for every method, while the gain
+    table counted it for bicubic only; the per-volume table printed "nan"."""
+    from conftest import pydicom_test_files
+
+    small = pydicom_test_files() / "JPEGLSNearLossless_08.dcm"  # 10x45: no SSIM (see the test above)
+    out = tmp_path / "two"
+    result = CliRunner().invoke(
+        app, ["evaluate", str(small), "example:ct-small", "--scale", "2", "-o", str(out), "-q"]
+    )
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    scored = [float(r["ssim"]) for r in rows if r["method"] == "lanczos" and r["region"] == "mask"]
+    assert np.isnan(scored[0]) and np.isfinite(scored[1])
+    summary = json.loads((out / "summary.json").read_text())
+    for method, entry in summary["methods"].items():
+        assert entry["mean"]["ssim"] is not None, method
+        assert entry["unscored_volumes"] == {"ssim": 1}
+        assert entry["gain_over_bicubic"]["ssim_volumes"]["n"] == 1
+        assert entry["gain_over_bicubic"]["ssim_volumes"]["unscored"] == 1
+    lanczos = summary["methods"]["lanczos"]["mean"]["ssim"]
+    assert lanczos == pytest.approx(scored[1])
+    report = (out / "report.md").read_text()
+    assert "left out of the means and gains: SSIM of 1 of 2 volume(s)" in report
+    assert "| lanczos | ssim_volumes | 1 (1 unscored left out) |" in report
+    assert "nan" not in report

@@ -32,10 +32,36 @@ def _gain(values: list[float], baseline: list[float]) -> dict[str, Any]:
     A pair where either reconstruction is exact (infinite PSNR: an empty slice both methods get
     right, say) has no finite gain: it is left out and counted (``excluded``), so one such slice does
     not turn every method's gain into infinity. Where no pair is left and the method itself was
-    exact, the gain is reported as ``"inf"``.
+    exact, the gain is reported as ``"inf"``. A pair where either score is NaN (a metric that could
+    not be computed: SSIM of a slice smaller than its window) is left out and counted (``unscored``).
     """
-    finite = [(v, b) for v, b in zip(values, baseline, strict=True) if math.isfinite(v) and math.isfinite(b)]
-    infinite = sum(1 for v, b in zip(values, baseline, strict=True) if math.isinf(v) or math.isinf(b))
+    pairs = [(v, b) for v, b in zip(values, baseline, strict=True) if not (math.isnan(v) or math.isnan(b))]
+    unscored = len(values) - len(pairs)  # a metric that could not be computed (SSIM of a tiny slice)
+    finite = [(v, b) for v, b in pairs if math.isfinite(v) and math.isfinite(b)]
+    infinite = len(pairs) - len(finite)
+    gain = _gain_of(finite, infinite, [v for v, _ in pairs])
+    if unscored:
+        gain["unscored"] = unscored
+    return gain
+
+
+def _baseline_gain(values: list[float]) -> dict[str, Any]:
+    """Bicubic's own row of the gain table: zero, over the pairs the other methods are scored on."""
+    scores = np.asarray(values, dtype=np.float64)
+    gain = {
+        "n": int(np.isfinite(scores).sum()),
+        "mean_gain": 0.0,
+        "ci_low": 0.0,
+        "ci_high": 0.0,
+        "wilcoxon_p": None,
+    }
+    if np.isnan(scores).any():
+        gain["unscored"] = int(np.isnan(scores).sum())
+    return gain
+
+
+def _gain_of(finite: list[tuple[float, float]], infinite: int, values: list[float]) -> dict[str, Any]:
+    """The gain of :func:`_gain` over the ``finite`` pairs; ``values``: the method's scored values."""
     if not finite and any(math.isinf(v) and v > 0 for v in values):
         return {
             "n": len(values),
@@ -82,11 +108,15 @@ def summarise(results: list[CaseResult], methods: list[str]) -> dict[str, Any]:
     }
     for method in methods:
         entry: dict[str, Any] = {"mean": {}, "mean_whole_volume": {}}
+        unscored = {name: int(np.isnan(by_method[method][name]).sum()) for name in METRIC_NAMES}
+        if any(unscored.values()):  # left out of the means and gains, and said
+            entry["unscored_volumes"] = {name: count for name, count in unscored.items() if count}
         if clip:
             entry["clipped_fraction"] = float(np.mean([r.clipped[method] for r in results]))
         for key, source in (("mean", by_method), ("mean_whole_volume", whole)):
             for name in METRIC_NAMES:
                 values = np.asarray(source[method][name], dtype=np.float64)
+                values = values[~np.isnan(values)]
                 entry[key][name] = _finite_or_none(float(np.mean(values))) if values.size else None
         if BASELINE in by_method and method != BASELINE:
             entry["gain_over_bicubic"] = {
@@ -96,13 +126,7 @@ def summarise(results: list[CaseResult], methods: list[str]) -> dict[str, Any]:
             }
         elif method == BASELINE:
             entry["gain_over_bicubic"] = {
-                f"{name}_{level}": {
-                    "n": len(source[method][name]),
-                    "mean_gain": 0.0,
-                    "ci_low": 0.0,
-                    "ci_high": 0.0,
-                    "wilcoxon_p": None,
-                }
+                f"{name}_{level}": _baseline_gain(source[method][name])
                 for name in ("psnr", "ssim")
                 for level, source in (("volumes", by_method), ("slices", slices))
             }
@@ -143,7 +167,7 @@ def _versions() -> dict[str, str]:
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     if isinstance(value, str):
         return value
@@ -168,7 +192,9 @@ def _per_volume_markdown(results: list[CaseResult]) -> str:
 
 
 def _left_out(gain: dict[str, Any]) -> str:
-    return f" ({gain['excluded']} exact left out)" if gain.get("excluded") else ""
+    said = (("excluded", "exact"), ("unscored", "unscored"))
+    parts = [f"{gain[key]} {word}" for key, word in said if gain.get(key)]
+    return f" ({', '.join(parts)} left out)" if parts else ""
 
 
 def _fmt_p(value: Any) -> str:
@@ -200,6 +226,18 @@ def _markdown(summary: dict[str, Any], command: str, versions: dict[str, str]) -
         for method, entry in summary["methods"].items():
             means = entry["mean_whole_volume"]
             lines.append(f"| {method} | " + " | ".join(_fmt(means[n], 4) for n in METRIC_NAMES) + " |")
+    unscored = {
+        name: count
+        for entry in summary["methods"].values()
+        for name, count in entry.get("unscored_volumes", {}).items()
+    }
+    if unscored:
+        said = ", ".join(f"{name.upper()} of {count}" for name, count in unscored.items())
+        lines += [
+            "",
+            f"Not computable, so left out of the means and gains: {said} of {len(summary['volumes'])} "
+            "volume(s) (SSIM needs slices of at least 7x7 voxels; per volume below).",
+        ]
     if "auto_models" in summary:
         picked = "; ".join(f"{volume}: {model}" for volume, model in summary["auto_models"].items())
         lines += ["", f"`auto` is the shipped model of each volume's modality and scale ({picked})."]
