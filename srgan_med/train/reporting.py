@@ -133,6 +133,8 @@ class Reporter:
 
     def resume(self, sums: dict[str, torch.Tensor], count: int) -> None:
         """Take back what :meth:`pending` gave to a checkpoint."""
+        if not self.enabled:  # only rank 0 sums and logs
+            return
         device = self.trainer.device
         self._sums = {name: total.to(device) for name, total in sums.items()}
         self._count = int(count) if sums else 0
