@@ -140,3 +140,24 @@ def test_fwhm_fixes_the_psf_family_for_every_seed(ct_nifti, tmp_path):
     ):
         refused = run(source, "-o", tmp_path / "x.nii.gz", *args)
         assert refused.exit_code == 2 and message in refused.stderr and not (tmp_path / "x.nii.gz").exists()
+
+
+def test_thick_slices_of_a_float32_spacing_keep_the_last_slab(tmp_path):
+    """0.7 mm is 0.69999999 in a float32 header: 20 slices made 3 slabs of 3.5 mm, not 4."""
+    volume = np.zeros((16, 16, 20), dtype=np.int16)
+    nib.save(nib.Nifti1Image(volume, np.diag([1.0, 1.0, 0.7, 1.0])), tmp_path / "thin.nii.gz")
+    result = run(tmp_path / "thin.nii.gz", "-o", tmp_path / "thick.nii.gz", "--scale", 1,
+                 "--slice-thickness-mm", 3.5, "--noise", 0, "--modality", "CT")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert nib.load(tmp_path / "thick.nii.gz").shape == (16, 16, 4)
+
+
+def test_the_largest_seed_the_option_takes_runs(ct_nifti, tmp_path):
+    """Seeds above 4294966 overflowed numpy's generator (an internal error)."""
+    source, _ = ct_nifti
+    outputs = [tmp_path / f"lr{seed}.nii.gz" for seed in (4294967295, 4294967294)]
+    for output, seed in zip(outputs, (4294967295, 4294967294), strict=True):
+        result = run(source, "-o", output, "--scale", 2, "--seed", seed)
+        assert result.exit_code == 0, result.output
+    first, second = (np.asarray(nib.load(p).dataobj) for p in outputs)
+    assert not np.array_equal(first, second)

@@ -147,7 +147,8 @@ def degrade(
         typer.Option(
             "--psf",
             help="In-plane PSF family: gaussian, box, bicubic (anti-aliased resampling) or none; "
-            "default: the preset's draw per seed.",
+            "default: the preset's draw per seed. The MR preset's k-space truncation is applied as well "
+            "(set kspace.enabled: false in a --preset YAML to leave it out).",
         ),
     ] = None,
     noise: Annotated[

@@ -71,13 +71,15 @@ def thick_slice_weights(
     """
     width = thickness_mm / spacing_mm
     step = (thickness_mm + gap_mm) / spacing_mm
-    if width < 1.0 - 1e-9:
+    # Spacings come from float32 headers (0.7 mm is 0.69999999 there): widths and steps within a
+    # millionth of a slice of a whole slab count as whole, or the last slab was dropped.
+    if width < 1.0 - 1e-6:
         raise ConfigError(
             f"through_plane.slice_thickness_mm: {thickness_mm} mm is thinner than "
             f"the {spacing_mm:g} mm slices"
         )
     first = (width - 1.0) / 2.0
-    n_thick = int(math.floor((n_slices - width) / step + 1e-9)) + 1
+    n_thick = int(math.floor((n_slices - width) / step + 1e-6)) + 1
     if n_thick < 1:
         raise InputError(f"{n_slices} slices of {spacing_mm:g} mm cannot hold one {thickness_mm:g} mm slice")
     index = np.arange(n_slices, dtype=np.float64)

@@ -92,7 +92,8 @@ def degradation_pipeline(
         # One generator per step, derived from one seed, so adding a step does not shift the others.
         for index, step in enumerate(steps):
             if hasattr(step, "set_random_state"):
-                step.set_random_state(state=np.random.RandomState(seed * 1000 + index))
+                # modulo 2**32, numpy's seed range: seeds up to 4294966 keep the streams they had
+                step.set_random_state(state=np.random.RandomState((seed * 1000 + index) % 2**32))
     return pipeline
 
 
