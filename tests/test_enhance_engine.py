@@ -140,6 +140,25 @@ def test_plane_choice():
     assert slice_axis_for(coronal_stack, "coronal") == 2 and slice_axis_for(coronal_stack, "auto") == 2
 
 
+def test_named_planes_take_three_different_axes_on_double_oblique_grids():
+    """A per-plane argmax gave coronal and axial the same voxel axis on some double-oblique grids
+    (rotations of about 30 degrees about each axis); the planes follow nibabel's orientation code."""
+    from nibabel.orientations import aff2axcodes
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(0)
+    for angles in [(-29.5, -31.8, -32.2), *rng.uniform(-45, 45, (200, 3))]:
+        affine = np.eye(4)
+        affine[:3, :3] = Rotation.from_euler("xyz", angles, degrees=True).as_matrix() @ np.diag(
+            [0.8, 0.9, 2.5]
+        )
+        axes = {plane: slice_axis_for(affine, plane) for plane in ("sagittal", "coronal", "axial")}
+        assert sorted(axes.values()) == [0, 1, 2], (angles, axes)
+        codes = aff2axcodes(affine)
+        for plane, letters in (("sagittal", "LR"), ("coronal", "PA"), ("axial", "IS")):
+            assert codes[axes[plane]] in letters, (angles, plane, codes)
+
+
 def test_a_single_image_is_sliced_across_its_one_voxel_axis():
     """pydicom's JPEG2000.dcm (NM, 1024x256, 2.26 mm pixels, no slice thickness: 1 mm assumed) was
     sliced along its coarsest axis, one of the image's own, into 1024x1 "slices" and refused."""

@@ -28,7 +28,8 @@ def slice_axis_for(affine, plane: str, shape: tuple[int, ...] | None = None) -> 
     ``auto`` picks the axis with the coarsest spacing (the acquisition's slice direction), except
     that a volume one voxel deep along some axis (``shape``: a single 2-D image) is sliced along that
     axis, whatever spacing it states there (often a default 1 mm, finer than its pixels); a named
-    plane picks the voxel axis closest to that plane's normal in RAS space.
+    plane picks the voxel axis nibabel's orientation code (``io_orientation``) gives that plane's
+    normal in RAS space.
     """
     matrix = np.asarray(affine, dtype=np.float64)[:3, :3]
     if plane not in PLANES:
@@ -40,8 +41,12 @@ def slice_axis_for(affine, plane: str, shape: tuple[int, ...] | None = None) -> 
         spacing = np.linalg.norm(matrix, axis=0)
         coarsest = np.flatnonzero(np.isclose(spacing, spacing.max(), rtol=1e-3))
         return int(2 if 2 in coarsest else coarsest[0])
-    directions = np.abs(matrix / np.linalg.norm(matrix, axis=0))
-    return int(np.argmax(directions[_PLANE_NORMAL[plane]]))
+    # nibabel's one-to-one assignment of voxel axes to world axes (as ``aff2axcodes`` reports it):
+    # a per-plane argmax gave two planes the same axis on double-oblique grids.
+    from nibabel.orientations import io_orientation
+
+    world_of_axis = io_orientation(np.asarray(affine, dtype=np.float64))[:, 0]
+    return int(np.flatnonzero(world_of_axis == _PLANE_NORMAL[plane])[0])
 
 
 @dataclass
