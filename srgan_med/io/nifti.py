@@ -370,6 +370,28 @@ def _gzip_writer(path: Path):
     return _ForwardWriter(igzip_threaded.open(str(path), "wb", compresslevel=1, threads=threads))
 
 
+def _stop_workers(writer, seconds: float = 10.0) -> None:
+    """End python-isal's compression and writer threads without finishing the stream.
+
+    Its own ``stop()`` joins them, and a worker blocked putting a block into a full queue that no
+    one reads any more never ends: that join hung. Here the queues are emptied until every thread
+    has seen ``running`` false on an empty queue (they poll every 50 ms) and returned.
+    """
+    import queue
+    import time
+
+    writer.running = False
+    threads = [*writer.compression_workers, writer.output_worker]
+    deadline = time.monotonic() + seconds
+    while any(thread.is_alive() for thread in threads) and time.monotonic() < deadline:
+        for waiting in (*writer.input_queues, *writer.output_queues):
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    waiting.get_nowait()
+        for thread in threads:
+            thread.join(timeout=0.01)
+
+
 def _available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -417,3 +439,22 @@ class _ForwardWriter(io.BufferedIOBase):
                 self._stream.close()
             finally:
                 super().close()
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.close()
+            return
+        # Left by an error or Ctrl-C: drop the stream instead of finishing it. Closing would flush,
+        # which waits for every block handed to the worker threads; an interrupt inside write()
+        # can leave a block counted but never queued, and that wait never ended (the process hung
+        # and the partial file stayed). The workers are ended without their work; the file is then
+        # closed as it is, and removed by the caller (atomic_output).
+        writer = self._stream.raw  # python-isal's _ThreadedGzipWriter, under a BufferedWriter
+        try:
+            _stop_workers(writer)
+        finally:
+            # python-isal's own flag: with it set, its close() (and __del__) does not flush, and the
+            # BufferedWriter above, seeing its raw stream closed, closes without flushing either.
+            writer._closed = True
+            writer.raw.close()
+            super().close()
