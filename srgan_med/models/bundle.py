@@ -157,11 +157,31 @@ def read_metadata(path: Path) -> dict[str, Any]:
         ) from None
     if raw is None:
         raise InputError(f"{path}: a safetensors file without srgan-med model metadata")
-    metadata = json.loads(raw)
+    try:
+        metadata = json.loads(raw)
+    except ValueError:
+        raise InputError(f"{path}: its srgan-med model metadata is not valid JSON") from None
+    if not isinstance(metadata, dict):
+        raise InputError(f"{path}: its srgan-med model metadata is not a mapping")
     for key in ("architecture", "scale", "modality", "normalisation"):
         if key not in metadata:
             raise InputError(f"{path}: model metadata lacks {key!r}")
+    architecture = metadata["architecture"]
+    if not isinstance(architecture, dict) or not isinstance(architecture.get("kwargs", {}), dict):
+        raise InputError(f"{path}: model metadata's architecture is not a mapping with kwargs")
+    scale = metadata["scale"]
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise InputError(f"{path}: model metadata's scale must be a positive integer, got {scale!r}")
+    built = architecture.get("kwargs", {}).get("scale", scale)
+    if built != scale:  # the network's upsampling and the declared factor must agree
+        raise InputError(f"{path}: model metadata says scale {scale}, its architecture scale {built!r}")
     return metadata
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, cut (a state-dict mismatch lists every missing key)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 4] + " ..."
 
 
 def load_bundle(name_or_path: str, device: str = "cpu") -> ModelBundle:
@@ -174,20 +194,27 @@ def load_bundle(name_or_path: str, device: str = "cpu") -> ModelBundle:
     factories = _architectures()
     if architecture.get("name") not in factories:
         raise InputError(f"{path}: unknown architecture {architecture.get('name')!r}")
-    generator = factories[architecture["name"]](**architecture.get("kwargs", {}))
+    try:
+        generator = factories[architecture["name"]](**architecture.get("kwargs", {}))
+    except (TypeError, ValueError) as exc:  # unknown or out-of-range settings in the metadata
+        raise InputError(f"{path}: cannot build its {architecture['name']} network ({_short(exc)})") from None
     try:
         generator.load_state_dict(load_file(str(path)), strict=True)
     except RuntimeError as exc:
         raise InputError(
-            f"{path}: weights do not fit the {architecture['name']} architecture ({exc})"
+            f"{path}: weights do not fit the {architecture['name']} architecture ({_short(exc)})"
         ) from None
+    try:
+        normalisation = normalisation_from_dict(metadata["normalisation"])
+    except Exception as exc:  # noqa: BLE001 - ConfigError, TypeError...: any is a bad file
+        raise InputError(f"{path}: model metadata's normalisation is not usable ({_short(exc)})") from None
     generator.to(device).eval()
     return ModelBundle(
         name=path.name.removesuffix(".safetensors"),
         generator=generator,
         scale=int(metadata["scale"]),
         modality=str(metadata["modality"]),
-        normalisation=normalisation_from_dict(metadata["normalisation"]),
+        normalisation=normalisation,
         architecture=architecture,
         card=metadata.get("card", {}),
     )
