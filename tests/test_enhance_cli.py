@@ -754,3 +754,19 @@ def test_an_existing_report_is_not_replaced_without_overwrite(tmp_path):
     assert mine.read_text() == '{"mine": 1}' and not (tmp_path / "out").exists()
     assert _invoke("example:mr-small", "-o", str(tmp_path / "out"), "--overwrite").exit_code == 0
     assert json.loads(mine.read_text())["output"] == str(tmp_path / "out")
+
+
+def test_ctrl_c_between_the_output_and_its_report_leaves_neither(tmp_path, monkeypatch):
+    """Interrupted after the volume was renamed into place and before its report was, the run said
+    "nothing partial was written" and left the output without a report (a rerun then refused it)."""
+    import srgan_med.io.atomic
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(srgan_med.io.atomic, "atomic_output", interrupted)  # only the report's write
+    for name in ("ct.nii.gz", "series"):
+        result = _invoke("example:ct-small", "-o", str(tmp_path / name))
+        assert result.exit_code == 130, (result.output, result.exception)
+        assert "interrupted; nothing partial was written" in result.stderr
+    assert list(tmp_path.iterdir()) == []

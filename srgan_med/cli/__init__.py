@@ -49,25 +49,34 @@ def main() -> None:
     out of range, a missing argument) is one ``error: ...`` line on stderr with exit code 2, like
     every other error of the command line, instead of a framed block of several lines.
     """
+    import signal
     import sys
 
     try:
-        code = app(prog_name="srgan-med", standalone_mode=False)
-    except typer.Abort:  # end of input at a prompt
-        print("error: aborted", file=sys.stderr)
-        sys.exit(1)
-    except Exception as error:
-        # Typer's usage errors are its vendored click's ``ClickException``s, not public names:
-        # recognised by their interface.
-        if not (hasattr(error, "format_message") and isinstance(getattr(error, "exit_code", None), int)):
-            raise
-        context = getattr(error, "ctx", None)
-        if type(error).__name__ == "NoArgsIsHelpError":  # a bare ``srgan-med``: its help
-            # Typer's rich help is printed while the error is made; plain click's is the message.
-            if error.format_message().strip():
-                print(error.format_message())
+        try:
+            code = app(prog_name="srgan-med", standalone_mode=False)
+        except typer.Abort:  # end of input at a prompt
+            print("error: aborted", file=sys.stderr)
+            sys.exit(1)
+        except KeyboardInterrupt:  # outside a command's own handling (start-up, Typer's parsing)
+            print("error: interrupted", file=sys.stderr)
+            sys.exit(130)
+        except Exception as error:
+            # Typer's usage errors are its vendored click's ``ClickException``s, not public names:
+            # recognised by their interface.
+            if not (hasattr(error, "format_message") and isinstance(getattr(error, "exit_code", None), int)):
+                raise
+            context = getattr(error, "ctx", None)
+            if type(error).__name__ == "NoArgsIsHelpError":  # a bare ``srgan-med``: its help
+                # Typer's rich help is printed while the error is made; plain click's is the message.
+                if error.format_message().strip():
+                    print(error.format_message())
+                sys.exit(error.exit_code)
+            hint = f"; see '{context.command_path} --help'" if context is not None else ""
+            fail(f"{error.format_message().rstrip('.')}{hint}")
             sys.exit(error.exit_code)
-        hint = f"; see '{context.command_path} --help'" if context is not None else ""
-        fail(f"{error.format_message().rstrip('.')}{hint}")
-        sys.exit(error.exit_code)
-    sys.exit(code if isinstance(code, int) else 0)
+        sys.exit(code if isinstance(code, int) else 0)
+    finally:
+        # The work is done and said (or stopped and said): a Ctrl-C now would only print tracebacks
+        # from the interpreter's shutdown (atexit callbacks of torch and others), so it is ignored.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

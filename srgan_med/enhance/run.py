@@ -311,7 +311,7 @@ def enhance_files(
     from srgan_med.enhance.engine import resample_slice_axis, slice_axis_for
     from srgan_med.enhance.inference import PRECISIONS, compile_problem
     from srgan_med.io import load_scan, save_scan, scratch
-    from srgan_med.io.atomic import atomic_output, check_output
+    from srgan_med.io.atomic import atomic_output, check_output, remove_output
     from srgan_med.models.bundle import default_model
     from srgan_med.progress import progress_bar
 
@@ -422,44 +422,51 @@ def enhance_files(
             upscaled = time.perf_counter()
             timings["upscale"] = upscaled - read
             derivation = f"srgan-med {__version__} super-resolution x{bundle.scale}, model {bundle.name}"
-            save_scan(
-                result.image,
-                target,
-                overwrite=overwrite,
-                reference=scan,
-                inputs=[source],
-                fmt=target_format,
-                description=derived_description(scan.meta, f"SR x{bundle.scale}", target_format),
-                derivation=derivation,
-            )
-            timings["write"] = time.perf_counter() - upscaled
-        report: dict[str, Any] = {
-            "input": str(source),
-            "output": str(target),
-            "model": bundle.name,
-            "scale": bundle.scale,
-            "modality": scan.meta["modality"],
-            "device": str(torch_device),
-            "precision": prepared.generator.precision,
-            "compiled": compile_model,
-            "slice_axis": slice_axis,
-            "batch_size": result.batch_size,
-            "seconds": round(sum(timings.values()), 3),
-            "seconds_by_stage": {stage: round(value, 3) for stage, value in timings.items()},
-            "consistency_psnr_db": _json_number(result.consistency_psnr_db),
-            "clipped_to": [_bound(v) for v in result.value_range] if result.value_range else None,
-            "clipped_fraction": result.clipped_fraction if clip else None,
-            "clipped_most": result.clipped_most if clip else None,
-            "srgan_med_version": __version__,
-            "input_shape": list(scan.shape[1:]),
-            "output_shape": list(result.image.shape[1:]),
-        }
-        if slice_spacing is not None:  # the consistency figure is the model's, before resampling
-            report["slice_spacing_mm"] = slice_spacing
-        if scan.meta.get("series_uid"):  # which series of a DICOM input was enhanced
-            report["input_series_uid"] = scan.meta["series_uid"]
-        with atomic_output(report_path(target), overwrite=True, inputs=[source]) as temporary:
-            temporary.write_text(json.dumps(report, indent=2, default=str))
+            placed = False  # the output is in place: taken back if its report cannot follow
+            try:
+                save_scan(
+                    result.image,
+                    target,
+                    overwrite=overwrite,
+                    reference=scan,
+                    inputs=[source],
+                    fmt=target_format,
+                    description=derived_description(scan.meta, f"SR x{bundle.scale}", target_format),
+                    derivation=derivation,
+                )
+                placed = True
+                timings["write"] = time.perf_counter() - upscaled
+                report: dict[str, Any] = {
+                    "input": str(source),
+                    "output": str(target),
+                    "model": bundle.name,
+                    "scale": bundle.scale,
+                    "modality": scan.meta["modality"],
+                    "device": str(torch_device),
+                    "precision": prepared.generator.precision,
+                    "compiled": compile_model,
+                    "slice_axis": slice_axis,
+                    "batch_size": result.batch_size,
+                    "seconds": round(sum(timings.values()), 3),
+                    "seconds_by_stage": {stage: round(value, 3) for stage, value in timings.items()},
+                    "consistency_psnr_db": _json_number(result.consistency_psnr_db),
+                    "clipped_to": [_bound(v) for v in result.value_range] if result.value_range else None,
+                    "clipped_fraction": result.clipped_fraction if clip else None,
+                    "clipped_most": result.clipped_most if clip else None,
+                    "srgan_med_version": __version__,
+                    "input_shape": list(scan.shape[1:]),
+                    "output_shape": list(result.image.shape[1:]),
+                }
+                if slice_spacing is not None:  # the consistency figure is the model's, before resampling
+                    report["slice_spacing_mm"] = slice_spacing
+                if scan.meta.get("series_uid"):  # which series of a DICOM input was enhanced
+                    report["input_series_uid"] = scan.meta["series_uid"]
+                with atomic_output(report_path(target), overwrite=True, inputs=[source]) as temporary:
+                    temporary.write_text(json.dumps(report, indent=2, default=str))
+            except BaseException:  # Ctrl-C or an error between the two: no output without its report
+                if placed:
+                    remove_output(target)
+                raise
         if not quiet:
             clamped = (
                 f", {percent(result.clipped_fraction)} clamped" if clip and result.clipped_fraction else ""

@@ -75,6 +75,15 @@ def atomic_output(path: Path, *, overwrite: bool = False, inputs: Iterable[Path]
             temporary.unlink()
 
 
+def remove_output(path: Path) -> None:
+    """Take back an output this run has just put in place (a file, or a DICOM series folder)."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _concerns_output(error: OSError, path: Path, temporary: Path) -> bool:
     """Whether ``error`` came from writing the output: it names no file, or a file of the output's."""
     error = root_os_error(error)
