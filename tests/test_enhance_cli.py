@@ -267,6 +267,10 @@ def test_bf16_precision_is_recorded_in_the_report(tmp_path, small_ct_volume):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "ct_sr.nii.gz.json").read_text())
     assert report["precision"] == "bf16" and report["batch_size"] == 8  # CPU default batch
+    # TF32 exists on CUDA only: on the CPU the report says what ran (it said "tf32")
+    tf32 = _invoke(str(source), "--model", str(_bundle(tmp_path)), "--precision", "tf32", "--overwrite")
+    assert tf32.exit_code == 0, tf32.output
+    assert json.loads((tmp_path / "ct_sr.nii.gz.json").read_text())["precision"] == "fp32"
 
 
 _FILE_SIZE_LIMITED = """

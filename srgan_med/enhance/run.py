@@ -147,6 +147,11 @@ def percent(fraction: float) -> str:
     return "<0.001%"
 
 
+def _ran_as(precision: str, device) -> str:
+    """The precision as it ran: TF32 exists on CUDA only, so ``tf32`` elsewhere is IEEE fp32."""
+    return "fp32" if precision == "tf32" and device.type != "cuda" else precision
+
+
 def derived_description(meta: dict[str, Any], suffix: str, fmt: str) -> str:
     """The input's description (DICOM SeriesDescription or NIfTI descrip) with ``suffix``, cut to fit
     the output's field (DICOM LO: 64 characters; NIfTI descrip: 79 bytes) so the suffix always shows."""
@@ -443,7 +448,7 @@ def enhance_files(
                     "scale": bundle.scale,
                     "modality": scan.meta["modality"],
                     "device": str(torch_device),
-                    "precision": prepared.generator.precision,
+                    "precision": _ran_as(prepared.generator.precision, torch_device),
                     "compiled": compile_model,
                     "slice_axis": slice_axis,
                     "batch_size": result.batch_size,
