@@ -263,12 +263,13 @@ def test_unknown_precision_is_one_line_error_and_writes_nothing(tmp_path, small_
 def test_bf16_precision_is_recorded_in_the_report(tmp_path, small_ct_volume):
     volume, affine = small_ct_volume
     source = write_nifti(tmp_path / "ct.nii.gz", volume, affine)
-    result = _invoke(str(source), "--model", str(_bundle(tmp_path)), "--precision", "bf16")
+    model = str(_bundle(tmp_path))
+    result = _invoke(str(source), "--model", model, "--precision", "bf16")
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "ct_sr.nii.gz.json").read_text())
     assert report["precision"] == "bf16" and report["batch_size"] == 8  # CPU default batch
     # TF32 exists on CUDA only: on the CPU the report says what ran (it said "tf32")
-    tf32 = _invoke(str(source), "--model", str(_bundle(tmp_path)), "--precision", "tf32", "--overwrite")
+    tf32 = _invoke(str(source), "--model", model, "--precision", "tf32", "--overwrite")
     assert tf32.exit_code == 0, tf32.output
     assert json.loads((tmp_path / "ct_sr.nii.gz.json").read_text())["precision"] == "fp32"
 
