@@ -87,3 +87,17 @@ def root_os_error(error: OSError) -> OSError:
     while error.errno is None and isinstance(error.__cause__, OSError):
         error = error.__cause__
     return error
+
+
+def exception_summary(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message on one line for an error line: cut at a word boundary past ``limit``
+    characters and marked " ...", or its type's name when it has no message."""
+    import textwrap
+
+    text = " ".join(str(exc).split())
+    if len(text) > limit:  # cut at a word boundary, and say so (one long word: cut inside it)
+        text = (
+            textwrap.shorten(text, limit, placeholder=" ...").removeprefix("...")
+            or text[: limit - 4] + " ..."
+        )
+    return text or type(exc).__name__

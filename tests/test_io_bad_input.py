@@ -287,13 +287,13 @@ def test_one_voxel_thick_and_2d_images_load_as_one_slice(tmp_path):
 
 
 def test_long_decoder_messages_are_cut_at_a_word_and_marked():
-    from srgan_med.io.dicom_read import _describe
+    from srgan_med.errors import exception_summary
 
-    words = _describe(RuntimeError("plugin failed: " + "marker segment " * 30))
+    words = exception_summary(RuntimeError("plugin failed: " + "marker segment " * 30))
     assert len(words) <= 200 and words.endswith("segment ...")
-    assert _describe(RuntimeError("x" * 300)) == "x" * 196 + " ..."
-    assert _describe(RuntimeError("  short\n message ")) == "short message"
-    assert _describe(RuntimeError()) == "RuntimeError"
+    assert exception_summary(RuntimeError("x" * 300)) == "x" * 196 + " ..."
+    assert exception_summary(RuntimeError("  short\n message ")) == "short message"
+    assert exception_summary(RuntimeError()) == "RuntimeError"
 
 
 def test_nifti_without_qform_or_sform_says_its_orientation_is_assumed(tmp_path, caplog):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import textwrap
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from srgan_med.errors import InputError
+from srgan_med.errors import InputError, exception_summary
 from srgan_med.io.dtypes import integer_dtype
 from srgan_med.io.geometry import LPS_TO_RAS
 
@@ -80,13 +79,6 @@ def _read_header(path: Path, *, force_fallback: bool):
         if "SOPClassUID" not in ds and "Modality" not in ds:
             raise InvalidDicomError("not a DICOM file") from None
         return ds  # a data set; one that holds no image (an RT structure set, say) is named as such later
-
-
-def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    if len(text) > 200:  # cut at a word boundary, and say so (one 200-character word: cut inside it)
-        text = textwrap.shorten(text, 200, placeholder=" ...").removeprefix("...") or text[:196] + " ..."
-    return text or type(exc).__name__
 
 
 def find_series(folder: Path) -> list[SeriesInfo]:
@@ -157,7 +149,7 @@ def _pixels(ds, path: Path) -> np.ndarray:
             warnings.simplefilter("ignore")
             array = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for broken pixel data
-        raise InputError(f"{path}: cannot decode pixel data ({_describe(exc)})") from None
+        raise InputError(f"{path}: cannot decode pixel data ({exception_summary(exc)})") from None
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     array = np.asarray(array)
     if frames == 1 and array.ndim == 2:
@@ -176,7 +168,9 @@ def _rescale(stored: np.ndarray, rescale_source, path: Path) -> np.ndarray:
     try:
         return np.asarray(apply_modality_lut(stored, rescale_source), dtype=np.float64)
     except (TypeError, ValueError) as exc:  # a RescaleIntercept or LUT that is not numbers
-        raise InputError(f"{path}: malformed modality LUT or rescale tags ({_describe(exc)})") from None
+        raise InputError(
+            f"{path}: malformed modality LUT or rescale tags ({exception_summary(exc)})"
+        ) from None
 
 
 def _optional_float(value, what: str, path: Path) -> float | None:
@@ -439,7 +433,7 @@ def _read_dicom(path: Path, series: str | None) -> tuple[np.ndarray, np.ndarray,
         except InvalidDicomError:
             raise InputError(f"{file}: not a DICOM file") from None
         except Exception as exc:  # noqa: BLE001
-            raise InputError(f"{file}: unreadable DICOM header ({_describe(exc)})") from None
+            raise InputError(f"{file}: unreadable DICOM header ({exception_summary(exc)})") from None
 
     import pydicom
 
@@ -450,7 +444,7 @@ def _read_dicom(path: Path, series: str | None) -> tuple[np.ndarray, np.ndarray,
         try:
             ds = pydicom.dcmread(file, force=True)
         except Exception as exc:  # noqa: BLE001
-            raise InputError(f"{file}: unreadable DICOM file ({_describe(exc)})") from None
+            raise InputError(f"{file}: unreadable DICOM file ({exception_summary(exc)})") from None
         _check_image(ds, file)
         _infer_transfer_syntax(ds)
         stored = _pixels(ds, file)

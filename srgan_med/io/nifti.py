@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from srgan_med.errors import InputError
+from srgan_med.errors import InputError, exception_summary
 from srgan_med.io import scratch
 from srgan_med.io.dtypes import integer_dtype, value_summary
 from srgan_med.io.layout import slabs
@@ -73,7 +73,7 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     except Exception as exc:  # noqa: BLE001 - nibabel raises several types for non-NIfTI input
         if "CIFTI" in str(exc):  # a CIFTI intent code without a valid CIFTI-2 extension
             raise InputError(cifti) from None
-        raise InputError(f"{path}: not a readable NIfTI file ({_reason(exc)})") from None
+        raise InputError(f"{path}: not a readable NIfTI file ({exception_summary(exc, 160)})") from None
     header = getattr(image, "nifti_header", image.header)  # a Cifti2Image keeps it there
     if isinstance(image, nib.Cifti2Image) or int(header.get("intent_code", 0)) in _CIFTI_INTENTS:
         raise InputError(cifti)
@@ -110,7 +110,7 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
             "fit in memory (a corrupt header, or a volume to crop first)"
         ) from None
     except Exception as exc:  # noqa: BLE001 - truncated gzip/raw data surface as EOFError, OSError, zlib.error, ValueError
-        raise InputError(f"{path}: truncated or corrupt image data ({_reason(exc)})") from None
+        raise InputError(f"{path}: truncated or corrupt image data ({exception_summary(exc, 160)})") from None
     array = np.asarray(array)
     if not array.dtype.isnative:  # a big-endian file, as stored: torch takes native byte order only
         array = array.astype(array.dtype.newbyteorder("="))
@@ -339,11 +339,6 @@ def _write_carried_fields(target, header: dict[str, Any], shape: tuple[int, ...]
             target[key] = timing[key]
     for comment in header.get("comments", ()):
         target.extensions.append(nib.nifti1.Nifti1Extension(6, comment.encode("utf-8")))
-
-
-def _reason(exc: BaseException) -> str:
-    """An exception's message on one line, or its type when it has none."""
-    return " ".join(str(exc).split())[:160] or type(exc).__name__
 
 
 def _gzip_writer(path: Path):

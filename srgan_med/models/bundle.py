@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from srgan_med.errors import InputError, WeightsNotFoundError
+from srgan_med.errors import InputError, WeightsNotFoundError, exception_summary
 
 METADATA_KEY = "srgan_med"
 FORMAT_VERSION = 1
@@ -178,12 +178,6 @@ def read_metadata(path: Path) -> dict[str, Any]:
     return metadata
 
 
-def _short(exc: BaseException, limit: int = 300) -> str:
-    """An exception's message on one line, cut (a state-dict mismatch lists every missing key)."""
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 4] + " ..."
-
-
 def load_bundle(name_or_path: str, device: str = "cpu") -> ModelBundle:
     """Load a shipped or saved model, ready for inference (eval mode, on ``device``)."""
     from safetensors.torch import load_file
@@ -194,20 +188,21 @@ def load_bundle(name_or_path: str, device: str = "cpu") -> ModelBundle:
     factories = _architectures()
     if architecture.get("name") not in factories:
         raise InputError(f"{path}: unknown architecture {architecture.get('name')!r}")
+    name = architecture["name"]
     try:
-        generator = factories[architecture["name"]](**architecture.get("kwargs", {}))
+        generator = factories[name](**architecture.get("kwargs", {}))
     except (TypeError, ValueError) as exc:  # unknown or out-of-range settings in the metadata
-        raise InputError(f"{path}: cannot build its {architecture['name']} network ({_short(exc)})") from None
+        raise InputError(f"{path}: cannot build its {name} network ({exception_summary(exc, 300)})") from None
     try:
         generator.load_state_dict(load_file(str(path)), strict=True)
     except RuntimeError as exc:
-        raise InputError(
-            f"{path}: weights do not fit the {architecture['name']} architecture ({_short(exc)})"
-        ) from None
+        reason = exception_summary(exc, 300)  # a mismatch lists every missing key
+        raise InputError(f"{path}: weights do not fit the {name} architecture ({reason})") from None
     try:
         normalisation = normalisation_from_dict(metadata["normalisation"])
     except Exception as exc:  # noqa: BLE001 - ConfigError, TypeError...: any is a bad file
-        raise InputError(f"{path}: model metadata's normalisation is not usable ({_short(exc)})") from None
+        reason = exception_summary(exc, 300)
+        raise InputError(f"{path}: model metadata's normalisation is not usable ({reason})") from None
     generator.to(device).eval()
     return ModelBundle(
         name=path.name.removesuffix(".safetensors"),
