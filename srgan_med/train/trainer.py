@@ -70,6 +70,8 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay whole values)."""
     flat: dict[str, Any] = {}
     for key, value in data.items():
+        # layer_weights maps VGG layers to weights: kept whole, so a layer added or dropped differs
+        # (flattened, a key only one side has is not compared).
         if isinstance(value, dict) and value and key != "layer_weights":
             flat.update(_flatten(value, f"{prefix}{key}."))
         else:
@@ -149,8 +151,10 @@ class Trainer:
 
     def _check_resumable(self, checkpoint: Path) -> None:
         """A checkpoint of other networks (scale, generator, discriminator) stops the run before the
-        data is loaded, saying what differs; the weights would not load into this config's networks."""
-        written = ckpt.read_sidecar(checkpoint).get("config", {})
+        data is loaded, saying what differs (the weights would not load into this config's networks);
+        so does one of the same networks with settings a resumed run may not change."""
+        sidecar = ckpt.read_sidecar(checkpoint)
+        written = sidecar.get("config", {})
         ours = json.loads(json.dumps(self.config.to_dict(), default=str))  # as the sidecar holds it
         differ = [
             key
@@ -164,7 +168,7 @@ class Trainer:
                 f"{self.output_dir} holds checkpoints of other networks ({then}; this config: {now}); "
                 "set output_dir to another folder for a new run"
             )
-        phase = ckpt.read_sidecar(checkpoint).get("phase")
+        phase = sidecar.get("phase")
         flat_written, flat_ours = _flatten(written), _flatten(ours)
         changed = [
             key
