@@ -76,7 +76,7 @@ def _within_input_range(method):
 def measure(model: str, scans: list[Path], seed: int) -> list[dict]:
     """One row per scan x family: clamped fractions and scores of the model and bicubic, each way."""
     from srgan_med.evaluate.core import Case, crop_to_pair, evaluate_case, interpolation_method, pair_geometry
-    from srgan_med.evaluate.run import model_method, synthesise_pair
+    from srgan_med.evaluate.run import model_method, synthesise_pair, volume_seed
     from srgan_med.io import load_scan
 
     name, scale, modality = model_info(model)
@@ -85,9 +85,11 @@ def measure(model: str, scans: list[Path], seed: int) -> list[dict]:
     rows = []
     for family in FAMILIES:
         config = str(FAMILY_DIR / f"{modality.lower()}-{family}.yaml")
-        for index, path in enumerate(scans):
+        for path in scans:
             high_res = load_scan(path, modality=modality)
-            high_res, low_res = synthesise_pair(high_res, config, scale, seed + index, path.name)
+            high_res, low_res = synthesise_pair(
+                high_res, config, scale, volume_seed(seed, high_res), path.name
+            )
             slice_axis, factors = pair_geometry(high_res, low_res, str(path))
             case = Case(path.name, crop_to_pair(high_res, low_res), low_res, slice_axis, factors)
             scored = {clip: evaluate_case(case, methods, "auto", clip=clip) for clip in (False, True)}

@@ -393,6 +393,7 @@ def precision_check(
             reference = high_res[0].numpy().astype(np.float64)
             data_range = data_range_for(reference, modality)
             mask = foreground_mask(reference, modality)
+            mask = mask if mask.any() else None  # no foreground: the whole volume
             normalise, denormalise = bundle.intensity_maps(low_res[0])
             halo = receptive_field_radius(bundle.generator)
             row: dict[str, Any] = {

@@ -86,9 +86,17 @@ def ssim(reference, test, data_range: float, mask=None) -> float:
         if msk is None:  # scikit-image's own mean (it leaves out the window's border)
             values.append(float(mean_ssim))
             weights.append(1.0)
-        elif msk.any():
-            values.append(float(ssim_map[msk].mean()))
-            weights.append(float(msk.sum()))
+            continue
+        # the mask's mean leaves out the same border, where the window reaches past the slice
+        # (so a mask of every voxel scores as no mask does)
+        border = (SSIM_MIN_SIDE - 1) // 2
+        inner = np.zeros_like(msk)
+        inner[border:-border, border:-border] = msk[border:-border, border:-border]
+        if inner.any():
+            values.append(float(ssim_map[inner].mean()))
+            weights.append(float(inner.sum()))
+    if not values:
+        raise ValueError(f"the mask lies only within {(SSIM_MIN_SIDE - 1) // 2} voxels of the slices' edges")
     return float(np.average(values, weights=weights))
 
 

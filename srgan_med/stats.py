@@ -16,6 +16,7 @@ class PairedComparison:
     ci_low: float
     ci_high: float
     wilcoxon_p: float  # two-sided; NaN when every difference is zero or n < 2
+    # ci_low/ci_high: NaN for n < 2 (one pair says nothing about the spread)
 
 
 def compare_paired(
@@ -42,7 +43,9 @@ def compare_paired(
     gain = method - baseline
     if not np.all(np.isfinite(gain)):
         raise ValueError("gains must be finite (an infinite PSNR has no mean gain)")
-    if gain.size < 2 or np.all(gain == gain[0]):
+    if gain.size < 2:  # no spread to resample: an interval [g, g] would claim certainty
+        low = high = float("nan")
+    elif np.all(gain == gain[0]):
         low = high = float(gain.mean())
     else:
         result = bootstrap(

@@ -38,3 +38,10 @@ def test_bad_input():
         compare_paired([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="finite"):
         compare_paired([np.inf, 2.0], [1.0, 1.0])
+
+
+def test_one_pair_has_no_interval():
+    """One volume gave '[-2.734, -2.734]', a bootstrap interval of zero width, read as certainty."""
+    result = compare_paired([31.0], [33.734])
+    assert result.n == 1 and result.mean_gain == pytest.approx(-2.734)
+    assert np.isnan(result.ci_low) and np.isnan(result.ci_high) and np.isnan(result.wilcoxon_p)

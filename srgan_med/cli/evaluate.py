@@ -59,7 +59,14 @@ def evaluate(
         typer.Option("--degradation", help="Degradation preset (ct, mr) or YAML file; default by modality."),
     ] = None,
     seed: Annotated[
-        int, typer.Option("--seed", min=0, max=2**32 - 1, help="Seed of the simulated degradations.")
+        int,
+        typer.Option(
+            "--seed",
+            min=0,
+            max=2**32 - 1,
+            help="Seed of the simulated degradations, mixed with each scan's voxels: a scan gets "
+            "the same draws wherever it stands in the list (report.md lists them).",
+        ),
     ] = 0,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for tables and figures.")] = Path(
         "evaluation"

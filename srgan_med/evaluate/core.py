@@ -42,6 +42,9 @@ class CaseResult:
     reconstructions: dict[str, np.ndarray] = field(default_factory=dict)
     clipped: dict[str, float] | None = None  # method -> fraction of voxels clamped; None: not clamped
     mask: np.ndarray | None = None
+    mask_found: bool = True  # False: the automatic mask found no foreground and is every voxel
+    flat_slices: int = 0  # reference slices of one value, left out of the per-slice scores
+    degradation: dict[str, Any] | None = None  # the simulated low-res input's draws (PSF, noise)
 
 
 def pair_geometry(high_res, low_res, name: str) -> tuple[int, tuple[int, int]]:
@@ -103,10 +106,14 @@ def data_range_for(high_res: np.ndarray, modality: str, ct_window_hu=DEFAULT_CT_
 
 
 def _ssim_or_nan(reference: np.ndarray, test: np.ndarray, data_range: float, mask) -> float:
-    """SSIM, or NaN for slices smaller than its window (:data:`srgan_med.metrics.SSIM_MIN_SIDE`)."""
+    """SSIM, or NaN for slices smaller than its window (:data:`srgan_med.metrics.SSIM_MIN_SIDE`)
+    and for a mask that lies only in the border the window cannot score."""
     if min(reference.shape[:2]) < metrics.SSIM_MIN_SIDE:
         return float("nan")
-    return metrics.ssim(reference, test, data_range, mask)
+    try:
+        return metrics.ssim(reference, test, data_range, mask)
+    except ValueError:  # the shapes were checked before: only the mask's border case is left
+        return float("nan")
 
 
 def _scores(reference: np.ndarray, test: np.ndarray, data_range: float, mask) -> dict[str, float]:
@@ -147,17 +154,29 @@ def evaluate_case(
         data_range = data_range_for(high, modality)
     except InputError as error:
         raise InputError(f"{case.name}: {error}") from None
+    mask_found = True
     if isinstance(mask_mode, np.ndarray):
         mask = np.moveaxis(mask_mode.astype(bool), case.slice_axis, -1)
     elif mask_mode == "auto":
         mask = foreground_mask(high, modality)
-        if not mask.any():  # nothing above the threshold: the whole volume is all there is to score
-            mask = None
+        mask_found = bool(mask.any())
+        if not mask_found:  # nothing above the threshold: the whole volume is all there is to score
+            mask = np.ones(high.shape, bool)  # (so every volume has a mask row; the report says so)
     elif mask_mode == "none":
         mask = None
     else:
         raise InputError(f"unknown mask mode {mask_mode!r}; use auto, none or a mask file")
-    result = CaseResult(case.name, modality, data_range, mask=mask, clipped={} if clip else None)
+    result = CaseResult(
+        case.name, modality, data_range, mask=mask, clipped={} if clip else None, mask_found=mask_found
+    )
+    # A reference slice of one value (padding, all air) scores only the round-off of a flat
+    # reconstruction (PSNR of 170 dB where the float32 round trip leaves 1e-5 HU): NaN, left out
+    # of the per-slice gains and counted, as HFEN leaves out a flat reference.
+    flat = []
+    for k in range(high.shape[-1]):
+        values = high[..., k] if mask is None else high[..., k][mask[..., k]]
+        flat.append(values.size > 0 and values.min() == values.max())
+    result.flat_slices = int(sum(flat))
     floor, ceiling = clamp_range(case.low_res) if clip else (None, None)
     for method_name, method in methods.items():
         reconstructed = np.asarray(method(case.low_res, case.factors, case.slice_axis), dtype=np.float64)
@@ -181,8 +200,11 @@ def evaluate_case(
             if slice_mask is not None and not slice_mask.any():
                 continue
             row = {"volume": case.name, "method": method_name, "slice": k}
-            row["psnr"] = metrics.psnr(high[..., k], reconstructed[..., k], data_range, slice_mask)
-            row["ssim"] = _ssim_or_nan(high[..., k], reconstructed[..., k], data_range, slice_mask)
+            if flat[k]:
+                row["psnr"] = row["ssim"] = float("nan")
+            else:
+                row["psnr"] = metrics.psnr(high[..., k], reconstructed[..., k], data_range, slice_mask)
+                row["ssim"] = _ssim_or_nan(high[..., k], reconstructed[..., k], data_range, slice_mask)
             result.slice_rows.append(row)
     return result
 

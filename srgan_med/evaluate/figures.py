@@ -53,6 +53,7 @@ def plot_montage(result: CaseResult, high_res: np.ndarray, path: Path) -> Path:
     reference = high_res[..., k]
     mask_slice = None if result.mask is None else result.mask[..., k]
     low, high = np.percentile(reference, (1, 99))
+    units = "HU" if result.modality == "CT" else "(scanner units)"
     error_max = 0.05 * result.data_range
     row, column, size = _zoom_box(mask_slice, reference.shape)
     width, height = montage_size(len(methods))
@@ -81,7 +82,9 @@ def plot_montage(result: CaseResult, high_res: np.ndarray, path: Path) -> Path:
             error_axis.text(
                 0.5,
                 0.5,
-                f"{result.name}\nslice {k}\n|error| 0..{error_max:.3g}",
+                f"{result.name}\nslice {k}\n"
+                f"grey: {low:.4g}..{high:.4g} {units}\n(1st-99th percentile of HR)\n"
+                f"|error|: 0..{error_max:.3g} {units}\n(5% of the data range)",
                 ha="center",
                 va="center",
                 fontsize=9,

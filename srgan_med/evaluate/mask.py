@@ -18,7 +18,8 @@ def foreground_mask(volume: np.ndarray, modality: str) -> np.ndarray:
         modality: ``"CT"`` or anything else.
 
     Returns:
-        Boolean ``(I, J, K)`` mask; all True when no foreground is found, so metrics stay defined.
+        Boolean ``(I, J, K)`` mask; empty (all False) when no foreground is found: the caller
+        decides what to score then (``evaluate`` scores the whole volume and says so).
     """
     from scipy import ndimage
     from skimage.filters import threshold_otsu
@@ -30,10 +31,10 @@ def foreground_mask(volume: np.ndarray, modality: str) -> np.ndarray:
         # on the flattened values: the histogram is all it uses, and a (., ., 3) volume warned "RGB"
         threshold = float(threshold_otsu(volume.ravel()))
     else:
-        return np.ones(volume.shape, bool)
+        return np.zeros(volume.shape, bool)
     labels, count = ndimage.label(volume > threshold)
     if count == 0:
-        return np.ones(volume.shape, bool)
+        return np.zeros(volume.shape, bool)
     sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, count + 1))
     largest = labels == (int(np.argmax(sizes)) + 1)
     # fill holes slice by slice (lungs and sinuses are inside the body)

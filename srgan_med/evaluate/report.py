@@ -13,9 +13,11 @@ from typing import Any
 import numpy as np
 
 from srgan_med.evaluate.core import HIGHER_IS_BETTER, METRIC_NAMES, CaseResult
+from srgan_med.metrics import SSIM_MIN_SIDE
 from srgan_med.stats import compare_paired
 
 BASELINE = "bicubic"
+SMALL_SAMPLE = 10  # pairs below which report.md says a bootstrap interval is rough
 
 
 def _finite_or_none(value: float) -> float | str | None:
@@ -131,6 +133,12 @@ def summarise(results: list[CaseResult], methods: list[str]) -> dict[str, Any]:
                 for level, source in (("volumes", by_method), ("slices", slices))
             }
         summary["methods"][method] = entry
+    if any(not result.mask_found for result in results):
+        summary["mask_not_found"] = [result.name for result in results if not result.mask_found]
+    if any(result.flat_slices for result in results):
+        summary["flat_reference_slices"] = {r.name: r.flat_slices for r in results if r.flat_slices}
+    if any(result.degradation for result in results):
+        summary["degradations"] = {r.name: r.degradation for r in results if r.degradation}
     return summary
 
 
@@ -197,6 +205,27 @@ def _left_out(gain: dict[str, Any]) -> str:
     return f" ({', '.join(parts)} left out)" if parts else ""
 
 
+def _fmt_draw(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, (list, tuple)):
+        return "x".join(_fmt_draw(item) for item in value)
+    return str(value)
+
+
+def _describe_draws(draws: dict[str, Any]) -> str:
+    """One line of a simulated degradation's draws: ``blur: profile gaussian, fwhm_mm 1.17; ...``."""
+    steps = []
+    for step, fields in draws.items():
+        shown = [
+            f"{key} {_fmt_draw(value)}"
+            for key, value in (fields.items() if isinstance(fields, dict) else [("value", fields)])
+            if not key.endswith("seed") and not key.endswith("_normalised")
+        ]
+        steps.append(f"{step}: {', '.join(shown)}")
+    return "; ".join(steps)
+
+
 def _fmt_p(value: Any) -> str:
     return "n/a" if value is None or isinstance(value, str) else f"{value:.2g}"
 
@@ -233,10 +262,28 @@ def _markdown(summary: dict[str, Any], command: str, versions: dict[str, str]) -
     }
     if unscored:
         said = ", ".join(f"{name.upper()} of {count}" for name, count in unscored.items())
+        reasons = {
+            "ssim": f"SSIM needs slices of at least {SSIM_MIN_SIDE}x{SSIM_MIN_SIDE} voxels",
+            "hfen": "HFEN is undefined on a flat reference",
+        }
+        why = "; ".join(reason for name, reason in reasons.items() if name in unscored)
         lines += [
             "",
             f"Not computable, so left out of the means and gains: {said} of {len(summary['volumes'])} "
-            "volume(s) (SSIM needs slices of at least 7x7 voxels; per volume below).",
+            f"volume(s) ({why}; per volume below).",
+        ]
+    if summary.get("mask_not_found"):
+        lines += [
+            "",
+            "The automatic mask found no foreground in "
+            f"{', '.join(summary['mask_not_found'])}: its mask region is the whole volume.",
+        ]
+    if summary.get("flat_reference_slices"):
+        counts = ", ".join(f"{volume}: {n}" for volume, n in summary["flat_reference_slices"].items())
+        lines += [
+            "",
+            f"Reference slices of one value (padding, all air; {counts}) are left out of the "
+            "per-slice scores and gains (counted as unscored): PSNR there measures only round-off.",
         ]
     if "auto_models" in summary:
         picked = "; ".join(f"{volume}: {model}" for volume, model in summary["auto_models"].items())
@@ -263,11 +310,29 @@ def _markdown(summary: dict[str, Any], command: str, versions: dict[str, str]) -
     ]
     for method, entry in summary["methods"].items():
         for measure, gain in entry.get("gain_over_bicubic", {}).items():
-            interval = f"[{_fmt(gain['ci_low'])}, {_fmt(gain['ci_high'])}]"
+            interval = (
+                "n/a" if gain["ci_low"] is None else f"[{_fmt(gain['ci_low'])}, {_fmt(gain['ci_high'])}]"
+            )
             lines.append(
                 f"| {method} | {measure} | {gain['n']}{_left_out(gain)} | {_fmt(gain['mean_gain'])} | "
                 f"{interval} | {_fmt_p(gain['wilcoxon_p'])} |"
             )
+    if any(
+        2 <= gain["n"] < SMALL_SAMPLE
+        for entry in summary["methods"].values()
+        for gain in entry.get("gain_over_bicubic", {}).values()
+        if gain.get("wilcoxon_p") is not None
+    ):
+        lines += [
+            "",
+            f"Intervals from fewer than {SMALL_SAMPLE} pairs are rough: a percentile bootstrap "
+            "cannot reach beyond the gains observed. With one pair there is no interval (n/a).",
+        ]
+    if summary.get("degradations"):
+        lines += ["", "## Simulated low-res inputs", ""]
+        lines += [
+            f"- {volume}: {_describe_draws(draws)}" for volume, draws in summary["degradations"].items()
+        ]
     lines += [
         "",
         "## Reproduce",

@@ -132,6 +132,20 @@ def _mask_for(mask: str, case_name: str, high_res, full_shape) -> str | np.ndarr
     return array
 
 
+def volume_seed(seed: int, high_res) -> int:
+    """The seed of one volume's simulated degradation: ``seed`` mixed with a digest of the volume's
+    voxels and grid, so a scan gets the same draws whatever its place in the list of inputs or its
+    file name (``seed + position`` gave one scan another PSF and noise level when listed second)."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(np.ascontiguousarray(high_res.as_tensor().numpy(), dtype=np.float32).tobytes())
+    digest.update(np.asarray(high_res.affine, dtype=np.float64).tobytes())
+    digest.update(repr(tuple(high_res.shape)).encode())
+    mixed = np.random.SeedSequence([int(seed), int.from_bytes(digest.digest(), "little")])
+    return int(mixed.generate_state(1)[0])
+
+
 def synthesise_pair(high_res, degradation: str | None, scale: int, seed: int, name: str):
     """LR scan simulated with a degradation preset; HR cropped to a whole number of LR voxels."""
     from srgan_med.degrade import load_degradation_preset, simulate_low_res
@@ -217,7 +231,9 @@ def run_evaluation(
                 high_res = load_scan(high_path, modality=modality)
                 full_shape = tuple(high_res.shape[1:])
                 if low_res_paths is None:
-                    high_res, low_res = synthesise_pair(high_res, degradation, scale, seed + index, name)
+                    high_res, low_res = synthesise_pair(
+                        high_res, degradation, scale, volume_seed(seed, high_res), name
+                    )
                 else:
                     low_res = load_scan(low_res_paths[index], modality=modality)
                 slice_axis, factors = pair_geometry(high_res, low_res, str(high_path))
@@ -228,6 +244,8 @@ def run_evaluation(
                     auto_models[name], case_methods[AUTO_MODEL] = shipped.pick(case)
                 mask_mode = _mask_for(mask, name, high_res, full_shape)
                 result = evaluate_case(case, case_methods, mask_mode, clip=clip)
+                if low_res_paths is None:  # the draws of the simulated degradation, for the report
+                    result.degradation = low_res.meta.get("degradation")
                 results.append(result)
                 high = np.moveaxis(high_res[0].numpy().astype(np.float64), slice_axis, -1)
                 written.append(plot_montage(result, high, temporary / f"montage_{name}.png"))
