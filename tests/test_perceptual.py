@@ -43,11 +43,37 @@ def test_layout_matches_torchvision_keys():
     assert LAYERS["relu5_4"] == 35 and LAYERS["conv5_4"] == 34
 
 
-def test_loads_the_cached_file_and_is_zero_for_identical_inputs(cached_vgg):
+def test_loads_the_cached_file_and_is_zero_for_identical_inputs(cached_vgg, monkeypatch):
+    import hashlib
+
+    from srgan_med.losses import perceptual
+
+    # the fixture holds random values: made "torchvision's file" by taking its own digest as the
+    # expected one (the real 548 MB file cannot be downloaded here)
+    digest = hashlib.sha256(cached_vgg.read_bytes()).hexdigest()
+    monkeypatch.setattr(perceptual, "VGG19_SHA256_PREFIX", digest[:8])
     loss = PerceptualLoss(layer_weights={"relu2_2": 1.0, "relu5_4": 1.0})
-    assert loss.weight_source == f"imagenet:{cached_vgg}"
+    assert loss.weight_source == f"imagenet:{cached_vgg.resolve()}"
     image = _image()
     assert loss(image, image).item() == 0.0
+
+
+def test_a_file_that_is_not_torchvisions_imagenet_vgg_is_recorded_as_unverified(cached_vgg, caplog):
+    """Any .pth file given as the weights (here random values under torchvision's very name) was
+    recorded as "imagenet:..." in checkpoints and model cards, without a check."""
+    import hashlib
+
+    with caplog.at_level(logging.WARNING, logger="srgan_med.losses.perceptual"):
+        loss = PerceptualLoss(layer_weights={"relu2_2": 1.0})
+    digest = hashlib.sha256(cached_vgg.read_bytes()).hexdigest()
+    assert not loss.weight_source.startswith("imagenet")
+    assert loss.weight_source == (
+        f"unverified VGG19 file (NOT torchvision's ImageNet weights): {cached_vgg.resolve()} sha256:{digest}"
+    )
+    assert (
+        f"is not torchvision's ImageNet VGG19 (vgg19-dcbb9e9d.pth; its SHA-256 starts {digest[:8]}"
+        in caplog.text
+    )
 
 
 def test_grows_with_blur(cached_vgg):

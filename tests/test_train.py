@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -80,6 +81,11 @@ def test_checkpoints_are_safetensors_and_json_only(tiny_run):
     assert sidecar["config"]["losses"]["perceptual"]["weights"] == "random"
     assert "optim.discriminator.0.exp_avg" in tensors and "rng.sampler.rank0" in tensors
     assert len(list_checkpoints(folder)) == 2  # checkpoint.keep
+    # weights as readable as their sidecars (safetensors made them 0600 whatever the umask)
+    modes = {p.stat().st_mode & 0o777 for p in (*folder.iterdir(), *(result.output_dir / "models").iterdir())}
+    from srgan_med.io.atomic import _umask
+
+    assert modes == {0o666 & ~_umask()}, sorted(map(oct, modes))
 
 
 def test_unreadable_checkpoint_sidecar_is_an_input_error(tmp_path):
@@ -113,6 +119,50 @@ def test_tensorboard_has_losses_metrics_and_image_grids(tiny_run):
     assert [e.step for e in pixel] == [5, 10, 15, 20, 25, 30]
     image = events.Images("validation/lr_bicubic_sr_hr")[-1]
     assert image.width == 4 * image.height  # LR | bicubic | SR | HR side by side
+
+
+def test_images_follow_images_every_and_the_logged_rate_is_the_steps_own(tmp_path):
+    """Image grids came only at validation steps (images_every=3 with validation every 4 gave
+    steps 12 only), and the logged learning rate was the next step's (the decayed rate at the
+    last step before the decay)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = tiny(
+        tmp_path, "pretrain.steps=12", "gan.steps=0", "logging.every=2", "logging.images_every=3",
+        "validation.every=4", "pretrain.decay_steps=[4]", "pretrain.decay_factor=0.5", "checkpoint.every=100",
+    )  # fmt: skip
+    Trainer(config, quiet=True).run()
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard")).Reload()
+    assert [e.step for e in events.Images("validation/lr_bicubic_sr_hr")] == [3, 6, 9, 12]
+    rates = {e.step: e.value for e in events.Scalars("learning_rate")}
+    assert rates[4] == pytest.approx(1e-3) and rates[6] == pytest.approx(5e-4)
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again_without_logging_twice(tmp_path, monkeypatch):
+    """Interrupted before any checkpoint, the message promised a resume from "the last checkpoint",
+    and the rerun from scratch appended a second event file: every step appeared twice."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    config = tiny(tmp_path, "pretrain.steps=10", "gan.steps=0", "checkpoint.every=100")
+    Trainer(config, quiet=True).run()
+    for folder in ("checkpoints", "models"):  # what a Ctrl-C before the first checkpoint leaves
+        for path in (run / folder).iterdir():
+            path.unlink()
+    Trainer(config, quiet=True).run()
+    assert len(list((run / "tensorboard").iterdir())) == 2
+    steps = [e.step for e in EventAccumulator(str(run / "tensorboard")).Reload().Scalars("loss/pixel")]
+    assert steps == [5, 10]
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "run", interrupted)
+    fresh = ["train", str(TINY), "--set", f"output_dir={tmp_path / 'fresh'}"]
+    result = CliRunner().invoke(app, fresh)
+    assert result.exit_code == 130
+    last = result.output.strip().splitlines()[-1]  # after the random-VGG warning
+    assert last == "error: interrupted; no checkpoint was written yet: the same command starts the run again"
 
 
 def _train_command(output_dir: Path) -> list[str]:
@@ -261,6 +311,44 @@ def test_resuming_with_other_settings_is_refused_naming_them(tiny_run, changes, 
     assert sorted(p.name for p in (result.output_dir / "checkpoints").iterdir()) == before
 
 
+def test_resuming_where_the_same_words_name_other_files_is_refused(tmp_path, small_ct_volume):
+    """The check compared data.train as written: the same relative name read from another base_dir
+    (the config copied beside another scan) resumed silently on other data; so did a degradation
+    YAML edited between the runs."""
+    from conftest import write_nifti
+
+    volume, affine = small_ct_volume
+    for folder, offset in (("a", 0), ("b", 300)):
+        (tmp_path / folder).mkdir()
+        write_nifti(tmp_path / folder / "scan.nii.gz", (volume + offset).astype(np.int16), affine)
+    (tmp_path / "a" / "blur.yaml").write_text((REPO / "configs" / "degradation" / "ct.yaml").read_text())
+    output = tmp_path / "run"
+    sets = [
+        f"output_dir={output}", "data.train=[scan.nii.gz]", "data.validation=[]", "data.patch_size=16",
+        "degradation=blur.yaml", "pretrain.steps=4", "gan.steps=0", "checkpoint.every=2",
+    ]  # fmt: skip
+
+    def train(base: str):  # the config copied beside the scan, as a user copies it
+        config = tmp_path / base / "tiny.yaml"
+        config.write_text(TINY.read_text())
+        words = [word for item in sets for word in ("--set", item)]
+        return CliRunner().invoke(app, ["train", str(config), "--quiet", *words])
+
+    assert train("a").exit_code == 0
+    (tmp_path / "b" / "blur.yaml").write_text((tmp_path / "a" / "blur.yaml").read_text())
+    refused = train("b")
+    assert refused.exit_code == 2, refused.output
+    (line,) = refused.output.strip().splitlines()
+    assert f"data.train: ['{tmp_path / 'a' / 'scan.nii.gz'}'] -> ['{tmp_path / 'b' / 'scan.nii.gz'}']" in line
+    edited = (tmp_path / "a" / "blur.yaml").read_text().replace("std_hu: [5.0, 25.0]", "std_hu: [5.0, 50.0]")
+    assert edited != (tmp_path / "a" / "blur.yaml").read_text()
+    (tmp_path / "a" / "blur.yaml").write_text(edited)
+    refused = train("a")
+    assert refused.exit_code == 2 and "other settings (degradation: {" in refused.output, refused.output
+    (tmp_path / "a" / "blur.yaml").write_text((tmp_path / "b" / "blur.yaml").read_text())
+    assert train("a").exit_code == 0  # as it started: resumes (the run is done, nothing to train)
+
+
 @pytest.mark.parametrize(
     ("setting", "says"),
     [
@@ -329,6 +417,18 @@ def test_two_process_gloo_ddp_keeps_the_ranks_identical(tmp_path):
     assert [k for k in first if not torch.equal(first[k], second[k])] == []
     sidecar = json.loads(sorted((output / "checkpoints").glob("*.json"))[-1].read_text())
     assert sidecar["world_size"] == 2
+    # The logged loss is the mean over both ranks (it was rank 0's alone).
+    own = [json.loads((output / f"rank{r}.json").read_text())["pixel_losses"] for r in (0, 1)]
+    logged = json.loads((output / "rank0.json").read_text())["history"]
+    (at_5,) = [h["loss/pixel"] for h in logged if h["phase"] == "pretrain" and h["step"] == 5]
+    assert own[0][:5] != own[1][:5]
+    assert at_5 == pytest.approx((sum(own[0][:5]) + sum(own[1][:5])) / 10, rel=1e-6)
+    # Resuming with another number of processes is refused before any data is loaded.
+    sets = ["pretrain.steps=6", "gan.steps=4", "checkpoint.every=3", f"output_dir={output}"]
+    refused = CliRunner().invoke(app, ["train", str(TINY), *[w for s in sets for w in ("--set", s)]])
+    assert refused.exit_code == 2, refused.output
+    (line,) = refused.output.strip().splitlines()
+    assert "written by 2 process(es); resume with the same number (now 1)" in line, line
 
 
 def test_adversarial_and_pixel_losses():

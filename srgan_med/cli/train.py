@@ -41,11 +41,13 @@ def train(
     try:
         result = trainer.run()
     except KeyboardInterrupt:
-        raise fail(
-            "interrupted; run the same command again to resume from the last checkpoint in "
-            f"{settings.output_dir}",
-            130,
-        ) from None
+        from srgan_med.train.checkpoint import list_checkpoints
+
+        if list_checkpoints(trainer.checkpoint_dir):
+            said = f"run the same command again to resume from the last checkpoint in {settings.output_dir}"
+        else:
+            said = "no checkpoint was written yet: the same command starts the run again"
+        raise fail(f"interrupted; {said}", 130) from None
     if trainer.dist.is_main:
         for phase, path in result.models.items():
             typer.echo(f"{phase}: {path}")

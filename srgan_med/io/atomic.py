@@ -109,7 +109,8 @@ def save_safetensors(tensors: dict, path: Path, metadata: dict[str, str] | None 
 
     safetensors reports a failed write (disk full, file too large) as its own ``SafetensorError``
     whose message ends in ``(os error N)``; as an ``OSError`` it becomes the one-line output error of
-    :func:`atomic_output` instead of an internal error.
+    :func:`atomic_output` instead of an internal error. The file gets the mode the umask gives a new
+    file (safetensors makes it 0600).
     """
     import re
 
@@ -123,3 +124,19 @@ def save_safetensors(tensors: dict, path: Path, metadata: dict[str, str] | None 
             raise
         code = int(found.group(1))
         raise OSError(code, os.strerror(code)) from error
+    # safetensors creates its file with mode 0600 whatever the umask: a model or checkpoint other
+    # users could not read, beside JSON sidecars and scans that they can. Given the usual mode here.
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (os.umask sets it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -27,6 +27,8 @@ from srgan_med.errors import ConfigError, WeightsNotFoundError
 logger = logging.getLogger(__name__)
 
 VGG19_FILE = "vgg19-dcbb9e9d.pth"  # torchvision's VGG19_Weights.IMAGENET1K_V1
+# torchvision names its files after the first hex digits of their SHA-256 (torch.hub's check_hash)
+VGG19_SHA256_PREFIX = "dcbb9e9d"
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 RANDOM_SOURCE = "random-init (NOT ImageNet)"
 _CONFIG = [
@@ -109,6 +111,31 @@ def find_vgg19_weights(weights: str = "imagenet") -> Path:
     return path
 
 
+def vgg19_source(path: Path) -> str:
+    """What a VGG19 weights file is, for checkpoints and model cards: ``imagenet:PATH`` only when
+    its SHA-256 is that of torchvision's ImageNet file, as torch.hub checks a download; any other
+    file (another VGG19, a fine-tuned one, a damaged copy) is recorded as unverified, with a warning."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    hexdigest = digest.hexdigest()
+    path = Path(path).resolve()
+    if hexdigest.startswith(VGG19_SHA256_PREFIX):
+        return f"imagenet:{path}"
+    logger.warning(
+        "perceptual loss: %s is not torchvision's ImageNet VGG19 (%s; its SHA-256 starts %s, not %s): "
+        "recorded as an unverified VGG19",
+        path,
+        VGG19_FILE,
+        hexdigest[:8],
+        VGG19_SHA256_PREFIX,
+    )
+    return f"unverified VGG19 file (NOT torchvision's ImageNet weights): {path} sha256:{hexdigest}"
+
+
 class PerceptualLoss(nn.Module):
     """Weighted MSE (or L1) between VGG19 feature maps of two images.
 
@@ -157,7 +184,7 @@ class PerceptualLoss(nn.Module):
             state = torch.load(path, map_location="cpu", weights_only=True)
             state = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
             features.load_state_dict(state)
-            self.weight_source = f"imagenet:{path}"
+            self.weight_source = vgg19_source(path)
         last = max(LAYERS[name] for name in self.layer_weights)
         self.features = features[: last + 1].eval()
         for parameter in self.features.parameters():

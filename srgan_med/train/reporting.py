@@ -35,7 +35,8 @@ threading.excepthook = _quiet_tensorboard_thread
 
 
 class Reporter:
-    """Logs a trainer's progress (only on rank 0; a no-op elsewhere)."""
+    """Logs a trainer's progress: every rank sums its losses, the logged means are over all ranks
+    (one all-reduce per logging step), and only rank 0 (``enabled``) writes and draws."""
 
     def __init__(self, trainer, total_steps: int, enabled: bool = True, quiet: bool = False) -> None:
         self.trainer = trainer
@@ -55,12 +56,11 @@ class Reporter:
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = Path(self.trainer.output_dir) / "tensorboard"
-        resumed = self.trainer.resume_from is not None
-        # purge_step drops events a killed run logged after its last checkpoint.
+        # purge_step drops events a killed run logged after its last checkpoint, and a fresh run's
+        # from step 1: those of a run stopped before its first checkpoint (started again from the
+        # beginning, it logged every step twice).
         with self._writing():
-            self.writer = SummaryWriter(
-                str(self.log_dir), purge_step=self.trainer.global_step + 1 if resumed else None
-            )
+            self.writer = SummaryWriter(str(self.log_dir), purge_step=self.trainer.global_step + 1)
         if not self.quiet:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -126,22 +126,36 @@ class Reporter:
         """Forget the losses summed since the last log (steps the divergence guard dropped)."""
         self._sums, self._count, self._timed, self._since = {}, 0, 0, time.perf_counter()
 
+    def _summed_over_ranks(self) -> dict[str, torch.Tensor]:
+        """The sums of every rank added up (a collective: every rank calls it at the same step)."""
+        dist = self.trainer.dist
+        if not dist.enabled or not self._sums:
+            return dict(self._sums)
+        import torch.distributed
+
+        names = sorted(self._sums)
+        stacked = torch.stack([torch.as_tensor(self._sums[name]).float() for name in names])
+        torch.distributed.all_reduce(stacked, op=torch.distributed.ReduceOp.SUM)
+        return dict(zip(names, stacked.unbind(), strict=True))
+
     def pending(self) -> tuple[dict[str, torch.Tensor], int]:
-        """The losses summed since the last log (on the CPU) and how many steps they hold, for a
-        checkpoint: a run resumed from it logs the same means as an uninterrupted one."""
-        return {name: total.detach().cpu() for name, total in self._sums.items()}, self._count
+        """The losses summed since the last log, over all ranks (on the CPU), and how many steps
+        they hold, for a checkpoint: a run resumed from it logs the same means as an uninterrupted
+        one. Every rank calls it (a collective)."""
+        summed = self._summed_over_ranks()
+        return {name: total.detach().cpu() for name, total in summed.items()}, self._count
 
     def resume(self, sums: dict[str, torch.Tensor], count: int) -> None:
-        """Take back what :meth:`pending` gave to a checkpoint."""
-        if not self.enabled:  # only rank 0 sums and logs
-            return
+        """Take back what :meth:`pending` gave to a checkpoint: rank 0 holds the ranks' sums, the
+        others start from zero, so the next all-reduce adds them up once."""
         device = self.trainer.device
-        self._sums = {name: total.to(device) for name, total in sums.items()}
+        keep = self.trainer.dist.is_main
+        self._sums = {
+            name: (total if keep else torch.zeros_like(total)).to(device) for name, total in sums.items()
+        }
         self._count = int(count) if sums else 0
 
     def step(self, losses: dict[str, torch.Tensor]) -> None:
-        if not self.enabled:
-            return
         for name, value in losses.items():
             self._sums[name] = self._sums.get(name, 0) + value.detach()
         self._count += 1
@@ -152,11 +166,16 @@ class Reporter:
             if self.progress is not None:
                 self.progress.update(self.task, completed=trainer.global_step)
             return
+        summed = self._summed_over_ranks()  # every rank, at the same step
+        if not self.enabled:
+            self.discard()
+            return
         elapsed = time.perf_counter() - self._since
-        patches = self._timed * trainer.config.data.batch_size * trainer.dist.world_size
-        means = {name: float(total.item()) / self._count for name, total in self._sums.items()}
+        world = trainer.dist.world_size
+        patches = self._timed * trainer.config.data.batch_size * world
+        means = {name: float(total.item()) / (self._count * world) for name, total in summed.items()}
         values = dict(means)
-        values["learning_rate"] = trainer.optimisers["generator"].param_groups[0]["lr"]
+        values["learning_rate"] = trainer.step_learning_rate  # the rate this step ran at
         values["throughput/patches_per_s"] = patches / max(elapsed, 1e-9)
         self.scalars(values)
         trainer.history.append({"phase": trainer.phase, "step": trainer.step, **values})

@@ -66,6 +66,21 @@ def _may_change_on_resume(key: str, phase: str | None) -> bool:
     return any(key == allowed or key.startswith(f"{allowed}.") for allowed in _RESUMABLE_CHANGES)
 
 
+def _degradation_model(config: TrainConfig):
+    """The config's degradation model: a preset by name, or a YAML file relative to the config."""
+    from srgan_med.degrade import load_degradation_preset
+    from srgan_med.degrade.config import PRESET_NAMES
+
+    name = config.degradation
+    return load_degradation_preset(name if name.lower() in PRESET_NAMES else config.resolve(name))
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters for a one-line error."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay whole values)."""
     flat: dict[str, Any] = {}
@@ -123,6 +138,7 @@ class Trainer:
         self.metrics: dict[str, float] = {}
         self.history: list[dict[str, float]] = []
         self.reporter: Reporter | None = None
+        self.step_learning_rate = 0.0  # the generator's rate at the last step (what is logged)
         self._pending_log: tuple[dict[str, torch.Tensor], int] = ({}, 0)
         self.guard = DivergenceGuard(self)  # reads the losses only at the steps of ``_check_due``
 
@@ -177,24 +193,58 @@ class Trainer:
             and flat_written[key] != flat_ours[key]
             and not _may_change_on_resume(key, phase)
         ]
+        # The same words may name other files or settings: relative paths read from another
+        # base_dir, a degradation YAML edited since. Compared as resolved, as the sidecar keeps them.
+        then_now = {}
+        written_inputs = {
+            "data.train": sidecar.get("data", {}).get("train"),
+            "degradation": sidecar.get("degradation"),
+        }
+        for key, value in self._resolved_inputs().items():
+            then = written_inputs[key]
+            if then is not None and then != value and key not in changed:
+                changed.append(key)
+                then_now[key] = (then, value)
         if changed:
-            listed = "; ".join(f"{key}: {flat_written[key]!r} -> {flat_ours[key]!r}" for key in changed[:4])
+
+            def _said(key: str) -> str:
+                then, now = then_now.get(key) or (flat_written[key], flat_ours[key])
+                return f"{key}: {_short(then)} -> {_short(now)}"  # resolved where then_now has it
+
+            listed = "; ".join(_said(key) for key in changed[:4])
             more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
             raise ConfigError(
                 f"{self.output_dir} holds checkpoints of a run with other settings ({listed}{more}); "
                 "resume with the settings it started with, or set output_dir to another folder for a new run"
             )
+        # DDP state (each rank's sampler and noise generator) is kept per rank: another number of
+        # processes could not continue the same streams. Said before any data is loaded.
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if int(sidecar.get("world_size", 1)) != world_size:
+            raise ConfigError(
+                f"{checkpoint}: written by {sidecar.get('world_size')} process(es); resume with the same "
+                f"number (now {world_size}), or set output_dir to another folder for a new run"
+            )
+
+    def _resolved_inputs(self) -> dict[str, Any]:
+        """The training data files and the degradation model as this config resolves them, in the
+        form the checkpoint sidecar keeps them (``data.train`` paths, ``degradation`` settings)."""
+        from srgan_med.data import expand_data_list
+        from srgan_med.schema import to_dict
+
+        config = self.config
+        paths = expand_data_list(config.data.train, Path(config.base_dir), "data.train")
+        return {
+            "data.train": [str(p) for p in paths],
+            "degradation": json.loads(json.dumps(to_dict(_degradation_model(config)), default=str)),
+        }
 
     def _build_data(self) -> None:
         from srgan_med.data import PatchSampler, expand_data_list, load_volumes, validation_set
-        from srgan_med.degrade import BatchDegradation, load_degradation_preset
-        from srgan_med.degrade.config import PRESET_NAMES
+        from srgan_med.degrade import BatchDegradation
 
         config = self.config
-        name = config.degradation
-        self.degradation = load_degradation_preset(
-            name if name.lower() in PRESET_NAMES else config.resolve(name)
-        )
+        self.degradation = _degradation_model(config)
         if not config.data.train:
             raise ConfigError("data.train: list at least one training scan")
         base = Path(config.base_dir)
@@ -323,6 +373,8 @@ class Trainer:
         optimiser = self.optimisers[name]
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
+        if name == "generator":  # logged: the rate of this step, before the scheduler moves it on
+            self.step_learning_rate = optimiser.param_groups[0]["lr"]
         optimiser.step()
         self.schedulers[name].step()
 
@@ -407,11 +459,6 @@ class Trainer:
         tensors, sidecar = ckpt.load_checkpoint(self.resume_from)
         if sidecar.get("phase") not in PHASES:
             raise InputError(f"{self.resume_from}: unknown phase {sidecar.get('phase')!r}")
-        if int(sidecar.get("world_size", 1)) != self.dist.world_size:
-            raise InputError(
-                f"{self.resume_from}: written by {sidecar.get('world_size')} process(es); "
-                f"resume with the same number (now {self.dist.world_size})"
-            )
         self.phase = sidecar["phase"]
         self.step = int(sidecar["step"])
         self.metrics = dict(sidecar.get("metrics", {}))
@@ -484,6 +531,9 @@ class Trainer:
             every = config.validation.every
             if every and self.step % every == 0 and self.step < settings.steps:
                 self._validate(reporter)
+            images = config.logging.images_every
+            if images and self.step % images == 0 and self.step < settings.steps:
+                self._log_images(reporter)
             if self.step % config.checkpoint.every == 0 and self.step < settings.steps:
                 self._save_checkpoint()
 
@@ -499,18 +549,24 @@ class Trainer:
     def _validate(self, reporter: Reporter) -> None:
         if not self.validation_sets:
             return
-        from srgan_med.train.validation import image_grid, validate
+        from srgan_med.train.validation import validate
 
         self.metrics = validate(
             self.generator, self.validation_sets, self.config.scale, self.device, self.autocast
         )
         reporter.scalars({f"validation/{k}": v for k, v in self.metrics.items()})
-        images = self.config.logging.images_every
-        if images and (self.step % images == 0 or self.step == getattr(self.config, self.phase).steps):
-            grid = image_grid(
-                self.generator, self.validation_sets[0], self.config.scale, self.device, self.autocast
-            )
-            reporter.image("validation/lr_bicubic_sr_hr", grid)
+
+    def _log_images(self, reporter: Reporter) -> None:
+        """The image grid of the first validation volume (LR | bicubic | SR | HR); rank 0 only
+        holds validation sets, so only it draws."""
+        if not self.validation_sets or not self.config.logging.images_every:
+            return
+        from srgan_med.train.validation import image_grid
+
+        grid = image_grid(
+            self.generator, self.validation_sets[0], self.config.scale, self.device, self.autocast
+        )
+        reporter.image("validation/lr_bicubic_sr_hr", grid)
 
     def _finish_phase(self, reporter: Reporter) -> Path | None:
         """Validate, export the phase's model, then checkpoint: a phase-end checkpoint means the
@@ -520,6 +576,7 @@ class Trainer:
         path = None
         if self.dist.is_main:
             self._validate(reporter)
+            self._log_images(reporter)
             path = export_model(self)
         self._save_checkpoint()  # every rank takes part (collectives), so no file-based condition here
         if path is not None:
