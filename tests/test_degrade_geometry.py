@@ -109,3 +109,14 @@ def test_agrees_with_the_io_writers_rescaled_affine(factor):
     inverse = (1 / factor, 1 / factor, 1)
     np.testing.assert_allclose(upsampled_affine(affine, factors), rescaled_affine(affine, factors))
     np.testing.assert_allclose(downsampled_affine(affine, factors), rescaled_affine(affine, inverse))
+
+
+def test_a_thickness_equal_to_slices_measured_from_rounded_positions_is_whole():
+    """DICOM positions written to 4 decimals make 2.5 mm slices measure 2.500007 mm: a 2.5 mm
+    thickness was refused as "thinner than the 2.50001 mm slices" (the tolerance was 1e-6 slice)."""
+    from srgan_med.degrade.downsample import thick_slice_weights
+
+    weights, step, first = thick_slice_weights(4, 2.500007, 2.5, 2.5, "box")
+    assert weights.shape == (2, 4) and step == pytest.approx(2.0, abs=1e-5)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0)
+    assert np.argmax(weights[1]) == 2

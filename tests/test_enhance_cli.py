@@ -12,7 +12,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from conftest import dcm2niix, pydicom_test_files, write_nifti
+from conftest import dcm2niix, pydicom_data_files, pydicom_test_files, write_nifti
 from monai.data import MetaTensor
 from typer.testing import CliRunner
 
@@ -735,6 +735,29 @@ def test_derived_series_says_its_source_was_lossy_compressed(tmp_path):
     assert written.LossyImageCompression == "01"
     ratio = float(original.LossyImageCompressionRatio)
     assert float(written.LossyImageCompressionRatio) == pytest.approx(ratio)
+
+
+def test_a_lossy_transfer_syntax_is_history_even_without_the_tag(tmp_path):
+    """A JPEG-LS near-lossless file without LossyImageCompression gave a derived series that did not
+    say its pixels had been through lossy compression."""
+    source = pydicom_test_files() / "JPEGLSNearLossless_16.dcm"
+    assert "LossyImageCompression" not in pydicom.dcmread(source, stop_before_pixels=True)
+    result = _invoke(str(source), "--modality", "MR", "-o", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    written = pydicom.dcmread(next((tmp_path / "out").iterdir()))
+    assert written.LossyImageCompression == "01" and written.LossyImageCompressionMethod == "ISO_14495_1"
+
+
+def test_a_ct_map_not_in_hu_keeps_its_rescale_type_and_is_warned_about(tmp_path):
+    """The derived series of an enhanced CT perfusion map (RescaleType US) was labelled HU."""
+    source = pydicom_data_files() / "eCT_Supplemental.dcm"
+    result = _invoke(str(source), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert "CT values in RescaleType US, not Hounsfield units" in result.stderr
+    assert {pydicom.dcmread(f).RescaleType for f in (tmp_path / "out").iterdir()} == {"US"}
+    ct = _invoke("example:ct-small", "-o", str(tmp_path / "ct"))
+    assert ct.exit_code == 0 and "RescaleType" not in ct.stderr
+    assert pydicom.dcmread(next((tmp_path / "ct").iterdir())).RescaleType == "HU"
 
 
 def test_default_output_of_dicom_names_with_dots_is_a_folder(tmp_path):

@@ -102,11 +102,16 @@ def test_pydicom_shipped_ct_series_matches_dcm2niix(tmp_path):
     np.testing.assert_array_equal(ours[0].numpy(), np.asarray(reference.dataobj))
 
 
-def test_gantry_tilt_is_kept_exactly_in_the_affine(tmp_path, small_ct_volume):
+def test_gantry_tilt_is_kept_exactly_in_the_affine(tmp_path, small_ct_volume, caplog):
+    import pydicom
+
     volume = small_ct_volume[0]
     sheared = np.diag([-0.7, 0.8, 2.5, 1.0])  # k runs along the DICOM normal: no reordering
     sheared[1, 2] = 2.5 * np.tan(np.deg2rad(12))  # each slice shifted along y: a 12 degree tilt
-    write_dicom_series(volume, sheared, tmp_path / "tilted", modality="CT")
+    written_files = write_dicom_series(volume, sheared, tmp_path / "tilted", modality="CT")
+    # PS3.3: SpacingBetweenSlices along the normal (2.5 mm), not between positions (2.556 mm)
+    spacing = [float(pydicom.dcmread(f, stop_before_pixels=True).SpacingBetweenSlices) for f in written_files]
+    assert spacing == pytest.approx([2.5] * len(written_files), abs=1e-6)
     scan = load_scan(tmp_path / "tilted")
     assert scan.meta["gantry_tilt_deg"] == pytest.approx(12, abs=0.01)
     np.testing.assert_allclose(scan.affine.numpy(), sheared, atol=1e-4)
@@ -117,6 +122,7 @@ def test_gantry_tilt_is_kept_exactly_in_the_affine(tmp_path, small_ct_volume):
 
     written = nib.load(save_scan(scan, tmp_path / "tilted.nii.gz"))
     assert int(written.header["qform_code"]) == 0 and int(written.header["sform_code"]) > 0
+    assert "ITK-based tools (SimpleITK, 3D Slicer, ANTs) refuse it" in caplog.text
     np.testing.assert_allclose(written.get_sform(), sheared, atol=1e-4)
     np.testing.assert_allclose(load_scan(tmp_path / "tilted.nii.gz").affine.numpy(), sheared, atol=1e-4)
 

@@ -24,6 +24,8 @@ from srgan_med.degrade.config import ThroughPlaneConfig
 from srgan_med.degrade.geometry import strided_affine
 from srgan_med.errors import ConfigError, InputError
 
+_WHOLE = 1e-3  # of a slice: the tolerance of slab widths and counts (see thick_slice_weights)
+
 
 def block_average(image: torch.Tensor, factors: Sequence[int]) -> torch.Tensor:
     """Average non-overlapping blocks of ``factors`` voxels; trailing voxels that do not fill a block drop.
@@ -71,15 +73,17 @@ def thick_slice_weights(
     """
     width = thickness_mm / spacing_mm
     step = (thickness_mm + gap_mm) / spacing_mm
-    # Spacings come from float32 headers (0.7 mm is 0.69999999 there): widths and steps within a
-    # millionth of a slice of a whole slab count as whole, or the last slab was dropped.
-    if width < 1.0 - 1e-6:
+    # Spacings come from float32 headers (0.7 mm is 0.69999999 there) and from DICOM positions
+    # written to a few decimals (2.5 mm slices measure 2.500007 mm): widths and steps within a
+    # thousandth of a slice of a whole slab count as whole, or the last slab was dropped and a
+    # thickness equal to the slices' refused.
+    if width < 1.0 - _WHOLE:
         raise ConfigError(
             f"through_plane.slice_thickness_mm: {thickness_mm} mm is thinner than "
             f"the {spacing_mm:g} mm slices"
         )
     first = (width - 1.0) / 2.0
-    n_thick = int(math.floor((n_slices - width) / step + 1e-6)) + 1
+    n_thick = int(math.floor((n_slices - width) / step + _WHOLE)) + 1
     if n_thick < 1:
         raise InputError(f"{n_slices} slices of {spacing_mm:g} mm cannot hold one {thickness_mm:g} mm slice")
     index = np.arange(n_slices, dtype=np.float64)

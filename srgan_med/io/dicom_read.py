@@ -246,7 +246,7 @@ def _frames_of_multiframe(ds, path: Path, stored: np.ndarray) -> list[_Frame]:
         transform = item(group, "PixelValueTransformationSequence")
         rescale = Dataset()
         source = transform if transform is not None else ds
-        for keyword in ("RescaleSlope", "RescaleIntercept"):
+        for keyword in ("RescaleSlope", "RescaleIntercept", "RescaleType"):
             if keyword in source:
                 setattr(rescale, keyword, source[keyword].value)
         thickness = _thickness(measures.get("SliceThickness"), path)
@@ -351,14 +351,35 @@ def _assemble(frames: list[_Frame], label: str) -> tuple[np.ndarray, np.ndarray,
     return volume, LPS_TO_RAS @ affine_lps, notes
 
 
-def _reference_header(ds) -> dict[str, Any]:
-    """JSON form of the source header (no pixel data or per-frame groups) for writing back."""
+# Transfer syntaxes that are always lossy (PS3.5 A.4): pixels decoded from them have lost
+# information even where the file does not say so with LossyImageCompression. JPEG 2000 and HTJ2K
+# may be reversible or not, and only the tag tells.
+_LOSSY_SYNTAXES = {
+    "1.2.840.10008.1.2.4.50": "ISO_10918_1",  # JPEG baseline
+    "1.2.840.10008.1.2.4.51": "ISO_10918_1",  # JPEG extended
+    "1.2.840.10008.1.2.4.81": "ISO_14495_1",  # JPEG-LS near-lossless
+}
+
+
+def _reference_header(ds, rescale_type: str | None = None) -> dict[str, Any]:
+    """JSON form of the source header (no pixel data or per-frame groups) for writing back.
+
+    Completed with what the writer must carry but the top level may not say: the rescale type of an
+    enhanced object's functional groups, and the lossy-compression history a lossy transfer syntax
+    implies (PS3.3 C.7.6.1.1.5: once lossy, always said).
+    """
     import copy
 
     header = copy.copy(ds)
     for keyword in ("PixelData", "PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
         if keyword in header:
             delattr(header, keyword)
+    if rescale_type and "RescaleType" not in header:
+        header.RescaleType = rescale_type
+    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    if syntax in _LOSSY_SYNTAXES and "LossyImageCompression" not in header:
+        header.LossyImageCompression = "01"
+        header.LossyImageCompressionMethod = _LOSSY_SYNTAXES[syntax]
     try:
         # The JSON round trip leaves plain types (pydicom's UID is a str subclass), so the header can be
         # pickled and loaded back with torch.load(weights_only=True), as MONAI's disk cache does.
@@ -472,9 +493,17 @@ def _read_dicom(path: Path, series: str | None) -> tuple[np.ndarray, np.ndarray,
         "modality": str(first_full.get("Modality", "") or "OT"),
         "series_uid": str(first_full.get("SeriesInstanceUID", "") or ""),
         "series_description": str(first_full.get("SeriesDescription", "") or ""),
-        "dicom_reference": _reference_header(headers[0]),
+        "dicom_reference": _reference_header(headers[0], frames[0].rescale.get("RescaleType")),
         "source_files": [str(f) for f in files],
         "geometry_assumed": assumed,
         **notes,
     }
+    rescale_type = str(frames[0].rescale.get("RescaleType", "") or "").strip()
+    if meta["modality"] == "CT" and rescale_type and rescale_type.upper() != "HU":
+        logger.warning(
+            "%s: CT values in RescaleType %s, not Hounsfield units (a perfusion or other derived map?): "
+            "the CT models and the CT window assume HU",
+            label,
+            rescale_type,
+        )
     return volume, affine, meta

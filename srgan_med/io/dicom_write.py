@@ -196,7 +196,9 @@ def write_dicom_series(
     frame_of_reference = str(source.get("FrameOfReferenceUID", "") or generate_uid())
     study_uid = str(source.get("StudyInstanceUID", "") or generate_uid())
     now = _dt.datetime.now()
-    slice_spacing = float(np.linalg.norm(slice_step))
+    # PS3.3 C.7.6.2.1.1 / C.8.3.1: SpacingBetweenSlices is measured along the slice normal; the step
+    # between positions is longer in a gantry-tilted series (3.0 mm positions, 2.934 mm apart at 12°)
+    slice_spacing = abs(float(slice_step @ np.cross(row_cosine, column_cosine)))
     slice_thickness = float(slice_thickness_mm) if slice_thickness_mm else slice_spacing
     photometric = "MONOCHROME1" if source.get("PhotometricInterpretation") == "MONOCHROME1" else "MONOCHROME2"
     folder.mkdir(parents=True)
@@ -254,8 +256,11 @@ def write_dicom_series(
         ds.PixelRepresentation = storage.pixel_representation
         ds.RescaleSlope = f"{storage.slope:.10g}"
         ds.RescaleIntercept = f"{storage.intercept:.10g}"
-        if modality == "CT":
-            ds.RescaleType = "HU"
+        # the values keep their units: the source's RescaleType (a CT perfusion map is "US",
+        # unspecified), else HU, which a CT image's rescale gives when it does not say otherwise
+        rescale_type = source.get("RescaleType") or ("HU" if modality == "CT" else None)
+        if rescale_type:
+            ds.RescaleType = rescale_type
         if _has_non_ascii_text(ds):
             # The copied text is Unicode (read through the source's own character set); UTF-8 keeps
             # every character, where the default repertoire (ASCII) would write them as "?".

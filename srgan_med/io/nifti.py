@@ -264,8 +264,14 @@ def write_nifti(
     if _is_sheared(qform):
         # A qform is a rotation and zooms: it cannot hold a sheared grid (gantry-tilted CT), and
         # nibabel would store the nearest rotation, so a viewer reading the qform would misplace the
-        # image. Code 0 says: use the sform, which holds the grid exactly.
+        # image. Code 0 says: use the sform, which holds the grid exactly. ITK (SimpleITK, 3D
+        # Slicer, ANTs) reads only orthonormal grids and refuses such a file: said, not hidden.
         image.set_qform(None, code=0)
+        logger.warning(
+            "NIfTI output: its sheared grid (gantry tilt) is kept exactly in the sform, with no qform: "
+            "nibabel and FSL read it, ITK-based tools (SimpleITK, 3D Slicer, ANTs) refuse it; write a "
+            "DICOM series instead, or resample the input to an orthogonal grid first"
+        )
     else:
         image.set_qform(qform, code=int(header.get("qform_code", 1)))
     _write_carried_fields(image.header, header, data.shape)
