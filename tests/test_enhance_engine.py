@@ -163,12 +163,25 @@ def test_a_single_image_is_sliced_across_its_one_voxel_axis():
     """pydicom's JPEG2000.dcm (NM, 1024x256, 2.26 mm pixels, no slice thickness: 1 mm assumed) was
     sliced along its coarsest axis, one of the image's own, into 1024x1 "slices" and refused."""
     pixels = np.diag([2.26, 2.26, 1.0, 1.0])
-    assert slice_axis_for(pixels, "auto") == 0  # by spacing alone
+    assert slice_axis_for(np.diag([2.26, 1.0, 2.26, 1.0]), "auto") == 1  # by spacing alone
+    assert slice_axis_for(np.diag([2.26, 1.0, 2.26, 1.0]), "auto", (256, 1024, 1)) == 2
     assert slice_axis_for(pixels, "auto", (256, 1024, 1)) == 2
     assert slice_axis_for(np.diag([1.0, 0.5, 0.5, 1.0]), "auto", (1, 64, 64)) == 0
     assert slice_axis_for(pixels, "auto", (64, 1, 1)) == 2  # a line: prefer the usual axis
-    assert slice_axis_for(pixels, "auto", (64, 64, 8)) == 0  # a volume: spacing decides
+    assert slice_axis_for(pixels, "auto", (64, 64, 8)) == 2  # a volume: square pixels make the plane
     assert slice_axis_for(pixels, "sagittal", (256, 1024, 1)) == 0  # a named plane is obeyed
+
+
+def test_auto_plane_is_where_pixels_are_square_not_across_the_coarsest_axis():
+    """The coarsest axis was the slice axis: thin-slice CT (0.9x0.9 mm pixels, 0.625 mm apart) and
+    `degrade --scale 2` of an isotropic scan (3x3x1.5 mm) were sliced sagittally, and enhance
+    upscaled the wrong two axes (40x80x12 for 80x80x6)."""
+    assert slice_axis_for(np.diag([0.9, 0.9, 0.625, 1.0]), "auto") == 2
+    assert slice_axis_for(np.diag([3.0, 3.0, 1.5, 1.0]), "auto") == 2
+    assert slice_axis_for(np.diag([0.5, 0.6, 3.0, 1.0]), "auto") == 2  # nearly square: still the plane
+    assert slice_axis_for(np.diag([2.0, 0.5, 0.5, 1.0]), "auto") == 0
+    assert slice_axis_for(np.diag([1.0, 1.0, 1.0, 1.0]), "auto") == 2  # isotropic: axis 2
+    assert slice_axis_for(np.diag([1.0, 2.0, 4.0, 1.0]), "auto") == 2  # as square twice: the coarser
 
 
 def test_cuda_out_of_memory_lowers_the_batch_and_continues():
