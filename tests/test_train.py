@@ -371,6 +371,20 @@ def test_config_values_no_run_can_use_are_refused_at_load(tmp_path, setting, say
     assert not output.exists()
 
 
+def test_a_disk_cache_folder_blocked_by_a_file_is_said_as_the_settings_problem(tmp_path):
+    """It read "error: base.yaml: File exists (EEXIST)", naming the config, not the cache folder."""
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file")
+    sets = [f"output_dir={tmp_path / 'run'}", "data.cache=disk", f"data.cache_dir={blocker}"]
+    result = CliRunner().invoke(app, ["train", str(TINY), *[w for s in sets for w in ("--set", s)]])
+    assert result.exit_code == 2, result.output
+    assert (
+        result.output.strip()
+        == f"error: data.cache_dir: cannot use {blocker} as a folder: File exists (EEXIST)"
+    )
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_dicom_of_another_modality_than_the_config_is_refused(tmp_path):
     """The config's modality overrode the DICOM tag: an MR file was normalised in the CT window
     and listed as training data of a CT model."""

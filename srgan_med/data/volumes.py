@@ -86,7 +86,14 @@ def load_volumes(
     elif cache == "disk":
         if cache_dir is None:
             raise ConfigError("data.cache_dir: needed for the disk cache")
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # a file in the way, no permission: said as the key's problem
+            from srgan_med.errors import os_error_reason
+
+            raise ConfigError(
+                f"data.cache_dir: cannot use {cache_dir} as a folder: {os_error_reason(error)}"
+            ) from None
         # MONAI hashes the item dict only: the key makes a rewritten scan or another normalisation
         # a cache miss. track_meta keeps the MetaTensor (affine, normalisation record) in the file.
         for item, path in zip(items, paths, strict=True):
