@@ -179,6 +179,42 @@ def test_interrupted_run_leaves_no_partial_output(tmp_path, small_ct_volume, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nii.gz", "tiny_x2.safetensors"]
 
 
+_TERMINATED_RUN = """
+import os, signal, sys
+from srgan_med.io import scratch
+made = scratch.array
+
+def array_then_sigterm(*args, **kwargs):
+    storage = made(*args, **kwargs)  # the output-sized scratch file exists now
+    os.kill(os.getpid(), signal.SIGTERM)
+    return storage
+
+scratch.array = array_then_sigterm
+from srgan_med.cli import main
+sys.argv = ["srgan-med", "enhance", sys.argv[1], "--model", sys.argv[2], "-q"]
+main()
+"""
+
+
+def test_sigterm_takes_the_path_of_ctrl_c(tmp_path, small_ct_volume):
+    """SIGTERM (kill, a scheduler's limit) ended enhance with no message and left the hidden,
+    output-sized scratch file of its disk-backed output beside the input."""
+    import os
+    import subprocess
+    import sys
+
+    source = write_nifti(tmp_path / "ct.nii.gz", *small_ct_volume)
+    model = _bundle(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    run = subprocess.run(
+        [sys.executable, "-c", _TERMINATED_RUN, str(source), str(model)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "SRGAN_MED_MAX_ARRAY_MB": "0"},
+    )  # fmt: skip
+    assert run.returncode == 143, run.stderr[-2000:]
+    assert run.stderr.strip().splitlines()[-1] == "error: interrupted; nothing partial was written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
 def test_evaluate_scores_a_model_beside_the_interpolators(tmp_path, small_ct_volume):
     import csv
 

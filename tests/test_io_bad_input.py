@@ -414,3 +414,115 @@ def test_single_frame_enhanced_dicom_uses_its_functional_groups(tmp_path):
     np.testing.assert_allclose(both.affine.numpy() @ [0, 0, k, 1], [*origin, 1], atol=1e-4)
     np.testing.assert_allclose(one.affine.numpy()[:3, :2], both.affine.numpy()[:3, :2], atol=1e-6)
     np.testing.assert_array_equal(one[0, :, :, 0].numpy(), both[0, :, :, k].numpy())
+
+
+def _gz_nifti_bytes(volume: np.ndarray, **header_fields) -> bytes:
+    import nibabel as nib
+
+    image = nib.Nifti1Image(volume, np.eye(4))
+    for key, value in header_fields.items():
+        image.header[key] = value
+    return gzip.compress(image.to_bytes(), mtime=0)
+
+
+def test_a_corrupted_gzip_stream_is_refused_not_read_as_wrong_voxels(tmp_path):
+    """One byte changed inside a .nii.gz gave thousands of wrong voxels and exit 0: nibabel stops
+    reading after the voxels, before the CRC-32 that gzip checks at the end of the stream."""
+    import zlib
+
+    volume = np.random.default_rng(0).integers(-1000, 1000, (64, 64, 32)).astype(np.int16)
+    good = _gz_nifti_bytes(volume)
+    for position in range(3 * len(good) // 4, len(good) - 8):
+        flipped = bytearray(good)
+        flipped[position] ^= 0x01
+        try:
+            gzip.decompress(bytes(flipped))
+        except gzip.BadGzipFile as error:
+            if "CRC" in str(error):
+                break  # inflates without a deflate error: only the checksum tells
+        except (zlib.error, EOFError):
+            continue
+    else:
+        pytest.fail("no single-bit change that only the CRC catches")
+    (tmp_path / "flipped.nii.gz").write_bytes(bytes(flipped))
+    line = _assert_one_line_error(
+        _info(str(tmp_path / "flipped.nii.gz")), "truncated or corrupt image data ("
+    )
+    assert "checksum" in line.lower() or "data check" in line, line  # python-isal's words, or zlib's
+    small = bytearray(_gz_nifti_bytes(volume[:8, :8, :4]))  # read whole while nibabel sniffs the header
+    small[-8] ^= 0x01  # the CRC itself
+    (tmp_path / "small.nii.gz").write_bytes(bytes(small))
+    _assert_one_line_error(_info(str(tmp_path / "small.nii.gz")), "corrupt compressed data (CRC")
+    (tmp_path / "cut.nii.gz").write_bytes(good[:-5])  # the trailer cut: never checked either
+    _assert_one_line_error(_info(str(tmp_path / "cut.nii.gz")), "truncated or corrupt image data")
+    (tmp_path / "good.nii.gz").write_bytes(good + b"trailing garbage")  # gzip -t tolerates it
+    np.testing.assert_array_equal(load_scan(tmp_path / "good.nii.gz")[0].numpy(), volume)
+
+
+def test_a_tiny_nii_gz_declaring_gigabytes_fails_without_allocating_them(tmp_path):
+    """A 6 KB .nii.gz declaring 4096x4096x512 int16 took 16.7 GB and 19 s before its error: nibabel
+    allocates and zeroes the whole declared size before inflating."""
+    import resource
+
+    raw = bytearray(gzip.decompress(_gz_nifti_bytes(np.zeros((16, 16, 8), np.int16))))
+    header = np.frombuffer(raw[:348], dtype=np.uint8).copy()
+    dims = np.array([3, 4096, 4096, 512, 1, 1, 1, 1], dtype=np.int16)
+    header[40:56] = np.frombuffer(dims.tobytes(), np.uint8)  # dim[8] at byte 40 of the header
+    raw[:348] = header.tobytes()
+    (tmp_path / "big.nii.gz").write_bytes(gzip.compress(bytes(raw)))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    line = _assert_one_line_error(_info(str(tmp_path / "big.nii.gz")), "truncated or corrupt image data")
+    assert "declares 17,179,869,184 bytes of voxels, the compressed stream holds 4,096" in line
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 1000, grown_mb
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ((40, np.int16, [4, 8, 8, 4, 0]), "the header declares no voxels (shape (8, 8, 4, 0): a dim of 0)"),
+        ((123, np.uint8, [255]), "xyzt_units 255 holds no known spatial/time unit code"),
+    ],
+)
+def test_headers_no_reader_can_use_are_one_line(tmp_path, fields, says):
+    """Both were internal errors (exit 1): a reshape ValueError and a KeyError of nibabel's."""
+    offset, dtype, values = fields  # header bytes: dim[] at 40, xyzt_units at 123
+    raw = bytearray(gzip.decompress(_gz_nifti_bytes(np.zeros((8, 8, 4), np.int16))))
+    patch = np.array(values, dtype=dtype).tobytes()
+    raw[offset : offset + len(patch)] = patch
+    path = tmp_path / "odd.nii"
+    path.write_bytes(bytes(raw))
+    _assert_one_line_error(_info(str(path)), says)
+
+
+def test_nibabels_header_notes_do_not_reach_the_user(tmp_path):
+    """nibabel printed "sizeof_hdr should be 348; set sizeof_hdr to 348" and similar through its
+    own handler, as extra lines beside srgan-med's output."""
+    import logging
+
+    from nibabel.imageglobals import logger as nibabel_logger
+
+    path = tmp_path / "odd.nii"
+    raw = bytearray(gzip.decompress(_gz_nifti_bytes(np.ones((8, 8, 4), np.int16))))
+    raw[0:4] = np.int32(0).tobytes()  # sizeof_hdr 0: nibabel fixes it and says so
+    path.write_bytes(bytes(raw))
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = seen.append
+    nibabel_logger.addHandler(handler)
+    try:
+        assert load_scan(path).shape == (1, 8, 8, 4)
+    finally:
+        nibabel_logger.removeHandler(handler)
+    assert seen == []
+
+
+def test_values_beyond_float32_and_pipes_are_refused(tmp_path):
+    """A float64 NIfTI with finite values near 1e302 became infinite in float32, printed numpy's
+    RuntimeWarnings and blamed the output; reading a FIFO waited forever."""
+    import os
+
+    huge = write_nifti(tmp_path / "huge.nii", np.full((8, 8, 4), 1e302), np.eye(4))
+    _assert_one_line_error(_info(str(huge)), "values up to 1e+302 lie beyond float32's range")
+    os.mkfifo(tmp_path / "pipe.nii.gz")
+    _assert_one_line_error(_info(str(tmp_path / "pipe.nii.gz")), "not a regular file or folder")

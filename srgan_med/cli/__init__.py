@@ -52,6 +52,16 @@ def main() -> None:
     import signal
     import sys
 
+    terminated = []
+
+    def _terminate(signum, frame) -> None:
+        # SIGTERM (kill, a scheduler's time limit) takes the path of Ctrl-C: the temporary and
+        # scratch files of the work are removed and it is said; it left a hidden output-sized
+        # scratch file and no message. Exit 143 (128 + SIGTERM), not Ctrl-C's 130.
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         try:
             code = app(prog_name="srgan-med", standalone_mode=False)
@@ -76,7 +86,12 @@ def main() -> None:
             fail(f"{error.format_message().rstrip('.')}{hint}")
             sys.exit(error.exit_code)
         sys.exit(code if isinstance(code, int) else 0)
+    except SystemExit as leaving:
+        if terminated and leaving.code == 130:
+            sys.exit(128 + signal.SIGTERM)
+        raise
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         # The work is done and said (or stopped and said): a Ctrl-C now would only print tracebacks
         # from the interpreter's shutdown (atexit callbacks of torch and others), so it is ignored.
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -97,6 +97,8 @@ def load_scan(path: str | Path, series: str | None = None, modality: str | None 
         modality = str(modality).upper()
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
+    if not path.is_file() and not path.is_dir():  # reading a FIFO waited for a writer forever
+        raise InputError(f"{path}: not a regular file or folder (a pipe, socket or device)")
     if path.is_file() and path.stat().st_size == 0:
         raise InputError(f"{path}: empty file")
     if series is not None and not path.is_dir():  # silently ignored, it would seem to have been used
@@ -134,6 +136,13 @@ def load_scan(path: str | Path, series: str | None = None, modality: str | None 
             raise InputError(
                 f"{path}: {int(volume.size - finite.sum())} voxels are NaN or infinite; "
                 "replace them (e.g. with the background value) first"
+            )
+        limit = float(np.finfo(np.float32).max)
+        if volume.dtype.itemsize > 4 and volume.size and float(np.abs(volume).max()) > limit:
+            # scans are float32 from here: these would become infinite (and the output refused)
+            raise InputError(
+                f"{path}: values up to {float(np.abs(volume).max()):.3g} lie beyond float32's range "
+                f"(±{limit:.3g}); a corrupt or unscaled image?"
             )
     if volume.size == 0:
         raise InputError(f"{path}: the image has no voxels (shape {volume.shape})")
