@@ -526,3 +526,35 @@ def test_values_beyond_float32_and_pipes_are_refused(tmp_path):
     _assert_one_line_error(_info(str(huge)), "values up to 1e+302 lie beyond float32's range")
     os.mkfifo(tmp_path / "pipe.nii.gz")
     _assert_one_line_error(_info(str(tmp_path / "pipe.nii.gz")), "not a regular file or folder")
+
+
+def test_implausible_missing_and_negative_spacings_are_refused_or_said(tmp_path):
+    """PixelSpacing 1e300 gave "spacing inf x inf" and a DICOM series with infinite pixels (exit 0);
+    a missing PixelSpacing and a negative SliceThickness became 1 mm without a word."""
+    huge = _ct_small_with(tmp_path, "huge.dcm", PixelSpacing=b"1e300\\1e300 ")
+    _assert_one_line_error(_info(str(huge)), "implausible PixelSpacing")
+    import pydicom
+
+    ds = pydicom.dcmread(pydicom_test_files() / "CT_small.dcm")
+    del ds.PixelSpacing
+    ds.save_as(tmp_path / "nospacing.dcm")
+    result = _info(str(tmp_path / "nospacing.dcm"))
+    assert (
+        result.exit_code == 0 and "no PixelSpacing (nor ImagerPixelSpacing); assuming 1 mm" in result.stderr
+    )
+    negative = _info(str(_ct_small_with(tmp_path, "neg.dcm", SliceThickness=b"-5 ")))
+    assert negative.exit_code == 0 and "SliceThickness -5" in negative.stderr and "ignored" in negative.stderr
+
+
+def test_a_series_of_two_modalities_is_refused(tmp_path):
+    """One MR slice among CT slices was loaded as CT without a word."""
+    import pydicom
+
+    from srgan_med.io.dicom_write import write_dicom_series
+
+    volume = np.zeros((16, 16, 4), np.int16)
+    files = write_dicom_series(volume, np.diag([0.7, 0.7, 2.0, 1.0]), tmp_path / "series", modality="CT")
+    ds = pydicom.dcmread(files[2])
+    ds.Modality = "MR"
+    ds.save_as(files[2])
+    _assert_one_line_error(_info(str(tmp_path / "series")), "holds slices of several modalities (CT, MR)")

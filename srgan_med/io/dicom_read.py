@@ -186,6 +186,9 @@ def _optional_float(value, what: str, path: Path) -> float | None:
     return number
 
 
+_MAX_PIXEL_MM = 1e4  # ten metres: no scanner's pixel; beyond it the grid's arithmetic overflows
+
+
 def _float_list(value, count: int, what: str, path: Path) -> np.ndarray:
     try:
         array = np.asarray([float(v) for v in value], dtype=np.float64)
@@ -195,17 +198,23 @@ def _float_list(value, count: int, what: str, path: Path) -> np.ndarray:
         raise InputError(f"{path}: malformed {what} {value!r}")
     if what == "PixelSpacing" and not np.all(array > 0):
         raise InputError(f"{path}: PixelSpacing must be positive, got {value!r}")
+    if what == "PixelSpacing" and not np.all(array < _MAX_PIXEL_MM):  # 1e300 made an infinite grid
+        raise InputError(f"{path}: implausible PixelSpacing {value!r} (pixels over {_MAX_PIXEL_MM:g} mm)")
     return array
 
 
 def _thickness(value, path: Path) -> float | None:
-    """SliceThickness, or ``None``: a malformed one is said and ignored (it places no voxel; a
-    single slice then gets the 1 mm a missing one gets)."""
+    """SliceThickness, or ``None``: a malformed one (or one not positive) is said and ignored (it
+    places no voxel; a single slice then gets the 1 mm a missing one gets)."""
     try:
-        return _optional_float(value, "SliceThickness", path)
+        thickness = _optional_float(value, "SliceThickness", path)
     except InputError as error:
         logger.warning("%s; ignored", error)
         return None
+    if thickness is not None and not 0 < thickness < _MAX_PIXEL_MM:
+        logger.warning("%s: SliceThickness %s is not a thickness; ignored", path, value)
+        return None
+    return thickness
 
 
 @dataclass
@@ -217,6 +226,7 @@ class _Frame:
     spacing: np.ndarray  # (row spacing, column spacing) mm
     thickness: float | None
     rescale: Any  # a Dataset holding the modality LUT for this frame
+    spacing_assumed: bool = False  # no PixelSpacing: 1 mm assumed (said once per series)
 
 
 def _frames_of_multiframe(ds, path: Path, stored: np.ndarray) -> list[_Frame]:
@@ -275,7 +285,8 @@ def _frame_of_single(ds, path: Path, stored: np.ndarray) -> tuple[_Frame, bool]:
         orientation = _float_list(ds.ImageOrientationPatient, 6, "ImageOrientationPatient", path)
     else:
         position, orientation = np.zeros(3), np.array([1.0, 0, 0, 0, 1.0, 0])
-    return _Frame(path, stored[0], position, orientation, spacing, thickness, ds), not has_geometry
+    frame = _Frame(path, stored[0], position, orientation, spacing, thickness, ds, spacing_value is None)
+    return frame, not has_geometry
 
 
 def _assemble(frames: list[_Frame], label: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -487,6 +498,11 @@ def _read_dicom(path: Path, series: str | None) -> tuple[np.ndarray, np.ndarray,
             frames.append(frame)
     if assumed:
         logger.warning("%s: no patient position/orientation tags; assuming an axial LPS grid", label)
+    if any(frame.spacing_assumed for frame in frames):
+        logger.warning("%s: no PixelSpacing (nor ImagerPixelSpacing); assuming 1 mm pixels", label)
+    modalities = sorted({str(h.get("Modality", "") or "") for h in headers} - {""})
+    if len(modalities) > 1:  # one slice of MR among CT loaded as CT, without a word
+        raise InputError(f"{label}: holds slices of several modalities ({', '.join(modalities)})")
     volume, affine, notes = _assemble(frames, label)
     assert first_full is not None
     meta: dict[str, Any] = {
