@@ -239,6 +239,11 @@ def test_existing_output_needs_overwrite_and_inputs_are_never_overwritten(tmp_pa
     folder = save_scan(scan, tmp_path / "dcm")
     save_scan(scan, folder, overwrite=True)
     assert len(list(folder.iterdir())) == scan.shape[3]
+    # ...but not one holding a file srgan-med did not write: --overwrite deleted it with the folder
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match=r"files srgan-med does not write \(notes.txt\)"):
+        save_scan(scan, folder, overwrite=True)
+    assert (folder / "notes.txt").read_text() == "mine" and len(list(folder.iterdir())) == scan.shape[3] + 1
 
 
 def test_failed_write_leaves_nothing_behind(tmp_path, small_ct_volume, monkeypatch):
@@ -527,3 +532,38 @@ def test_ctrl_c_while_writing_a_gz_ends_at_once(tmp_path, after):
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.split() in (["interrupted", "1"], ["single-threaded"]), run.stdout
+
+
+_SCRATCH_PAST_THE_LIMIT = """
+import resource, signal, sys
+from pathlib import Path
+import numpy as np
+from srgan_med.io import scratch
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (8000, 8000))
+with scratch.disk_backed(Path(sys.argv[1]), 0):
+    try:
+        scratch.array((100, 100, 10), np.float32)
+    except Exception as error:
+        print(type(error).__name__, error)
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs POSIX resource limits")
+def test_a_scratch_file_that_cannot_be_made_names_its_folder(tmp_path):
+    """On the disk-backed output path a full disk or size limit said only "File too large (EFBIG)"."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", _SCRATCH_PAST_THE_LIMIT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.stdout.strip() == (
+        f"OutputWriteError {tmp_path}: cannot write a 0.4 MiB scratch file for the output: "
+        "File too large (EFBIG); nothing was written"
+    ), run.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import os
 import shutil
 import uuid
@@ -16,6 +17,9 @@ from srgan_med.errors import (
     os_error_reason,
     root_os_error,
 )
+
+# What srgan-med writes into an output folder: a derived DICOM series, an evaluation's tables and figures.
+_OUR_FOLDER_FILES = ("*.dcm", "*.csv", "summary.json", "report.md", "*.png")
 
 
 def check_output(path: Path, *, overwrite: bool, inputs: Iterable[Path] = ()) -> None:
@@ -33,6 +37,20 @@ def check_output(path: Path, *, overwrite: bool, inputs: Iterable[Path] = ()) ->
             )
     if target.exists() and not overwrite:
         raise OutputExistsError(f"{path}: exists already; pass --overwrite to replace it")
+    if target.is_dir() and not Path(path).is_symlink():
+        # --overwrite replaces the folder whole: only one that holds nothing but what srgan-med
+        # writes into its folders (a derived DICOM series, an evaluation); it deleted a user's file.
+        foreign = sorted(
+            entry.name
+            for entry in target.iterdir()
+            if not entry.is_file() or not any(fnmatch.fnmatch(entry.name, p) for p in _OUR_FOLDER_FILES)
+        )
+        if foreign:
+            listed = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise OutputExistsError(
+                f"{path}: a folder holding files srgan-med does not write ({listed}); --overwrite "
+                "would delete them: choose another output or remove them first"
+            )
 
 
 @contextlib.contextmanager

@@ -76,7 +76,17 @@ def array(shape: tuple[int, ...], dtype, order: str = "C") -> np.ndarray:
         return np.empty(shape, dtype=dtype, order=order)
     path = scratch.folder / f".srgan_med-{uuid.uuid4().hex[:8]}.scratch"
     scratch.files.append(path)
-    return np.memmap(path, dtype=dtype, mode="w+", shape=shape, order=order)
+    try:
+        return np.memmap(path, dtype=dtype, mode="w+", shape=shape, order=order)
+    except OSError as error:  # sizing the file (a full disk, a file size limit) names no file
+        from srgan_med.io.atomic import output_write_error
+
+        raise output_write_error(
+            scratch.folder,
+            error,
+            f"a {math.prod(shape) * np.dtype(dtype).itemsize / 2**20:,.1f} MiB scratch file for the output",
+            "nothing was written",
+        ) from error
 
 
 def array_like(data: np.ndarray, dtype) -> np.ndarray:
