@@ -558,3 +558,11 @@ def test_a_series_of_two_modalities_is_refused(tmp_path):
     ds.Modality = "MR"
     ds.save_as(files[2])
     _assert_one_line_error(_info(str(tmp_path / "series")), "holds slices of several modalities (CT, MR)")
+
+
+def test_a_compressed_dicom_cut_inside_its_pixel_data_is_called_truncated(tmp_path):
+    """pydicom reads such a file as an empty data set: the error said "no Rows/Columns", which its
+    header has."""
+    whole = (pydicom_test_files() / "MR_small_RLE.dcm").read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(whole[: len(whole) // 2])
+    _assert_one_line_error(_info(str(tmp_path / "cut.dcm")), "truncated or corrupt image data")

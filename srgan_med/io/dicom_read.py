@@ -472,11 +472,15 @@ def _read_dicom(path: Path, series: str | None) -> tuple[np.ndarray, np.ndarray,
     frames: list[_Frame] = []
     assumed = False
     first_full = None
-    for file in files:
+    for file, header in zip(files, headers, strict=True):
         try:
             ds = pydicom.dcmread(file, force=True)
         except Exception as exc:  # noqa: BLE001
             raise InputError(f"{file}: unreadable DICOM file ({exception_summary(exc)})") from None
+        if "Rows" in header and "Rows" not in ds:
+            # pydicom gives an empty data set for a file cut inside its encapsulated pixel data
+            # (RLE, JPEG 2000): said as that, not as "no Rows/Columns" its header does have
+            raise InputError(f"{file}: truncated or corrupt image data (the file ends inside its pixel data)")
         _check_image(ds, file)
         _infer_transfer_syntax(ds)
         stored = _pixels(ds, file)
