@@ -523,7 +523,13 @@ def test_values_beyond_float32_and_pipes_are_refused(tmp_path):
     import os
 
     huge = write_nifti(tmp_path / "huge.nii", np.full((8, 8, 4), 1e302), np.eye(4))
-    _assert_one_line_error(_info(str(huge)), "values up to 1e+302 lie beyond float32's range")
+    _assert_one_line_error(_info(str(huge)), "values up to 1e+302, beyond what float32 arithmetic handles")
+    import nibabel as nib
+
+    image = nib.Nifti1Image(np.ones((8, 8, 4), np.int16), np.eye(4))
+    image.header.set_slope_inter(1.0, 1e30)  # a broken intercept: enhance's output became infinite
+    nib.save(image, tmp_path / "intercept.nii")
+    _assert_one_line_error(_info(str(tmp_path / "intercept.nii")), "values up to 1e+30")
     os.mkfifo(tmp_path / "pipe.nii.gz")
     _assert_one_line_error(_info(str(tmp_path / "pipe.nii.gz")), "not a regular file or folder")
 

@@ -137,12 +137,14 @@ def load_scan(path: str | Path, series: str | None = None, modality: str | None 
                 f"{path}: {int(volume.size - finite.sum())} voxels are NaN or infinite; "
                 "replace them (e.g. with the background value) first"
             )
-        limit = float(np.finfo(np.float32).max)
-        if volume.dtype.itemsize > 4 and volume.size and float(np.abs(volume).max()) > limit:
-            # scans are float32 from here: these would become infinite (and the output refused)
+        # Scans are float32 from here, and normalising squares them: beyond about 1.8e19 a square
+        # overflows float32 (1e302 became infinite at once; 1e30 from a broken scl_inter made the
+        # model's output infinite, and the error blamed the output).
+        largest = max(float(volume.max()), -float(volume.min())) if volume.size else 0.0  # no |copy|
+        if largest > _LARGEST_VALUE:
             raise InputError(
-                f"{path}: values up to {float(np.abs(volume).max()):.3g} lie beyond float32's range "
-                f"(±{limit:.3g}); a corrupt or unscaled image?"
+                f"{path}: values up to {largest:.3g}, beyond what float32 arithmetic handles "
+                f"({_LARGEST_VALUE:.0e}); a corrupt image or scale factor (scl_slope/scl_inter)?"
             )
     if volume.size == 0:
         raise InputError(f"{path}: the image has no voxels (shape {volume.shape})")
@@ -150,6 +152,9 @@ def load_scan(path: str | Path, series: str | None = None, modality: str | None 
     meta["filename_or_obj"] = str(path)
     affine = torch.as_tensor(affine, dtype=torch.float64)
     return MetaTensor(_float32_c_order(volume)[None], affine=affine, meta=meta)
+
+
+_LARGEST_VALUE = 1e18  # float32's largest square root is 1.8e19; no scanner's unit comes near
 
 
 def _float32_c_order(volume: np.ndarray):
