@@ -572,3 +572,19 @@ def test_a_compressed_dicom_cut_inside_its_pixel_data_is_called_truncated(tmp_pa
     whole = (pydicom_test_files() / "MR_small_RLE.dcm").read_bytes()
     (tmp_path / "cut.dcm").write_bytes(whole[: len(whole) // 2])
     _assert_one_line_error(_info(str(tmp_path / "cut.dcm")), "truncated or corrupt image data")
+
+
+def test_a_nifti_loaded_as_ct_without_negative_values_is_warned_about(tmp_path, caplog):
+    """An MR NIfTI trained or enhanced as CT (NIfTI has no modality tag) went through silently."""
+    import logging
+
+    magnitudes = write_nifti(tmp_path / "mr.nii.gz", np.full((8, 8, 4), 300, np.int16), np.eye(4))
+    with caplog.at_level(logging.WARNING):
+        load_scan(magnitudes, modality="CT")
+    assert "no value below 0 (no fat, no air): not CT in Hounsfield units?" in caplog.text
+    caplog.clear()
+    ct = write_nifti(tmp_path / "ct.nii.gz", np.full((8, 8, 4), -100, np.int16), np.eye(4))
+    with caplog.at_level(logging.WARNING):
+        load_scan(ct, modality="CT")
+        load_scan(magnitudes, modality="MR")
+    assert "Hounsfield" not in caplog.text

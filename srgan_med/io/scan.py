@@ -110,6 +110,13 @@ def load_scan(path: str | Path, series: str | None = None, modality: str | None 
             modality=modality or _guess_modality(volume),
             modality_guessed=modality is None,
         )
+        if modality == "CT" and volume.size and float(volume.min()) >= 0:
+            # CT in HU has fat and air below 0; an MR (or CT stored without its rescale intercept)
+            # would be normalised in the CT window and enhanced by a CT model without a word
+            logger.warning(
+                "%s: no value below 0 (no fat, no air): not CT in Hounsfield units? loaded as CT as asked",
+                path,
+            )
     else:
         from srgan_med.io.dicom_read import read_dicom
 
