@@ -202,9 +202,20 @@ class Trainer:
         }
         for key, value in self._resolved_inputs().items():
             then = written_inputs[key]
+            if isinstance(then, dict) and isinstance(value, dict):
+                # settings a later version added (or dropped) are not a change of the experiment
+                flat_then, flat_now = _flatten(then), _flatten(value)
+                shared = [k for k in flat_now if k in flat_then]
+                then = {k: flat_then[k] for k in shared}
+                value = {k: flat_now[k] for k in shared}
             if then is not None and then != value and key not in changed:
                 changed.append(key)
-                then_now[key] = (then, value)
+                differing = [k for k in value if then[k] != value[k]] if isinstance(value, dict) else []
+                then_now[key] = (
+                    ({k: then[k] for k in differing}, {k: value[k] for k in differing})
+                    if differing
+                    else (then, value)
+                )
         if changed:
 
             def _said(key: str) -> str:
