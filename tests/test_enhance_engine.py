@@ -178,7 +178,9 @@ def test_auto_plane_is_where_pixels_are_square_not_across_the_coarsest_axis():
     upscaled the wrong two axes (40x80x12 for 80x80x6)."""
     assert slice_axis_for(np.diag([0.9, 0.9, 0.625, 1.0]), "auto") == 2
     assert slice_axis_for(np.diag([3.0, 3.0, 1.5, 1.0]), "auto") == 2
-    assert slice_axis_for(np.diag([0.5, 0.6, 3.0, 1.0]), "auto") == 2  # nearly square: still the plane
+    assert slice_axis_for(np.diag([0.5, 0.6, 3.0, 1.0]), "auto") == 2  # no square pair: the coarsest
+    assert slice_axis_for(np.diag([0.45, 0.9, 1.0, 1.0]), "auto") == 2  # rectangular MR pixels
+    assert slice_axis_for(np.diag([0.5, 1.0, 1.2, 1.0]), "auto") == 2
     assert slice_axis_for(np.diag([2.0, 0.5, 0.5, 1.0]), "auto") == 0
     assert slice_axis_for(np.diag([1.0, 1.0, 1.0, 1.0]), "auto") == 2  # isotropic: axis 2
     assert slice_axis_for(np.diag([1.0, 2.0, 4.0, 1.0]), "auto") == 2  # as square twice: the coarser

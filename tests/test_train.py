@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -339,12 +340,25 @@ def test_resuming_where_the_same_words_name_other_files_is_refused(tmp_path, sma
     refused = train("b")
     assert refused.exit_code == 2, refused.output
     (line,) = refused.output.strip().splitlines()
-    assert f"data.train: ['{tmp_path / 'a' / 'scan.nii.gz'}'] -> ['{tmp_path / 'b' / 'scan.nii.gz'}']" in line
+    said = (
+        f"data.train: '{tmp_path / 'a' / 'scan.nii.gz'}' -> '{tmp_path / 'b' / 'scan.nii.gz'} (other data)'"
+    )
+    assert said in line, line
+    # the same data copied elsewhere (a job's node-local scratch, a moved project) resumes
+    (tmp_path / "c").mkdir()
+    shutil.copy(tmp_path / "a" / "scan.nii.gz", tmp_path / "c" / "scan.nii.gz")
+    shutil.copy(tmp_path / "a" / "blur.yaml", tmp_path / "c" / "blur.yaml")
+    moved = train("c")
+    assert moved.exit_code == 0, moved.output
     edited = (tmp_path / "a" / "blur.yaml").read_text().replace("std_hu: [5.0, 25.0]", "std_hu: [5.0, 50.0]")
     assert edited != (tmp_path / "a" / "blur.yaml").read_text()
     (tmp_path / "a" / "blur.yaml").write_text(edited)
     refused = train("a")
-    assert refused.exit_code == 2 and "other settings (degradation: {" in refused.output, refused.output
+    assert refused.exit_code == 2, refused.output
+    assert (
+        "other settings (degradation: {'noise.std_hu': [5.0, 25.0]} -> {'noise.std_hu': [5.0, 50.0]})"
+        in refused.output
+    )
     (tmp_path / "a" / "blur.yaml").write_text((tmp_path / "b" / "blur.yaml").read_text())
     assert train("a").exit_code == 0  # as it started: resumes (the run is done, nothing to train)
 

@@ -54,14 +54,19 @@ def main() -> None:
 
     terminated = []
 
-    def _terminate(signum, frame) -> None:
+    def _stop(signum, frame) -> None:
         # SIGTERM (kill, a scheduler's time limit) takes the path of Ctrl-C: the temporary and
         # scratch files of the work are removed and it is said; it left a hidden output-sized
-        # scratch file and no message. Exit 143 (128 + SIGTERM), not Ctrl-C's 130.
-        terminated.append(signum)
+        # scratch file and no message. Exit 143 (128 + SIGTERM), not Ctrl-C's 130. Once: a second
+        # signal raised inside that clean-up left its partial output behind.
+        if signum == signal.SIGTERM:
+            terminated.append(signum)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     try:
         try:
             code = app(prog_name="srgan-med", standalone_mode=False)

@@ -73,3 +73,28 @@ def expand_data_list(entries, base_dir: str | Path = ".", key: str = "data.train
         for path in _expand_one(str(entry), Path(base_dir), f"{key}[{index}]"):
             seen.setdefault(path.resolve(), None)
     return list(seen)
+
+
+def fingerprint(path: str | Path) -> str:
+    """What identifies a scan's data wherever it lies: for a file, its size and a digest of its first
+    and last MiB; for a folder (a DICOM series), the names and sizes of the files in it.
+
+    A training run resumed from a copy of its data at another path (a job's node-local scratch, a
+    moved project) has the same fingerprints; one whose names read other files has others. Cheap
+    (it reads at most 2 MiB per file), so it runs before any data is loaded.
+    """
+    import hashlib
+
+    path = Path(path)
+    digest = hashlib.blake2b(digest_size=12)
+    if path.is_dir():
+        for item in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(f"{item.relative_to(path)}\0{item.stat().st_size}\n".encode())
+        return f"folder:{digest.hexdigest()}"
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        digest.update(handle.read(1 << 20))
+        if size > 2 << 20:
+            handle.seek(size - (1 << 20))
+        digest.update(handle.read(1 << 20))
+    return f"{size}:{digest.hexdigest()}"

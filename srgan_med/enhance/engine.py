@@ -25,14 +25,14 @@ MIN_TILE = 32
 def slice_axis_for(affine, plane: str, shape: tuple[int, ...] | None = None) -> int:
     """Voxel axis along which slices are taken.
 
-    ``auto`` takes as the slice plane the two axes whose spacings are closest (pixels are square,
-    or nearly, in the plane a scanner acquires), and slices along the third: 0.9x0.9x0.625 mm
-    thin-slice CT and a 3x3x1.5 mm in-plane degraded scan are sliced along axis 2, where the
-    coarsest axis (the rule before) was 0. Ties (isotropic grids) go to the coarser axis, then to
-    axis 2. A volume one voxel deep along some axis (``shape``: a single 2-D image) is sliced along
-    that axis, whatever spacing it states there (often a default 1 mm, finer than its pixels); a
-    named plane picks the voxel axis nibabel's orientation code (``io_orientation``) gives that
-    plane's normal in RAS space.
+    ``auto``: where two axes have the same spacing (square pixels) and the third another, the
+    third is the slice axis: 0.9x0.9x0.625 mm thin-slice CT and a 3x3x1.5 mm in-plane degraded scan
+    are sliced along axis 2, where the coarsest axis (the rule before) was 0. Otherwise (rectangular
+    pixels such as 0.45x0.9x1.0 mm, or an isotropic grid) the coarsest axis, axis 2 on a tie. A
+    volume one voxel deep along some axis (``shape``: a single 2-D image) is sliced along that axis,
+    whatever spacing it states there (often a default 1 mm, finer than its pixels); a named plane
+    picks the voxel axis nibabel's orientation code (``io_orientation``) gives that plane's normal
+    in RAS space.
     """
     matrix = np.asarray(affine, dtype=np.float64)[:3, :3]
     if plane not in PLANES:
@@ -42,12 +42,10 @@ def slice_axis_for(affine, plane: str, shape: tuple[int, ...] | None = None) -> 
         return 2 if 2 in flat else flat[-1]
     if plane == "auto":
         spacing = np.linalg.norm(matrix, axis=0)
-        # for each candidate slice axis, how far from square the other two axes' pixels are
-        ratios = np.array(
-            [max(spacing[a], spacing[b]) / min(spacing[a], spacing[b]) for a, b in ((1, 2), (0, 2), (0, 1))]
-        )
-        candidates = np.flatnonzero(ratios <= ratios.min() * (1 + 1e-3))
-        coarsest = candidates[np.isclose(spacing[candidates], spacing[candidates].max(), rtol=1e-3)]
+        same = [np.isclose(spacing[a], spacing[b], rtol=1e-3) for a, b in ((1, 2), (0, 2), (0, 1))]
+        if sum(same) == 1:  # exactly one square pair: the axis across it
+            return int(same.index(True))
+        coarsest = np.flatnonzero(np.isclose(spacing, spacing.max(), rtol=1e-3))
         return int(2 if 2 in coarsest else coarsest[0])
     # nibabel's one-to-one assignment of voxel axes to world axes (as ``aff2axcodes`` reports it):
     # a per-plane argmax gave two planes the same axis on double-oblique grids.

@@ -50,11 +50,12 @@ def _gain(values: list[float], baseline: list[float]) -> dict[str, Any]:
 def _baseline_gain(values: list[float]) -> dict[str, Any]:
     """Bicubic's own row of the gain table: zero, over the pairs the other methods are scored on."""
     scores = np.asarray(values, dtype=np.float64)
+    n = int(np.isfinite(scores).sum())
     gain = {
-        "n": int(np.isfinite(scores).sum()),
+        "n": n,
         "mean_gain": 0.0,
-        "ci_low": 0.0,
-        "ci_high": 0.0,
+        "ci_low": 0.0 if n >= 2 else None,  # as for the other methods: no interval from one pair
+        "ci_high": 0.0 if n >= 2 else None,
         "wilcoxon_p": None,
     }
     if np.isnan(scores).any():
@@ -263,7 +264,8 @@ def _markdown(summary: dict[str, Any], command: str, versions: dict[str, str]) -
     if unscored:
         said = ", ".join(f"{name.upper()} of {count}" for name, count in unscored.items())
         reasons = {
-            "ssim": f"SSIM needs slices of at least {SSIM_MIN_SIDE}x{SSIM_MIN_SIDE} voxels",
+            "ssim": f"SSIM needs slices of at least {SSIM_MIN_SIDE}x{SSIM_MIN_SIDE} voxels, and a mask "
+            f"reaching past the slices' {(SSIM_MIN_SIDE - 1) // 2}-voxel border",
             "hfen": "HFEN is undefined on a flat reference",
         }
         why = "; ".join(reason for name, reason in reasons.items() if name in unscored)

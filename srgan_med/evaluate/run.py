@@ -139,7 +139,7 @@ def volume_seed(seed: int, high_res) -> int:
     import hashlib
 
     digest = hashlib.blake2b(digest_size=8)
-    digest.update(np.ascontiguousarray(high_res.as_tensor().numpy(), dtype=np.float32).tobytes())
+    digest.update(np.ascontiguousarray(high_res.as_tensor().numpy(), dtype=np.float32))  # no bytes copy
     digest.update(np.asarray(high_res.affine, dtype=np.float64).tobytes())
     digest.update(repr(tuple(high_res.shape)).encode())
     mixed = np.random.SeedSequence([int(seed), int.from_bytes(digest.digest(), "little")])

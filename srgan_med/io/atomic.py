@@ -144,7 +144,8 @@ def save_safetensors(tensors: dict, path: Path, metadata: dict[str, str] | None 
         raise OSError(code, os.strerror(code)) from error
     # safetensors creates its file with mode 0600 whatever the umask: a model or checkpoint other
     # users could not read, beside JSON sidecars and scans that they can. Given the usual mode here.
-    os.chmod(path, 0o666 & ~_umask())
+    with contextlib.suppress(OSError):  # a file system without modes (some FUSE, CIFS mounts)
+        os.chmod(path, 0o666 & ~_umask())
 
 
 def _umask() -> int:

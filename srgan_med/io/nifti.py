@@ -60,15 +60,29 @@ def read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     # nibabel prints its header checks ("sizeof_hdr should be 348", "data code 0 not supported")
     # through its own handler, as extra unprefixed lines; what stops a read reaches the user as
     # the one-line error below. (Its LoggingOutputSuppressor drops the handler for good.)
+    with _isal_gzip_reads(), _quiet_nibabel():
+        return _read_nifti(path)
+
+
+@contextlib.contextmanager
+def _quiet_nibabel():
+    """While inside: nibabel's global logger prints nothing (its level is raised past CRITICAL),
+    counted as :func:`_isal_gzip_reads` counts, so reads in several threads put the level back once,
+    after the last (saved and restored per read, overlapping reads could leave it raised)."""
     from nibabel.imageglobals import logger as nibabel_logger
 
-    level = nibabel_logger.level
-    nibabel_logger.setLevel(logging.CRITICAL + 1)
+    with _QUIET["lock"]:
+        if _QUIET["readers"] == 0:
+            _QUIET["level"] = nibabel_logger.level
+            nibabel_logger.setLevel(logging.CRITICAL + 1)
+        _QUIET["readers"] += 1
     try:
-        with _isal_gzip_reads():
-            return _read_nifti(path)
+        yield
     finally:
-        nibabel_logger.setLevel(level)
+        with _QUIET["lock"]:
+            _QUIET["readers"] -= 1
+            if _QUIET["readers"] == 0:
+                nibabel_logger.setLevel(_QUIET["level"])
 
 
 def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -322,6 +336,7 @@ def write_nifti(
 
 
 _SWAP = {"lock": threading.Lock(), "readers": 0, "saved": None}
+_QUIET = {"lock": threading.Lock(), "readers": 0, "level": logging.NOTSET}
 
 
 def _gzip_damage(path: Path) -> str | None:

@@ -36,6 +36,7 @@ def provenance(trainer) -> dict:
     return {
         "data": {
             "train": [str(p) for p in trainer.train_paths],
+            "train_fingerprints": trainer.train_fingerprints,
             "validation": [str(p) for p in trainer.validation_paths],
             "patch_size": trainer.config.data.patch_size,
             "batch_size": trainer.config.data.batch_size,

@@ -194,32 +194,42 @@ class Trainer:
             and not _may_change_on_resume(key, phase)
         ]
         # The same words may name other files or settings: relative paths read from another
-        # base_dir, a degradation YAML edited since. Compared as resolved, as the sidecar keeps them.
-        then_now = {}
-        written_inputs = {
-            "data.train": sidecar.get("data", {}).get("train"),
-            "degradation": sidecar.get("degradation"),
-        }
-        for key, value in self._resolved_inputs().items():
-            then = written_inputs[key]
-            if isinstance(then, dict) and isinstance(value, dict):
-                # settings a later version added (or dropped) are not a change of the experiment
-                flat_then, flat_now = _flatten(then), _flatten(value)
-                shared = [k for k in flat_now if k in flat_then]
-                then = {k: flat_then[k] for k in shared}
-                value = {k: flat_now[k] for k in shared}
-            if then is not None and then != value and key not in changed:
-                changed.append(key)
-                differing = [k for k in value if then[k] != value[k]] if isinstance(value, dict) else []
-                then_now[key] = (
-                    ({k: then[k] for k in differing}, {k: value[k] for k in differing})
-                    if differing
-                    else (then, value)
+        # base_dir, a degradation YAML edited since. Compared as resolved: the data by fingerprint
+        # (the same files copied elsewhere resume), the degradation on the settings both know.
+        then_now: dict[str, tuple[Any, Any]] = {}
+        resolved = self._resolved_inputs()
+        written_data = sidecar.get("data", {})
+        before = written_data.get("train_fingerprints")  # absent in checkpoints of older versions
+        if before is not None and before != resolved["fingerprints"] and "data.train" not in changed:
+            pairs = zip(before, resolved["fingerprints"], strict=False)
+            first = next(
+                (i for i, (a, b) in enumerate(pairs) if a != b), min(len(before), len(resolved["paths"]))
+            )
+            names = written_data.get("train", [])
+            changed.append("data.train")
+            then_now["data.train"] = (
+                names[first] if first < len(names) else f"{len(before)} scans",
+                f"{resolved['paths'][first]} (other data)"
+                if first < len(resolved["paths"])
+                else "fewer scans",
+            )
+        then, now = sidecar.get("degradation"), resolved["degradation"]
+        if isinstance(then, dict) and "degradation" not in changed:
+            # settings a later version added (or dropped) are not a change of the experiment
+            flat_then, flat_now = _flatten(then), _flatten(now)
+            differing = [k for k in flat_now if k in flat_then and flat_then[k] != flat_now[k]]
+            if differing:
+                changed.append("degradation")
+                then_now["degradation"] = (
+                    {k: flat_then[k] for k in differing},
+                    {k: flat_now[k] for k in differing},
                 )
         if changed:
 
             def _said(key: str) -> str:
                 then, now = then_now.get(key) or (flat_written[key], flat_ours[key])
+                if key == "data.train" and key in then_now:  # paths whole: cut, they say nothing
+                    return f"{key}: {then!r} -> {now!r}"
                 return f"{key}: {_short(then)} -> {_short(now)}"  # resolved where then_now has it
 
             listed = "; ".join(_said(key) for key in changed[:4])
@@ -238,15 +248,17 @@ class Trainer:
             )
 
     def _resolved_inputs(self) -> dict[str, Any]:
-        """The training data files and the degradation model as this config resolves them, in the
-        form the checkpoint sidecar keeps them (``data.train`` paths, ``degradation`` settings)."""
+        """The training data files (paths and fingerprints) and the degradation model as this config
+        resolves them, in the form the checkpoint sidecar keeps them."""
         from srgan_med.data import expand_data_list
+        from srgan_med.data.lists import fingerprint
         from srgan_med.schema import to_dict
 
         config = self.config
         paths = expand_data_list(config.data.train, Path(config.base_dir), "data.train")
         return {
-            "data.train": [str(p) for p in paths],
+            "paths": [str(p) for p in paths],
+            "fingerprints": [fingerprint(p) for p in paths],
             "degradation": json.loads(json.dumps(to_dict(_degradation_model(config)), default=str)),
         }
 
@@ -260,6 +272,9 @@ class Trainer:
             raise ConfigError("data.train: list at least one training scan")
         base = Path(config.base_dir)
         self.train_paths = expand_data_list(config.data.train, base, "data.train")
+        from srgan_med.data.lists import fingerprint
+
+        self.train_fingerprints = [fingerprint(p) for p in self.train_paths]
         self.validation_paths = expand_data_list(config.data.validation, base, "data.validation")
         cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else self.output_dir / "cache"
         load = dict(cache=config.data.cache, cache_dir=cache_dir, modality=config.modality)
@@ -454,6 +469,7 @@ class Trainer:
         tensors, parts = capture_state(self)
         if self.reporter is not None:  # the losses summed since the last log: resumed, the log is the same
             logged, parts["log_steps"] = self.reporter.pending()
+            parts["log_summed_over_ranks"] = True
             tensors.update({f"log.{name}": value for name, value in logged.items()})
         if self.dist.is_main:
             ckpt.save_checkpoint(
@@ -477,6 +493,9 @@ class Trainer:
         restore_state(self, tensors, sidecar)
         self.guard.remember(tensors, sidecar)
         logged = {key.removeprefix("log."): v for key, v in tensors.items() if key.startswith("log.")}
+        if self.dist.world_size > 1 and not sidecar.get("log_summed_over_ranks"):
+            # an older version kept rank 0's own sums: as an estimate of the ranks' total
+            logged = {key: value * self.dist.world_size for key, value in logged.items()}
         self._pending_log = (logged, int(sidecar.get("log_steps", 0)))
 
     @property
@@ -554,7 +573,12 @@ class Trainer:
         a non-finite loss found at a check sends the run back to the last good state (a checkpoint),
         so the steps in between are dropped, as the skipped step was when every step was checked."""
         config, step = self.config, self.step
-        every = (config.logging.every, config.checkpoint.every, config.validation.every)
+        every = (
+            config.logging.every,
+            config.checkpoint.every,
+            config.validation.every,
+            config.logging.images_every,  # an image grid reads the generator too
+        )
         return step >= settings.steps or any(n and step % n == 0 for n in every)
 
     def _validate(self, reporter: Reporter) -> None:
