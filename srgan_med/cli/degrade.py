@@ -175,7 +175,13 @@ def degrade(
         typer.Option("--series", help="SeriesInstanceUID (or a start of it), when a folder holds several."),
     ] = None,
     modality: ModalityOption = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace existing outputs (a folder only if it holds nothing but what srgan-med writes).",
+        ),
+    ] = False,
 ) -> None:
     """Write the low-resolution scan a worse acquisition would have produced (blur, downsampling, thick
     slices, noise), on a voxel-centre-correct grid so it overlays the input in any viewer."""

@@ -97,7 +97,13 @@ def enhance(
     ] = None,
     modality: ModalityOption = None,
     clip: ClipOption = True,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace existing outputs (a folder only if it holds nothing but what srgan-med writes).",
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary lines.")] = False,
 ) -> None:
     """Upscale scans slice by slice with a super-resolution model; writes the input's format with

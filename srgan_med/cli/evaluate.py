@@ -64,8 +64,8 @@ def evaluate(
             "--seed",
             min=0,
             max=2**32 - 1,
-            help="Seed of the simulated degradations, mixed with each scan's voxels: a scan gets "
-            "the same draws wherever it stands in the list (report.md lists them).",
+            help="Seed of the simulated degradations, mixed with each scan's voxels and grid: a scan "
+            "gets the same draws wherever it stands in the list (report.md lists them).",
         ),
     ] = 0,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for tables and figures.")] = Path(
@@ -91,7 +91,11 @@ def evaluate(
         typer.Option("--mask", help="auto (body/head mask), none, or a mask scan on the reference's grid."),
     ] = "auto",
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing output folder.")
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace an existing output folder (only if it holds nothing but an evaluation's files).",
+        ),
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     modality: ModalityOption = None,
