@@ -98,6 +98,14 @@ ClipOption = Annotated[
     ),
 ]
 
+OverwriteOption = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace existing outputs (a folder only if it holds nothing but what srgan-med writes).",
+    ),
+]
+
 # NIfTI has no modality tag: ``load_scan`` guesses it from the values, which a crop without air
 # (a CT of the head or of one organ) gets wrong. Every command that reads scans takes this override.
 ModalityOption = Annotated[

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from srgan_med.cli._common import ModalityOption, handle_errors
+from srgan_med.cli._common import ModalityOption, OverwriteOption, handle_errors
 from srgan_med.errors import InputError
 
 if TYPE_CHECKING:  # the config module is light, but keep the CLI import free of the degrade package
@@ -175,13 +175,7 @@ def degrade(
         typer.Option("--series", help="SeriesInstanceUID (or a start of it), when a folder holds several."),
     ] = None,
     modality: ModalityOption = None,
-    overwrite: Annotated[
-        bool,
-        typer.Option(
-            "--overwrite",
-            help="Replace existing outputs (a folder only if it holds nothing but what srgan-med writes).",
-        ),
-    ] = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Write the low-resolution scan a worse acquisition would have produced (blur, downsampling, thick
     slices, noise), on a voxel-centre-correct grid so it overlays the input in any viewer."""

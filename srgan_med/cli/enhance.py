@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from srgan_med.cli._common import ClipOption, ModalityOption, handle_errors
+from srgan_med.cli._common import ClipOption, ModalityOption, OverwriteOption, handle_errors
 
 
 @handle_errors
@@ -97,13 +97,7 @@ def enhance(
     ] = None,
     modality: ModalityOption = None,
     clip: ClipOption = True,
-    overwrite: Annotated[
-        bool,
-        typer.Option(
-            "--overwrite",
-            help="Replace existing outputs (a folder only if it holds nothing but what srgan-med writes).",
-        ),
-    ] = False,
+    overwrite: OverwriteOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary lines.")] = False,
 ) -> None:
     """Upscale scans slice by slice with a super-resolution model; writes the input's format with

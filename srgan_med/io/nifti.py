@@ -71,18 +71,30 @@ def _quiet_nibabel():
     after the last (saved and restored per read, overlapping reads could leave it raised)."""
     from nibabel.imageglobals import logger as nibabel_logger
 
-    with _QUIET["lock"]:
-        if _QUIET["readers"] == 0:
-            _QUIET["level"] = nibabel_logger.level
-            nibabel_logger.setLevel(logging.CRITICAL + 1)
-        _QUIET["readers"] += 1
+    def quiet() -> int:
+        level = nibabel_logger.level
+        nibabel_logger.setLevel(logging.CRITICAL + 1)
+        return level
+
+    with _counted(_QUIET, quiet, nibabel_logger.setLevel):
+        yield
+
+
+@contextlib.contextmanager
+def _counted(state: dict[str, Any], enter, leave):
+    """``enter()`` when the first of overlapping readers comes in, ``leave(what enter returned)``
+    when the last goes out (``state``: a lock, a reader count and the saved value)."""
+    with state["lock"]:
+        if state["readers"] == 0:
+            state["saved"] = enter()
+        state["readers"] += 1
     try:
         yield
     finally:
-        with _QUIET["lock"]:
-            _QUIET["readers"] -= 1
-            if _QUIET["readers"] == 0:
-                nibabel_logger.setLevel(_QUIET["level"])
+        with state["lock"]:
+            state["readers"] -= 1
+            if state["readers"] == 0:
+                leave(state["saved"])
 
 
 def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -336,7 +348,7 @@ def write_nifti(
 
 
 _SWAP = {"lock": threading.Lock(), "readers": 0, "saved": None}
-_QUIET = {"lock": threading.Lock(), "readers": 0, "level": logging.NOTSET}
+_QUIET = {"lock": threading.Lock(), "readers": 0, "saved": logging.NOTSET}
 
 
 def _gzip_damage(path: Path) -> str | None:
@@ -451,18 +463,14 @@ def _isal_gzip_reads():
         yield
         return
     openers = ImageOpener.compress_ext_map
-    with _SWAP["lock"]:
-        if _SWAP["readers"] == 0:
-            _SWAP["saved"] = openers[".gz"]
-            openers[".gz"] = (igzip.open, ("mode",))
-        _SWAP["readers"] += 1
-    try:
+
+    def swap():
+        saved = openers[".gz"]
+        openers[".gz"] = (igzip.open, ("mode",))
+        return saved
+
+    with _counted(_SWAP, swap, lambda saved: openers.__setitem__(".gz", saved)):
         yield
-    finally:
-        with _SWAP["lock"]:
-            _SWAP["readers"] -= 1
-            if _SWAP["readers"] == 0:
-                openers[".gz"] = _SWAP["saved"]
 
 
 def _write_carried_fields(target, header: dict[str, Any], shape: tuple[int, ...]) -> None:
