@@ -109,10 +109,13 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     except Exception as exc:  # noqa: BLE001 - nibabel raises several types for non-NIfTI input
         if "CIFTI" in str(exc):  # a CIFTI intent code without a valid CIFTI-2 extension
             raise InputError(cifti) from None
-        damage = _gzip_damage(path) if path.name.lower().endswith(".gz") else None
+        compressed = path.name.lower().endswith(".gz")
+        damage = _gzip_damage(path) if compressed else None
         if damage:  # a small file is inflated whole while nibabel sniffs its header
             raise InputError(f"{path}: corrupt compressed data ({damage})") from None
-        raise InputError(f"{path}: not a readable NIfTI file ({exception_summary(exc, 160)})") from None
+        image = _with_trailing_bytes(path) if compressed else None
+        if image is None:
+            raise InputError(f"{path}: not a readable NIfTI file ({exception_summary(exc, 160)})") from None
     header = getattr(image, "nifti_header", image.header)  # a Cifti2Image keeps it there
     if isinstance(image, nib.Cifti2Image) or int(header.get("intent_code", 0)) in _CIFTI_INTENTS:
         raise InputError(cifti)
@@ -349,6 +352,37 @@ def write_nifti(
 
 _SWAP = {"lock": threading.Lock(), "readers": 0, "saved": None}
 _QUIET = {"lock": threading.Lock(), "readers": 0, "saved": logging.NOTSET}
+
+
+def _with_trailing_bytes(path: Path, limit: int = 1 << 26):
+    """A small ``.nii.gz`` whose whole gzip members are followed by other bytes, which python-isal's
+    reader (nibabel's, while it sniffs the header of a file of a few KB) refuses where ``gzip -t``
+    ignores them: its image read from the members, or None when that is not what is wrong. Only
+    for files inflating to ``limit`` bytes at most (the data are read again by :func:`_gzip_data`)."""
+    import zlib
+
+    import nibabel as nib
+
+    data, members = path.read_bytes(), []
+    if len(data) > limit:
+        return None
+    while data[:2] == b"\x1f\x8b":
+        member = zlib.decompressobj(31)
+        try:
+            members.append(member.decompress(data, limit))
+        except zlib.error:
+            return None
+        if not member.eof:  # damaged, or larger than the limit
+            return None
+        data = member.unused_data
+    if not members or not data:  # not gzip, or nothing after the members: another problem
+        return None
+    inflated = b"".join(members)
+    klass = nib.Nifti2Image if inflated[:4] in (b"\x1c\x02\x00\x00", b"\x00\x00\x02\x1c") else nib.Nifti1Image
+    try:
+        return klass.from_bytes(inflated)
+    except Exception:  # noqa: BLE001 - not a NIfTI after all: the caller says nibabel's reason
+        return None
 
 
 def _gzip_damage(path: Path) -> str | None:
