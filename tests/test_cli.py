@@ -159,3 +159,52 @@ def test_modality_override_for_a_ct_crop_without_air(tmp_path):
     assert degraded.exit_code == 0 and "'kind': 'gaussian', 'std_hu'" in degraded.stderr  # CT's noise, in HU
     wrong = runner.invoke(app, ["info", source, "--modality", "PET"])
     assert wrong.exit_code == 2 and "--modality must be CT or MR, got 'PET'" in wrong.stderr
+
+
+_SIGNALLED_MAIN = """
+import os, signal, sys
+import srgan_med.cli as cli
+
+seen = {"ignored_at_start": signal.getsignal(signal.SIGINT) is signal.SIG_IGN}
+
+def command(*args, **kwargs):
+    seen["still_ignored"] = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if sys.argv[1] == "inherited":
+        os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C meant for the script's foreground job
+        return 0
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+    except KeyboardInterrupt:
+        os.kill(os.getpid(), signal.SIGTERM)  # a second one, inside the clean-up: ignored
+        print("cleaned up", flush=True)
+        return 130
+
+cli.app = command
+try:
+    cli.main()
+except SystemExit as leaving:
+    print(seen, leaving.code, flush=True)
+"""
+
+
+@pytest.mark.parametrize(("case", "expected"), [("inherited", "True} 0"), ("twice", "False} 143")])
+def test_signals_stop_the_work_once_and_an_ignored_ctrl_c_stays_ignored(case, expected):
+    """A second SIGTERM raised inside the clean-up of the first left a partial output; and main()
+    made a background job's inherited SIG_IGN for Ctrl-C into an interrupt."""
+    import signal
+    import subprocess
+    import sys
+
+    def ignore_ctrl_c():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    run = subprocess.run(
+        [sys.executable, "-c", _SIGNALLED_MAIN, case], capture_output=True, text=True, timeout=120,
+        preexec_fn=ignore_ctrl_c if case == "inherited" else None,
+    )  # fmt: skip
+    lines = run.stdout.strip().splitlines()
+    assert lines and lines[-1].endswith(expected), (run.stdout, run.stderr[-2000:])
+    if case == "twice":
+        assert lines[0] == "cleaned up" and "'still_ignored': False" in lines[-1]
+    else:
+        assert "'still_ignored': True" in lines[-1]

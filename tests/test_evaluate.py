@@ -539,3 +539,14 @@ def test_a_volume_without_foreground_keeps_a_mask_row_and_the_report_says_so(tmp
         "found no foreground in air: its mask region is the whole volume"
         in (tmp_path / "report.md").read_text()
     )
+
+
+def test_bicubics_own_row_has_no_gain_or_interval_where_nothing_is_scored():
+    """With one pair bicubic's row showed the interval [0, 0], and with none a gain of 0, where every
+    other method showed n/a."""
+    from srgan_med.evaluate.report import _baseline_gain
+
+    assert _baseline_gain([float("nan")])["mean_gain"] is None
+    one = _baseline_gain([31.0])
+    assert one["mean_gain"] == 0.0 and one["ci_low"] is None and one["ci_high"] is None
+    assert _baseline_gain([31.0, 32.0])["ci_low"] == 0.0

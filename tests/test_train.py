@@ -350,6 +350,24 @@ def test_resuming_where_the_same_words_name_other_files_is_refused(tmp_path, sma
     shutil.copy(tmp_path / "a" / "blur.yaml", tmp_path / "c" / "blur.yaml")
     moved = train("c")
     assert moved.exit_code == 0, moved.output
+    # ...also named by another path in the config (the words differ, the data do not)
+    sets.append(f"data.train=[{tmp_path / 'c' / 'scan.nii.gz'}]")
+    moved = train("c")
+    assert moved.exit_code == 0, moved.output
+    sets.append(f"data.train=[{tmp_path / 'c' / 'scan.nii.gz'},{tmp_path / 'b' / 'scan.nii.gz'}]")
+    refused = train("c")
+    assert refused.exit_code == 2 and "data.train: '1 scan(s)' -> '2 scan(s)'" in refused.output, (
+        refused.output
+    )
+    sets.pop()
+    sets.pop()
+    # a checkpoint of an older version (no fingerprints): its resolved paths decide
+    for sidecar_path in (output / "checkpoints").glob("*.json"):
+        sidecar = json.loads(sidecar_path.read_text())
+        del sidecar["data"]["train_fingerprints"]
+        sidecar_path.write_text(json.dumps(sidecar))
+    refused = train("b")
+    assert refused.exit_code == 2 and "data.train: " in refused.output, refused.output
     edited = (tmp_path / "a" / "blur.yaml").read_text().replace("std_hu: [5.0, 25.0]", "std_hu: [5.0, 50.0]")
     assert edited != (tmp_path / "a" / "blur.yaml").read_text()
     (tmp_path / "a" / "blur.yaml").write_text(edited)

@@ -218,3 +218,12 @@ def test_disk_cache_is_read_back_and_missed_when_the_scan_or_normalisation_chang
     changed = load(ct)
     assert len(loads) == 3 and not torch.equal(changed.data, first.data)
     assert len(list(cache.glob("*.pt"))) == 3
+    # rewritten with its old size and time (cp -p, rsync -a): was served from the cache
+    status = scan.stat()
+    pixels[0, 0] += 100
+    dataset.PixelData = pixels.tobytes()
+    dataset.save_as(scan)
+    os.utime(scan, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert scan.stat().st_size == status.st_size
+    rewritten = load(ct)
+    assert len(loads) == 4 and not torch.equal(rewritten.data, changed.data)

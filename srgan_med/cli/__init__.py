@@ -49,24 +49,29 @@ def main() -> None:
     out of range, a missing argument) is one ``error: ...`` line on stderr with exit code 2, like
     every other error of the command line, instead of a framed block of several lines.
     """
+    import os
     import signal
     import sys
 
-    terminated = []
+    terminated, signals = [], []
 
     def _stop(signum, frame) -> None:
         # SIGTERM (kill, a scheduler's time limit) takes the path of Ctrl-C: the temporary and
         # scratch files of the work are removed and it is said; it left a hidden output-sized
-        # scratch file and no message. Exit 143 (128 + SIGTERM), not Ctrl-C's 130. Once: a second
-        # signal raised inside that clean-up left its partial output behind.
-        if signum == signal.SIGTERM:
-            terminated.append(signum)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        raise KeyboardInterrupt
+        # scratch file and no message. Exit 143 (128 + SIGTERM), not Ctrl-C's 130. The first signal
+        # stops the work; a second is ignored, as raised inside that clean-up it left a partial
+        # output; a third ends the process at once, should the clean-up hang.
+        signals.append(signum)
+        if len(signals) == 1:
+            if signum == signal.SIGTERM:
+                terminated.append(signum)
+            raise KeyboardInterrupt
+        if len(signals) >= 3:
+            os._exit(128 + signum)
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    for number in (signal.SIGTERM, signal.SIGINT):
+        if signal.getsignal(number) is not signal.SIG_IGN:  # a background job's ignored Ctrl-C stays so
+            signal.signal(number, _stop)
     try:
         try:
             code = app(prog_name="srgan-med", standalone_mode=False)

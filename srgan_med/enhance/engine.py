@@ -25,7 +25,7 @@ MIN_TILE = 32
 def slice_axis_for(affine, plane: str, shape: tuple[int, ...] | None = None) -> int:
     """Voxel axis along which slices are taken.
 
-    ``auto``: where two axes have the same spacing (square pixels) and the third another, the
+    ``auto``: where two axes have the same spacing (within 2%: square pixels) and the third another, the
     third is the slice axis: 0.9x0.9x0.625 mm thin-slice CT and a 3x3x1.5 mm in-plane degraded scan
     are sliced along axis 2, where the coarsest axis (the rule before) was 0. Otherwise (rectangular
     pixels such as 0.45x0.9x1.0 mm, or an isotropic grid) the coarsest axis, axis 2 on a tie. A
@@ -42,7 +42,8 @@ def slice_axis_for(affine, plane: str, shape: tuple[int, ...] | None = None) -> 
         return 2 if 2 in flat else flat[-1]
     if plane == "auto":
         spacing = np.linalg.norm(matrix, axis=0)
-        same = [np.isclose(spacing[a], spacing[b], rtol=1e-3) for a, b in ((1, 2), (0, 2), (0, 1))]
+        # square within 2%: headers round spacings (0.8 and 0.8009 mm are one pixel size)
+        same = [np.isclose(spacing[a], spacing[b], rtol=0.02) for a, b in ((1, 2), (0, 2), (0, 1))]
         if sum(same) == 1:  # exactly one square pair: the axis across it
             return int(same.index(True))
         coarsest = np.flatnonzero(np.isclose(spacing, spacing.max(), rtol=1e-3))

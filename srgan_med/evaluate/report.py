@@ -53,8 +53,8 @@ def _baseline_gain(values: list[float]) -> dict[str, Any]:
     n = int(np.isfinite(scores).sum())
     gain = {
         "n": n,
-        "mean_gain": 0.0,
-        "ci_low": 0.0 if n >= 2 else None,  # as for the other methods: no interval from one pair
+        "mean_gain": 0.0 if n else None,  # as for the other methods: nothing scored, no gain
+        "ci_low": 0.0 if n >= 2 else None,  # and no interval from one pair
         "ci_high": 0.0 if n >= 2 else None,
         "wilcoxon_p": None,
     }

@@ -195,24 +195,27 @@ class Trainer:
         ]
         # The same words may name other files or settings: relative paths read from another
         # base_dir, a degradation YAML edited since. Compared as resolved: the data by fingerprint
-        # (the same files copied elsewhere resume), the degradation on the settings both know.
+        # (the same files copied elsewhere resume, named as they are now), the degradation on the
+        # settings both know.
         then_now: dict[str, tuple[Any, Any]] = {}
         resolved = self._resolved_inputs()
         written_data = sidecar.get("data", {})
-        before = written_data.get("train_fingerprints")  # absent in checkpoints of older versions
-        if before is not None and before != resolved["fingerprints"] and "data.train" not in changed:
-            pairs = zip(before, resolved["fingerprints"], strict=False)
-            first = next(
-                (i for i, (a, b) in enumerate(pairs) if a != b), min(len(before), len(resolved["paths"]))
-            )
-            names = written_data.get("train", [])
+        before = written_data.get("train_fingerprints")
+        if before is None:  # a checkpoint of an older version: its resolved paths
+            before, now, names = written_data.get("train"), resolved["paths"], resolved["paths"]
+        else:
+            now, names = resolved["fingerprints"], resolved["paths"]
+            if "data.train" in changed:  # the words changed, the data may not have: theirs decides
+                changed.remove("data.train")
+        if before is not None and before != now:
             changed.append("data.train")
-            then_now["data.train"] = (
-                names[first] if first < len(names) else f"{len(before)} scans",
-                f"{resolved['paths'][first]} (other data)"
-                if first < len(resolved["paths"])
-                else "fewer scans",
-            )
+            if len(before) != len(now):
+                then_now["data.train"] = (f"{len(before)} scan(s)", f"{len(now)} scan(s)")
+            else:
+                first = next(i for i, (a, b) in enumerate(zip(before, now, strict=True)) if a != b)
+                written_names = written_data.get("train", [])
+                then = written_names[first] if first < len(written_names) else before[first]
+                then_now["data.train"] = (then, f"{names[first]} (other data)")
         then, now = sidecar.get("degradation"), resolved["degradation"]
         if isinstance(then, dict) and "degradation" not in changed:
             # settings a later version added (or dropped) are not a change of the experiment
@@ -469,7 +472,6 @@ class Trainer:
         tensors, parts = capture_state(self)
         if self.reporter is not None:  # the losses summed since the last log: resumed, the log is the same
             logged, parts["log_steps"] = self.reporter.pending()
-            parts["log_summed_over_ranks"] = True
             tensors.update({f"log.{name}": value for name, value in logged.items()})
         if self.dist.is_main:
             ckpt.save_checkpoint(
@@ -493,9 +495,6 @@ class Trainer:
         restore_state(self, tensors, sidecar)
         self.guard.remember(tensors, sidecar)
         logged = {key.removeprefix("log."): v for key, v in tensors.items() if key.startswith("log.")}
-        if self.dist.world_size > 1 and not sidecar.get("log_summed_over_ranks"):
-            # an older version kept rank 0's own sums: as an estimate of the ranks' total
-            logged = {key: value * self.dist.world_size for key, value in logged.items()}
         self._pending_log = (logged, int(sidecar.get("log_steps", 0)))
 
     @property
