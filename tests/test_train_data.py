@@ -227,3 +227,43 @@ def test_disk_cache_is_read_back_and_missed_when_the_scan_or_normalisation_chang
     assert scan.stat().st_size == status.st_size
     rewritten = load(ct)
     assert len(loads) == 4 and not torch.equal(rewritten.data, changed.data)
+
+
+def test_mr_volumes_are_normalised_as_enhance_normalises_their_low_res_input(tmp_path):
+    """MR training normalised by the high-res scan's percentiles, enhance by its low-res input's own,
+    which blur and noise narrow: the MR models met brighter inputs at inference than in training."""
+    import nibabel as nib
+
+    from srgan_med.data.volumes import LOW_RES_DRAWS, load_volumes
+    from srgan_med.degrade import load_degradation_preset, simulate_low_res
+    from srgan_med.degrade.normalise import normalisation_range
+    from srgan_med.io import load_scan
+
+    rng = np.random.default_rng(0)
+    head = np.zeros((48, 48, 6), np.float32)
+    head[8:40, 8:40] = rng.gamma(4.0, 200.0, (32, 32, 6))  # bright, textured "tissue" in dark air
+    path = tmp_path / "mr.nii.gz"
+    nib.save(nib.Nifti1Image(head, np.eye(4)), path)
+    preset = load_degradation_preset("mr")
+    (plain,) = load_volumes([path], preset, modality="MR")
+    (matched,) = load_volumes([path], preset, modality="MR", scale=2)
+    scan = load_scan(path, modality="MR")
+    ranges = [
+        normalisation_range(simulate_low_res(scan, preset, 2, seed=seed)[0], preset.normalise)
+        for seed in range(LOW_RES_DRAWS)
+    ]
+    assert (matched.low, matched.high) == pytest.approx(
+        tuple(np.mean(ranges, axis=0)), rel=1e-5
+    )  # float32 trip
+    assert (plain.low, plain.high) == pytest.approx(normalisation_range(scan, preset.normalise))
+    assert matched.high < plain.high  # blur lowers the top percentile
+    # the same physical voxels on either map
+    torch.testing.assert_close(
+        matched.data * (matched.high - matched.low) + matched.low,
+        plain.data * (plain.high - plain.low) + plain.low,
+        rtol=0,
+        atol=1e-2,
+    )
+    ct = load_degradation_preset("ct")
+    (windowed,) = load_volumes([path], ct, modality="CT", scale=2)  # CT: the fixed window, as before
+    assert (windowed.low, windowed.high) == (-1000.0, 2000.0)

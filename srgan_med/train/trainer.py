@@ -280,7 +280,9 @@ class Trainer:
         self.train_fingerprints = [fingerprint(p) for p in self.train_paths]
         self.validation_paths = expand_data_list(config.data.validation, base, "data.validation")
         cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else self.output_dir / "cache"
-        load = dict(cache=config.data.cache, cache_dir=cache_dir, modality=config.modality)
+        load = dict(
+            cache=config.data.cache, cache_dir=cache_dir, modality=config.modality, scale=config.scale
+        )
         volumes = load_volumes(self.train_paths, self.degradation, **load)
         rank = self.dist.rank
         self.sampler = PatchSampler(
