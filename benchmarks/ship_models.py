@@ -78,12 +78,36 @@ LIMITS = [
     "Fidelity (pixel-loss) model: it does not hallucinate texture, and it cannot recover detail the "
     "acquisition never measured. No GAN-phase weights are shipped.",
     "The low-resolution inputs it was trained on were simulated (Gaussian, box and anti-aliased bicubic "
-    "PSFs, block averaging, noise); real low-dose or thick-slice acquisitions differ. It was trained "
-    "before 2026-12-06, when the Gaussian PSF's taps were sampled: below about two voxels of FWHM "
-    "they blurred less than the stated width (0.8 mm on a 1 mm grid added 0.38 mm), so its Gaussian "
-    "training inputs were sharper than its recipe says. Its measurements below use the corrected blur.",
+    "PSFs, block averaging, noise); real low-dose or thick-slice acquisitions differ.",
     "Research use only; not a medical device.",
 ]
+# What the training code did differently before a change, for models trained before it (by the
+# card's training time, UTC): (changed at, modality or None for all, the note).
+HISTORY = [
+    (
+        "2026-12-06T22:30:00Z",
+        None,
+        "It was trained before 2026-12-06, when the Gaussian PSF's taps were sampled: below about two "
+        "voxels of FWHM they blurred less than the stated width (0.8 mm on a 1 mm grid added 0.38 mm), so "
+        "its Gaussian training inputs were sharper than its recipe says. Its measurements below use the "
+        "corrected blur.",
+    ),
+    (
+        "2026-12-07T00:30:00Z",
+        "MR",
+        "It was trained before 2026-12-07, when MR training normalised by the high-res scan's "
+        "percentiles while enhance normalises by the low-res input's own: it meets brighter inputs than "
+        "it was trained on. Its measurements below are of the inference path as it runs.",
+    ),
+]
+
+
+def history_notes(card: dict, modality: str) -> list[str]:
+    """The :data:`HISTORY` notes that apply to a model trained when its card says."""
+    trained = str(card.get("trained_on", "")).rsplit(", ", 1)[-1]
+    return [note for changed, only, note in HISTORY if trained < changed and only in (None, modality)]
+
+
 # The training data differ by modality, and so do the limits they set.
 LIMITS_BY_MODALITY = {
     "CT": "Trained on 1.5-3 mm voxels and one 0.66 mm slice (pydicom's CT_small), and measured on 1.5-3 mm "
@@ -127,7 +151,12 @@ def ship(name: str, runs: Path, quality: dict, out_dir: Path) -> tuple[bool, str
         ),
         architecture=", ".join(f"{k}={v}" for k, v in kwargs.items()),
         recipe=f"configs/shipped/{name}.yaml",
-        limits=[*LIMITS[:-1], LIMITS_BY_MODALITY[bundle.modality], LIMITS[-1]],
+        limits=[
+            *LIMITS[:-1],
+            *history_notes(card, bundle.modality),
+            LIMITS_BY_MODALITY[bundle.modality],
+            LIMITS[-1],
+        ],
         quality={key: quality[key] for key in ("date", "device", "command", "seed", "max_slices")}
         # A report from before clamping existed has no "clip": its scores were not clamped.
         | {"clip": bool(quality.get("clip", False)), "rows": rows},

@@ -86,3 +86,13 @@ def test_missing_candidate_or_report(trained, tmp_path):
     assert ship_models.main(["nope", "--runs", str(trained), "--quality", str(tmp_path / "none.json")]) == 2
     assert ship_models.main(["nope", "--runs", str(trained), "--out", str(tmp_path / "w"), "--quality",
                              str(_quality(tmp_path, [1.0]))]) == 1  # fmt: skip
+
+
+def test_history_notes_follow_the_training_time_and_modality():
+    """The card of a model retrained after a fix must not carry the note of the defect it no longer has."""
+    ship = load_benchmark("ship_models")
+    old = {"trained_on": "CPU (x86_64, 1 threads), 2026-11-25T22:57:03Z"}
+    new = {"trained_on": "CPU (x86_64, 1 threads), 2026-12-07T00:40:00Z"}
+    assert len(ship.history_notes(old, "MR")) == 2 and len(ship.history_notes(old, "CT")) == 1
+    assert "sampled" in ship.history_notes(old, "CT")[0]
+    assert ship.history_notes(new, "MR") == [] and ship.history_notes(new, "CT") == []
