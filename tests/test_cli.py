@@ -195,12 +195,12 @@ def test_signals_stop_the_work_once_and_an_ignored_ctrl_c_stays_ignored(case, ex
     import subprocess
     import sys
 
-    def ignore_ctrl_c():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    def set_ctrl_c():  # ignored as a background job's, or the default (whatever ran the tests)
+        signal.signal(signal.SIGINT, signal.SIG_IGN if case == "inherited" else signal.default_int_handler)
 
     run = subprocess.run(
         [sys.executable, "-c", _SIGNALLED_MAIN, case], capture_output=True, text=True, timeout=120,
-        preexec_fn=ignore_ctrl_c if case == "inherited" else None,
+        preexec_fn=set_ctrl_c,
     )  # fmt: skip
     lines = run.stdout.strip().splitlines()
     assert lines and lines[-1].endswith(expected), (run.stdout, run.stderr[-2000:])
