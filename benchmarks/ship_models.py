@@ -104,7 +104,7 @@ HISTORY = [
 
 def history_notes(card: dict, modality: str) -> list[str]:
     """The :data:`HISTORY` notes that apply to a model trained when its card says."""
-    trained = str(card.get("trained_on", "")).rsplit(", ", 1)[-1]
+    trained = str(card.get("trained_at", ""))  # ISO UTC, as the trainer stamps it
     return [note for changed, only, note in HISTORY if trained < changed and only in (None, modality)]
 
 

@@ -91,8 +91,8 @@ def test_missing_candidate_or_report(trained, tmp_path):
 def test_history_notes_follow_the_training_time_and_modality():
     """The card of a model retrained after a fix must not carry the note of the defect it no longer has."""
     ship = load_benchmark("ship_models")
-    old = {"trained_on": "CPU (x86_64, 1 threads), 2026-11-25T22:57:03Z"}
-    new = {"trained_on": "CPU (x86_64, 1 threads), 2026-12-07T00:40:00Z"}
+    old = {"trained_on": "CPU (x86_64, 1 threads)", "trained_at": "2026-11-25T22:57:03Z"}
+    new = {"trained_on": "CPU (x86_64, 1 threads)", "trained_at": "2026-12-07T00:51:31Z"}
     assert len(ship.history_notes(old, "MR")) == 2 and len(ship.history_notes(old, "CT")) == 1
     assert "sampled" in ship.history_notes(old, "CT")[0]
     assert ship.history_notes(new, "MR") == [] and ship.history_notes(new, "CT") == []
