@@ -49,7 +49,6 @@ def test_on_average_beats_bicubic_on_an_example_scan_outside_the_benchmark(name)
 
     bundle = load_bundle(name)
     scan = load_scan(resolve_input(EXAMPLE[bundle.modality]))
-    normalise, denormalise = bundle.intensity_maps(scan[0])
     families = REPO / "configs" / "degradation" / "families"
     gains = []
     for family in ("box", "gaussian", "bicubic"):
@@ -58,6 +57,8 @@ def test_on_average_beats_bicubic_on_an_example_scan_outside_the_benchmark(name)
         size = [n * bundle.scale for n in low_res.shape[1:3]]
         high = scan.as_tensor()[0, : size[0], : size[1], 0].numpy()
         low = low_res.as_tensor()[0, :, :, 0]
+        # as enhance normalises: by the low-res input's own range (it was the high-res scan's here)
+        normalise, denormalise = bundle.intensity_maps(low_res[0])
         with torch.no_grad():
             model = denormalise(bundle.generator(torch.as_tensor(normalise(low))[None, None]))[0, 0]
         bicubic = upscale_slices(low.numpy()[None], (bundle.scale, bundle.scale), "bicubic")[0]
