@@ -109,6 +109,7 @@ class Trainer:
         self.output_dir = Path(config.output_dir)
         self.checkpoint_dir = self.output_dir / "checkpoints"
         self._check_output_dir()
+        self._inputs: dict[str, Any] | None = None  # see _resolved_inputs
         self.resume_from = self._find_resume(resume)
         self.dist: Distributed = setup_distributed(config.performance.device)
         self.device = self.dist.device
@@ -252,32 +253,36 @@ class Trainer:
 
     def _resolved_inputs(self) -> dict[str, Any]:
         """The training data files (paths and fingerprints) and the degradation model as this config
-        resolves them, in the form the checkpoint sidecar keeps them."""
-        from srgan_med.data import expand_data_list
-        from srgan_med.data.lists import fingerprint
-        from srgan_med.schema import to_dict
+        resolves them, in the form the checkpoint sidecar keeps them; resolved once (the resume
+        check and the data loading both need them, and fingerprints read the files)."""
+        if self._inputs is None:
+            from srgan_med.data import expand_data_list
+            from srgan_med.data.lists import fingerprint
+            from srgan_med.schema import to_dict
 
-        config = self.config
-        paths = expand_data_list(config.data.train, Path(config.base_dir), "data.train")
-        return {
-            "paths": [str(p) for p in paths],
-            "fingerprints": [fingerprint(p) for p in paths],
-            "degradation": json.loads(json.dumps(to_dict(_degradation_model(config)), default=str)),
-        }
+            config = self.config
+            paths = expand_data_list(config.data.train, Path(config.base_dir), "data.train")
+            model = _degradation_model(config)
+            self._inputs = {
+                "train_paths": paths,
+                "paths": [str(p) for p in paths],
+                "fingerprints": [fingerprint(p) for p in paths],
+                "model": model,
+                "degradation": json.loads(json.dumps(to_dict(model), default=str)),
+            }
+        return self._inputs
 
     def _build_data(self) -> None:
         from srgan_med.data import PatchSampler, expand_data_list, load_volumes, validation_set
         from srgan_med.degrade import BatchDegradation
 
         config = self.config
-        self.degradation = _degradation_model(config)
+        inputs = self._resolved_inputs()
+        self.degradation = inputs["model"]
         if not config.data.train:
             raise ConfigError("data.train: list at least one training scan")
+        self.train_paths, self.train_fingerprints = inputs["train_paths"], inputs["fingerprints"]
         base = Path(config.base_dir)
-        self.train_paths = expand_data_list(config.data.train, base, "data.train")
-        from srgan_med.data.lists import fingerprint
-
-        self.train_fingerprints = [fingerprint(p) for p in self.train_paths]
         self.validation_paths = expand_data_list(config.data.validation, base, "data.validation")
         cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else self.output_dir / "cache"
         load = dict(
