@@ -53,7 +53,7 @@ def main() -> None:
     import signal
     import sys
 
-    terminated, signals = [], []
+    signals: list[int] = []  # those received, in order: the first decides the exit code
 
     def _stop(signum, frame) -> None:
         # SIGTERM (kill, a scheduler's time limit) takes the path of Ctrl-C: the temporary and
@@ -63,8 +63,6 @@ def main() -> None:
         # output; a third ends the process at once, should the clean-up hang.
         signals.append(signum)
         if len(signals) == 1:
-            if signum == signal.SIGTERM:
-                terminated.append(signum)
             raise KeyboardInterrupt
         if len(signals) >= 3:
             os._exit(128 + signum)
@@ -97,7 +95,7 @@ def main() -> None:
             sys.exit(error.exit_code)
         sys.exit(code if isinstance(code, int) else 0)
     except SystemExit as leaving:
-        if terminated and leaving.code == 130:
+        if signals and signals[0] == signal.SIGTERM and leaving.code == 130:
             sys.exit(128 + signal.SIGTERM)
         raise
     finally:
