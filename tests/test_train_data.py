@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from pathlib import Path
 
@@ -267,3 +268,30 @@ def test_mr_volumes_are_normalised_as_enhance_normalises_their_low_res_input(tmp
     ct = load_degradation_preset("ct")
     (windowed,) = load_volumes([path], ct, modality="CT", scale=2)  # CT: the fixed window, as before
     assert (windowed.low, windowed.high) == (-1000.0, 2000.0)
+
+
+def test_a_file_is_read_for_its_fingerprint_once_while_unchanged(tmp_path, monkeypatch):
+    """Training start-up fingerprints each file twice (resume check, disk cache key): one read."""
+    import builtins
+
+    from srgan_med.data.lists import fingerprint
+
+    series = tmp_path / "series"
+    series.mkdir()
+    for index in range(3):
+        (series / f"IM{index}.dcm").write_bytes(bytes([index]) * 5000)
+    opened = []
+    real_open = builtins.open
+
+    def counting_open(file, *args, **kwargs):
+        opened.append(Path(file).name)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    first = fingerprint(series)
+    assert fingerprint(series) == first and sorted(opened) == ["IM0.dcm", "IM1.dcm", "IM2.dcm"]
+    status = (series / "IM1.dcm").stat()
+    time.sleep(0.05)  # past the file system's clock tick (ctime is coarse: jiffies on ext4)
+    (series / "IM1.dcm").write_bytes(b"\x07" * 5000)  # same size and times: its ctime tells
+    os.utime(series / "IM1.dcm", ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert fingerprint(series) != first and opened.count("IM1.dcm") == 2 and len(opened) == 4

@@ -77,6 +77,9 @@ def expand_data_list(entries, base_dir: str | Path = ".", key: str = "data.train
     return list(seen)
 
 
+_FINGERPRINTS: dict[tuple, str] = {}  # (path, device, inode, size, mtime, ctime) -> fingerprint
+
+
 def fingerprint(path: str | Path) -> str:
     """What identifies a scan's data wherever it lies: for a file, its size and a digest of its first
     and last MiB and of 16 blocks of 64 KiB between (the whole file up to 4 MiB; a ``.nii.gz``'s last
@@ -97,7 +100,15 @@ def fingerprint(path: str | Path) -> str:
         for item in sorted(files):
             digest.update(f"{item.relative_to(path)}\0{fingerprint(item)}\n".encode())
         return f"folder:{digest.hexdigest()}"
-    size = path.stat().st_size
+    # Training start-up asks twice per file (the resume check, then the disk cache's key): the
+    # second answer is the first one's while the file is the same inode, unchanged since. Its
+    # change time is in the key because ``cp -p`` and ``rsync -a`` restore size and mtime, not ctime.
+    status = path.stat()
+    known = (str(path.resolve()), status.st_dev, status.st_ino, status.st_size)
+    known += (status.st_mtime_ns, status.st_ctime_ns)
+    if known in _FINGERPRINTS:
+        return _FINGERPRINTS[known]
+    size = status.st_size
     with open(path, "rb") as handle:
         if size <= 4 << 20:
             digest.update(handle.read())
@@ -105,4 +116,7 @@ def fingerprint(path: str | Path) -> str:
             for start in [0, *np.linspace(1 << 20, size - (2 << 20), 16).astype(np.int64), size - (1 << 20)]:
                 handle.seek(int(start))
                 digest.update(handle.read(1 << 20 if start in (0, size - (1 << 20)) else 1 << 16))
-    return f"{size}:{digest.hexdigest()}"
+    if len(_FINGERPRINTS) >= 1 << 16:  # bounded: a long-lived process sees many files
+        _FINGERPRINTS.clear()
+    _FINGERPRINTS[known] = f"{size}:{digest.hexdigest()}"
+    return _FINGERPRINTS[known]
