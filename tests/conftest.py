@@ -90,3 +90,72 @@ def small_ct_volume() -> tuple[np.ndarray, np.ndarray]:
     volume = np.full((40, 32, 12), -1000, np.int16)
     volume[5:35, 4:28, :] = rng.integers(-100, 300, size=(30, 24, 12))
     return volume, np.diag([1.5, 1.5, 1.5, 1.0])
+
+
+def real_world_series(
+    folder: Path,
+    stored: np.ndarray,
+    rescale: list[tuple[float, float]],
+    items: list[list[dict]],
+    *,
+    modality: str = "MR",
+) -> Path:
+    """A classic single-frame DICOM series of ``stored`` (``(slices, rows, columns)`` uint16) with
+    each slice's RescaleSlope/Intercept and RealWorldValueMappingSequence items (keyword -> value;
+    ``RealWorldValueFirstValueMapped``/``LastValueMapped`` written as US, as PixelRepresentation 0
+    says). Geometry and identity come from ``write_dicom_series``: 0.8 mm pixels, 2 mm apart."""
+    import pydicom
+    from pydicom.dataset import Dataset
+
+    from srgan_med.io.dicom_write import write_dicom_series
+
+    slices, rows, columns = stored.shape
+    paths = write_dicom_series(
+        np.zeros((columns, rows, slices), np.float32),
+        np.diag([0.8, 0.8, 2.0, 1.0]),
+        folder,
+        modality=modality,
+    )
+    for path, pixels, (slope, intercept), slice_items in zip(paths, stored, rescale, items, strict=True):
+        ds = pydicom.dcmread(path)
+        ds.PixelRepresentation = 0
+        ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint16).tobytes()
+        ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.10g}", f"{intercept:.10g}"
+        sequence = []
+        for fields in slice_items:
+            item = Dataset()
+            for keyword, value in fields.items():
+                if keyword == "RealWorldValueFirstValueMapped":
+                    item.add_new(0x00409216, "US", value)
+                elif keyword == "RealWorldValueLastValueMapped":
+                    item.add_new(0x00409211, "US", value)
+                elif keyword == "MeasurementUnitsCodeSequence":
+                    unit = Dataset()
+                    unit.CodeValue, unit.CodingSchemeDesignator, unit.CodeMeaning = value
+                    item.MeasurementUnitsCodeSequence = [unit]
+                else:
+                    setattr(item, keyword, value)
+            sequence.append(item)
+        if sequence:
+            ds.RealWorldValueMappingSequence = sequence
+        ds.save_as(path)
+    return folder
+
+
+def real_world_values(ds, position: int = 0) -> np.ndarray:
+    """Real-world values of a single-frame image: its stored pixels through its
+    RealWorldValueMappingSequence item ``position`` (which must cover them all)."""
+    item = ds.RealWorldValueMappingSequence[position]
+    stored = ds.pixel_array.astype(np.float64)
+    assert (
+        item.RealWorldValueFirstValueMapped
+        <= stored.min()
+        <= stored.max()
+        <= item.RealWorldValueLastValueMapped
+    )
+    return stored * item.RealWorldValueSlope + item.RealWorldValueIntercept
+
+
+def modality_values(ds) -> np.ndarray:
+    """Stored pixels through RescaleSlope/Intercept."""
+    return ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
+from conftest import modality_values, real_world_series, real_world_values
 from typer.testing import CliRunner
 
 from srgan_med.cli import app
@@ -161,3 +163,33 @@ def test_the_largest_seed_the_option_takes_runs(ct_nifti, tmp_path):
         assert result.exit_code == 0, result.output
     first, second = (np.asarray(nib.load(p).dataobj) for p in outputs)
     assert not np.array_equal(first, second)
+
+
+def test_a_dicom_adc_map_keeps_its_real_world_value_mapping(tmp_path):
+    """An ADC map whose slices each have their own rescale (and RWVM to match): the degraded series
+    stores other values, and its RealWorldValueMappingSequence still gives ADC in um2/s."""
+    slope, intercept = 1e-3, 0.0  # 10^-3 mm2/s of the modality values, whatever the slice's rescale
+    rescale = [(1.0, 0.0), (0.5, 4.0), (2.0, -2.0), (0.25, 1.0)]
+    items = [
+        [
+            {
+                "LUTLabel": "ADC",
+                "MeasurementUnitsCodeSequence": ("mm2/s", "UCUM", "mm2/s"),
+                "RealWorldValueSlope": slope * s,
+                "RealWorldValueIntercept": slope * i + intercept,
+                "RealWorldValueFirstValueMapped": 0,
+                "RealWorldValueLastValueMapped": 4095,
+            }
+        ]
+        for s, i in rescale
+    ]
+    stored = np.random.default_rng(0).integers(200, 3000, (4, 32, 32))
+    source = real_world_series(tmp_path / "adc", stored, rescale, items)
+    result = run(source, "-o", tmp_path / "lr", "--scale", 2, "--noise", 0)
+    assert result.exit_code == 0, result.output
+    written = [pydicom.dcmread(p) for p in sorted((tmp_path / "lr").iterdir())]
+    assert len(written) == 4 and written[0].Rows == 16
+    for ds in written:
+        (item,) = ds.RealWorldValueMappingSequence
+        assert item.LUTLabel == "ADC" and item.MeasurementUnitsCodeSequence[0].CodeValue == "mm2/s"
+        np.testing.assert_allclose(real_world_values(ds), slope * modality_values(ds) + intercept, rtol=1e-12)

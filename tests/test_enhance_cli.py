@@ -12,7 +12,15 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from conftest import dcm2niix, pydicom_data_files, pydicom_test_files, write_nifti
+from conftest import (
+    dcm2niix,
+    modality_values,
+    pydicom_data_files,
+    pydicom_test_files,
+    real_world_series,
+    real_world_values,
+    write_nifti,
+)
 from monai.data import MetaTensor
 from typer.testing import CliRunner
 
@@ -82,6 +90,38 @@ def test_dicom_series_in_dicom_series_out(tmp_path, small_ct_volume):
         list(first.ImageType) == ["DERIVED", "SECONDARY"]
         and "super-resolution x2" in first.DerivationDescription
     )
+
+
+def test_a_ct_map_keeps_its_real_world_value_mapping(tmp_path):
+    """A CT perfusion map (blood flow per HU-like value): the enhanced series stores new values with
+    a new rescale, and its RealWorldValueMappingSequence still maps them to the same quantity."""
+    slope, intercept = 0.05, 1.0
+    rescale = [(1.0, -1024.0), (0.5, -1020.0), (1.0, -1024.0), (2.0, -1030.0)]
+    items = [
+        [
+            {
+                "LUTLabel": "RCBF",
+                "LUTExplanation": "regional cerebral blood flow",
+                "MeasurementUnitsCodeSequence": ("ml/100ml/s", "UCUM", "ml/100ml/s"),
+                "RealWorldValueSlope": slope * s,
+                "RealWorldValueIntercept": slope * i + intercept,
+                "RealWorldValueFirstValueMapped": 0,
+                "RealWorldValueLastValueMapped": 65535,
+            }
+        ]
+        for s, i in rescale
+    ]
+    stored = np.random.default_rng(1).integers(900, 1300, (4, 16, 16))
+    source = real_world_series(tmp_path / "rcbf", stored, rescale, items, modality="CT")
+    result = _invoke(str(source), "--model", str(_bundle(tmp_path)))
+    assert result.exit_code == 0, result.stderr
+    written = [pydicom.dcmread(p) for p in sorted((tmp_path / "rcbf_sr").iterdir())]
+    assert len(written) == 4 and written[0].Rows == 32
+    for ds in written:
+        (item,) = ds.RealWorldValueMappingSequence
+        assert item.LUTLabel == "RCBF" and item.LUTExplanation == "regional cerebral blood flow"
+        assert item["RealWorldValueLastValueMapped"].VR == ("SS" if ds.PixelRepresentation else "US")
+        np.testing.assert_allclose(real_world_values(ds), slope * modality_values(ds) + intercept, rtol=1e-12)
 
 
 def test_example_scan_and_models_listing(tmp_path):

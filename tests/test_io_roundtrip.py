@@ -6,7 +6,15 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from conftest import dcm2niix, shared_scan, write_nifti
+from conftest import (
+    dcm2niix,
+    modality_values,
+    pydicom_data_files,
+    real_world_series,
+    real_world_values,
+    shared_scan,
+    write_nifti,
+)
 from monai.data import MetaTensor
 from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
 
@@ -567,3 +575,165 @@ def test_a_scratch_file_that_cannot_be_made_names_its_folder(tmp_path):
         "File too large (EFBIG); nothing was written"
     ), run.stderr[-2000:]
     assert list(tmp_path.iterdir()) == []
+
+
+# A real-world value mapping of the modality values (ADC in um2/s = 10^-6 mm2/s), and its item's
+# other attributes; each slice's item maps that slice's stored values (its own rescale) onto it.
+_RW_SLOPE, _RW_INTERCEPT = 2.0, -5.0
+_ADC = {
+    "LUTLabel": "ADC",
+    "LUTExplanation": "apparent diffusion coefficient",
+    "MeasurementUnitsCodeSequence": ("um2/s", "UCUM", "um2/s"),
+}
+_PER_SLICE_RESCALE = [(1.0, 0.0), (0.5, 4.0), (2.0, -2.0), (0.25, 1.0)]
+
+
+def _adc_items(rescale, first: int = 0, last: int = 65535) -> list[list[dict]]:
+    return [
+        [
+            {
+                **_ADC,
+                "RealWorldValueSlope": _RW_SLOPE * slope,
+                "RealWorldValueIntercept": _RW_SLOPE * intercept + _RW_INTERCEPT,
+                "RealWorldValueFirstValueMapped": first,
+                "RealWorldValueLastValueMapped": last,
+            }
+        ]
+        for slope, intercept in rescale
+    ]
+
+
+@pytest.mark.parametrize(
+    ("rescale", "top", "vr"),
+    [
+        ([(1.0, 0.0)] * 4, 3000, "SS"),  # integers: stored as they are, int16
+        (_PER_SLICE_RESCALE, 3000, "SS"),  # each slice its own rescale: scaled int16 storage
+        ([(1.0, 0.0)] * 4, 60000, "US"),  # integers beyond int16: uint16
+    ],
+    ids=["same-rescale", "per-slice-rescale", "uint16"],
+)
+def test_real_world_value_mapping_is_carried_rescaled_to_the_written_values(tmp_path, rescale, top, vr):
+    """The source's RealWorldValueMappingSequence maps its stored values; the output stores others
+    (its own RescaleSlope/Intercept), so the mapping is rewritten to give the same real values."""
+    import io
+
+    stored = np.random.default_rng(5).integers(0, top + 1, (4, 12, 10))
+    source = real_world_series(tmp_path / "src", stored, rescale, _adc_items(rescale))
+    scan = load_scan(source)
+    assert "00409096" not in scan.meta["dicom_reference"]  # never copied raw
+    buffer = io.BytesIO()  # plain types: MONAI's cache loads the meta with weights_only
+    torch.save(scan.meta["real_world_mappings"], buffer)
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True) == scan.meta["real_world_mappings"]
+    out = save_scan(scan, tmp_path / "derived", derivation="copy", description="copy")
+    sources = {str(ds.ImagePositionPatient): ds for ds in map(pydicom.dcmread, sorted(source.iterdir()))}
+    for path in sorted(out.iterdir()):
+        ds = pydicom.dcmread(path)
+        source_ds = sources.pop(str(ds.ImagePositionPatient))  # the same slice (unchanged grid)
+        (item,) = ds.RealWorldValueMappingSequence
+        assert ds.PixelRepresentation == (1 if vr == "SS" else 0)
+        info = np.iinfo(np.int16 if vr == "SS" else np.uint16)
+        for keyword, value in (
+            ("RealWorldValueFirstValueMapped", info.min),
+            ("RealWorldValueLastValueMapped", info.max),
+        ):
+            assert item[keyword].VR == vr and item[keyword].value == value
+        assert item.LUTLabel == "ADC" and item.LUTExplanation == "apparent diffusion coefficient"
+        assert item.MeasurementUnitsCodeSequence[0].CodeValue == "um2/s"
+        assert "RealWorldValueLUTData" not in item and "DoubleFloatRealWorldValueFirstValueMapped" not in item
+        real = real_world_values(ds)
+        np.testing.assert_allclose(
+            real, _RW_SLOPE * modality_values(ds) + _RW_INTERCEPT, rtol=1e-12, atol=1e-9
+        )
+        # the source's real-world values, to half a stored step of the (scaled) output
+        step = abs(_RW_SLOPE) * float(ds.RescaleSlope)
+        np.testing.assert_allclose(real, real_world_values(source_ds), rtol=0, atol=step / 2 + 1e-9)
+    (again,) = load_scan(out).meta["real_world_mappings"]  # the written mapping reads back as itself
+    assert again["slope"] == pytest.approx(_RW_SLOPE) and again["intercept"] == pytest.approx(_RW_INTERCEPT)
+
+
+@pytest.mark.parametrize(
+    ("case", "reason", "kept"),
+    [
+        ("lut", "mapping 1 (LUT) is a lookup table (RealWorldValueLUTData)", ["ADC"]),
+        ("inconsistent", "mapping 1 (ADC) maps the frames' values differently", []),
+        ("labels-differ", "mapping 1 (ADC) differs between frames", []),
+        ("partial", "mapping 1 (ADC) maps only part of the stored values", []),
+        ("no-slope", "mapping 1 (ADC) has no RealWorldValueSlope", []),
+    ],
+)
+def test_mappings_that_cannot_be_carried_are_dropped_with_one_warning(tmp_path, caplog, case, reason, kept):
+    stored = np.random.default_rng(6).integers(0, 3001, (4, 12, 10))
+    items = _adc_items(_PER_SLICE_RESCALE, last=1000 if case == "partial" else 65535)
+    if case == "lut":  # a table first: the linear item after it is still carried
+        table = {"LUTLabel": "LUT", "RealWorldValueLUTData": [0.0, 1.0, 4.0, 9.0]}
+        table.update(RealWorldValueFirstValueMapped=0, RealWorldValueLastValueMapped=3)
+        items = [[table, *slice_items] for slice_items in items]
+    elif case == "inconsistent":
+        items[2][0]["RealWorldValueSlope"] *= 1.01
+    elif case == "labels-differ":
+        items[1][0]["LUTLabel"] = "ADC2"  # a middle slice: the others name the item
+    elif case == "no-slope":
+        for slice_items in items:
+            del slice_items[0]["RealWorldValueSlope"]
+    source = real_world_series(tmp_path / "src", stored, _PER_SLICE_RESCALE, items)
+    with caplog.at_level("WARNING", logger="srgan_med.io.dicom_read"):
+        scan = load_scan(source)
+    said = [r.getMessage() for r in caplog.records if "real-world value mapping" in r.getMessage()]
+    assert len(said) == 1 and reason in said[0] and said[0].endswith("; not carried to the output"), said
+    out = save_scan(scan, tmp_path / "derived", derivation="copy", description="copy")
+    for path in sorted(out.iterdir()):
+        ds = pydicom.dcmread(path)
+        assert [item.LUTLabel for item in ds.get("RealWorldValueMappingSequence", [])] == kept
+        if kept:
+            np.testing.assert_allclose(
+                real_world_values(ds), _RW_SLOPE * modality_values(ds) + _RW_INTERCEPT, rtol=1e-12, atol=1e-9
+            )
+
+
+def _ect_frames(ds):
+    """The eCT_Supplemental frames' ImagePositionPatient, in frame order."""
+    return [
+        np.array(g.PlanePositionSequence[0].ImagePositionPatient, float)
+        for g in ds.PerFrameFunctionalGroupsSequence
+    ]
+
+
+@pytest.mark.parametrize("per_frame", [False, True], ids=["shared", "per-frame-differs"])
+def test_enhanced_multiframe_mapping_of_the_functional_groups_is_carried(tmp_path, caplog, per_frame):
+    """pydicom-data's enhanced CT (a cerebral blood flow map) keeps its RWVM in the shared functional
+    group; a per-frame group's own item takes its place for that frame, and one that maps the frame
+    differently from the others leaves the mapping out."""
+    import copy
+
+    source = pydicom_data_files() / "eCT_Supplemental.dcm"
+    ds = pydicom.dcmread(source)
+    (shared_item,) = ds.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence
+    frames_real = ds.pixel_array * shared_item.RealWorldValueSlope + shared_item.RealWorldValueIntercept
+    if per_frame:
+        own = copy.deepcopy(shared_item)
+        own.RealWorldValueSlope = 2.0  # frame 2 only: its values are not the shared map's
+        ds.PerFrameFunctionalGroupsSequence[1].RealWorldValueMappingSequence = [own]
+        source = tmp_path / "per_frame.dcm"
+        ds.save_as(source)
+    with caplog.at_level("WARNING", logger="srgan_med.io.dicom_read"):
+        scan = load_scan(source)
+    said = [r.getMessage() for r in caplog.records if "real-world value mapping" in r.getMessage()]
+    if per_frame:
+        assert len(said) == 1 and "mapping 1 (RCBF) maps the frames' values differently" in said[0], said
+    else:
+        assert said == []
+    out = save_scan(scan, tmp_path / "derived", derivation="copy", description="copy")
+    positions = _ect_frames(ds)
+    for path in sorted(out.iterdir()):
+        written = pydicom.dcmread(path)
+        if per_frame:
+            assert "RealWorldValueMappingSequence" not in written
+            continue
+        k = int(
+            np.argmin([np.linalg.norm(p - np.array(written.ImagePositionPatient, float)) for p in positions])
+        )
+        (item,) = written.RealWorldValueMappingSequence
+        assert item.LUTLabel == "RCBF" and item.MeasurementUnitsCodeSequence[0].CodeValue == "ml/100ml/s"
+        assert item["RealWorldValueFirstValueMapped"].VR == ("SS" if written.PixelRepresentation else "US")
+        np.testing.assert_allclose(real_world_values(written), frames_real[k], rtol=0, atol=1e-9)

@@ -227,6 +227,7 @@ class _Frame:
     thickness: float | None
     rescale: Any  # a Dataset holding the modality LUT for this frame
     spacing_assumed: bool = False  # no PixelSpacing: 1 mm assumed (said once per series)
+    real_world: list = field(default_factory=list)  # this frame's RealWorldValueMappingSequence items
 
 
 def _frames_of_multiframe(ds, path: Path, stored: np.ndarray) -> list[_Frame]:
@@ -240,11 +241,14 @@ def _frames_of_multiframe(ds, path: Path, stored: np.ndarray) -> list[_Frame]:
             "frame); cannot build a volume from it"
         )
 
-    def item(group, sequence: str):
+    def items(group, sequence: str) -> list:
         for source in (group, shared):
             if sequence in source and len(source[sequence].value):
-                return source[sequence].value[0]
-        return None
+                return list(source[sequence].value)
+        return []
+
+    def item(group, sequence: str):
+        return (items(group, sequence) or [None])[0]
 
     frames = []
     for index, group in enumerate(per_frame):
@@ -269,6 +273,7 @@ def _frames_of_multiframe(ds, path: Path, stored: np.ndarray) -> list[_Frame]:
                 _float_list(measures.PixelSpacing, 2, "PixelSpacing", path),
                 thickness,
                 rescale,
+                real_world=items(group, "RealWorldValueMappingSequence"),
             )
         )
     return frames
@@ -285,8 +290,163 @@ def _frame_of_single(ds, path: Path, stored: np.ndarray) -> tuple[_Frame, bool]:
         orientation = _float_list(ds.ImageOrientationPatient, 6, "ImageOrientationPatient", path)
     else:
         position, orientation = np.zeros(3), np.array([1.0, 0, 0, 0, 1.0, 0])
-    frame = _Frame(path, stored[0], position, orientation, spacing, thickness, ds, spacing_value is None)
+    frame = _Frame(
+        path,
+        stored[0],
+        position,
+        orientation,
+        spacing,
+        thickness,
+        ds,
+        spacing_value is None,
+        list(ds.get("RealWorldValueMappingSequence") or []),
+    )
     return frame, not has_geometry
+
+
+# RealWorldValueMappingSequence item attributes that depend on the stored values (rewritten for the
+# output's) or that a linear mapping has no use for (a lookup table: such items are not carried).
+_REAL_WORLD_NUMBERS = (
+    "RealWorldValueSlope",
+    "RealWorldValueIntercept",
+    "RealWorldValueFirstValueMapped",
+    "RealWorldValueLastValueMapped",
+    "DoubleFloatRealWorldValueFirstValueMapped",
+    "DoubleFloatRealWorldValueLastValueMapped",
+    "RealWorldValueLUTData",
+)
+_REAL_WORLD_TOLERANCE = 1e-6  # relative: frames' mappings of the modality values that are "the same"
+
+
+def _modality_line(rescale) -> tuple[float, float] | None:
+    """``(slope, intercept)`` of this frame's modality LUT as pydicom applies it (both tags, else
+    none: stored values as they are); ``None`` for a Modality LUT table."""
+    if rescale.get("ModalityLUTSequence"):
+        return None
+    if "RescaleSlope" in rescale and "RescaleIntercept" in rescale:  # checked by _rescale already
+        return float(rescale.RescaleSlope), float(rescale.RescaleIntercept)
+    return 1.0, 0.0
+
+
+def _mapped_bound(item, keyword: str, double: str, signed: bool) -> float | None:
+    """First/last stored value an item maps (the US/SS tag, else its double-float variant)."""
+    if item.get(keyword) not in (None, ""):
+        value = int(item[keyword].value)
+        # "US or SS": an SS value read as US (implicit VR, resolved without PixelRepresentation)
+        return float(value - 65536 if signed and value > 32767 else value)
+    if item.get(double) not in (None, ""):
+        return float(item[double].value)
+    return None  # not said (it is for integer pixels): taken as every stored value
+
+
+def _real_world_mappings(frames: list[_Frame], label: str) -> list[dict[str, Any]]:
+    """The RealWorldValueMappingSequence items the frames share, as mappings of modality values.
+
+    An item maps stored values ``s`` to real-world values ``s_rw * s + i_rw``; the volume holds the
+    modality values ``v = slope * s + intercept`` of each frame, so the item says ``A * v + B`` with
+    ``A = s_rw / slope`` and ``B = i_rw - s_rw * intercept / slope``, which holds whatever stored
+    values the output keeps. Items are matched by their position in the sequence; one is kept where
+    every frame has it with the same ``A`` and ``B`` (within ``_REAL_WORLD_TOLERANCE``), the same
+    other attributes (label, units...), and a first..last value mapped covering all its stored
+    values. Any other item is said (once) and left out: a lookup table or a piecewise mapping cannot
+    be carried as one slope and intercept.
+
+    Returns:
+        ``[{"slope": A, "intercept": B, "item": DICOM JSON of the item without its numbers}]``,
+        plain types (the meta is pickled and loaded with ``torch.load(weights_only=True)``).
+    """
+    import copy
+
+    count = max((len(frame.real_world) for frame in frames), default=0)
+    if count == 0:
+        return []
+    texts: dict[int, dict[str, Any]] = {}  # the shared group's item is one object for every frame
+
+    def content(item) -> dict[str, Any]:
+        if id(item) not in texts:
+            rest = copy.deepcopy(item)
+            for keyword in _REAL_WORLD_NUMBERS:
+                if keyword in rest:
+                    delattr(rest, keyword)
+            try:
+                texts[id(item)] = json.loads(json.dumps(rest.to_json_dict(suppress_invalid_tags=True)))
+            except Exception:  # noqa: BLE001 - an unencodable attribute: not carried, not fatal
+                texts[id(item)] = {"unencodable": str(id(item))}
+        return texts[id(item)]
+
+    def mapping(frame: _Frame, position: int) -> tuple[float, float, dict[str, Any]] | str:
+        """``(A, B, content)`` of this frame's item, or why it cannot be carried."""
+        if position >= len(frame.real_world):
+            return "is not given for every frame"
+        item = frame.real_world[position]
+        if "RealWorldValueLUTData" in item:
+            return "is a lookup table (RealWorldValueLUTData), not a slope and intercept"
+        line = _modality_line(frame.rescale)
+        if line is None:
+            return "maps stored values that a Modality LUT table turns into the image's values"
+        try:
+            slope = float(item.RealWorldValueSlope) if item.get("RealWorldValueSlope") is not None else 0.0
+            intercept = float(item.get("RealWorldValueIntercept") or 0.0)
+            signed = frame.stored.dtype.kind == "i"
+            first = _mapped_bound(
+                item, "RealWorldValueFirstValueMapped", "DoubleFloatRealWorldValueFirstValueMapped", signed
+            )
+            last = _mapped_bound(
+                item, "RealWorldValueLastValueMapped", "DoubleFloatRealWorldValueLastValueMapped", signed
+            )
+        except (TypeError, ValueError):  # several values, text
+            return "has malformed numbers"
+        if not (np.isfinite(slope) and np.isfinite(intercept)):
+            return "has malformed numbers"
+        if slope == 0:
+            return "has no RealWorldValueSlope (or a slope of 0)"
+        if frame.stored.size and (
+            (first is not None and float(frame.stored.min()) < first)
+            or (last is not None and float(frame.stored.max()) > last)
+        ):
+            return (
+                "maps only part of the stored values (RealWorldValueFirstValueMapped.."
+                "LastValueMapped; a piecewise mapping?)"
+            )
+        rescale_slope, rescale_intercept = line
+        a = slope / rescale_slope
+        return a, intercept - a * rescale_intercept, content(item)
+
+    # Modality values' size, for B's tolerance: B is compared with the real values A * v it adds to.
+    magnitude = 1.0
+    for frame in frames:
+        line = _modality_line(frame.rescale)
+        if line is not None and frame.stored.size:
+            ends = np.array([frame.stored.min(), frame.stored.max()], dtype=np.float64) * line[0] + line[1]
+            magnitude = max(magnitude, float(np.max(np.abs(ends))))
+    carried = []
+    for position in range(count):
+        results = [mapping(frame, position) for frame in frames]
+        reason = next((r for r in results if isinstance(r, str)), None)
+        if reason is None:
+            a, b, text = results[0]
+            for other_a, other_b, other_text in results[1:]:
+                if other_text != text:
+                    reason = "differs between frames (label, units or explanation)"
+                elif abs(other_a - a) > _REAL_WORLD_TOLERANCE * max(abs(a), abs(other_a)) or abs(
+                    other_b - b
+                ) > _REAL_WORLD_TOLERANCE * max(abs(b), abs(other_b), abs(a) * magnitude):
+                    reason = "maps the frames' values differently (slope or intercept)"
+                if reason:
+                    break
+        if reason is not None:
+            named = next((f for f in frames if position < len(f.real_world)), frames[0]).real_world[position]
+            name = str(named.get("LUTLabel", "") or "").strip()
+            logger.warning(
+                "%s: real-world value mapping %d%s %s; not carried to the output",
+                label,
+                position + 1,
+                f" ({name})" if name else "",
+                reason,
+            )
+            continue
+        carried.append({"slope": float(a), "intercept": float(b), "item": text})
+    return carried
 
 
 def _assemble(frames: list[_Frame], label: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -359,6 +519,9 @@ def _assemble(frames: list[_Frame], label: str) -> tuple[np.ndarray, np.ndarray,
         low, high = min(low, float(values.min(initial=np.inf))), max(high, float(values.max(initial=-np.inf)))
         volume[:, :, k] = values[::-1, :].T
     notes["original_dtype"] = integer_dtype(integral and volume.size > 0, low, high)
+    mappings = _real_world_mappings(frames, label)
+    if mappings:  # carried to a DICOM output, rescaled to its stored values
+        notes["real_world_mappings"] = mappings
     return volume, LPS_TO_RAS @ affine_lps, notes
 
 
@@ -382,7 +545,14 @@ def _reference_header(ds, rescale_type: str | None = None) -> dict[str, Any]:
     import copy
 
     header = copy.copy(ds)
-    for keyword in ("PixelData", "PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+    # The real-world value mapping is of the source's stored values: it is carried rescaled
+    # (``real_world_mappings``), never as it was.
+    for keyword in (
+        "PixelData",
+        "PerFrameFunctionalGroupsSequence",
+        "SharedFunctionalGroupsSequence",
+        "RealWorldValueMappingSequence",
+    ):
         if keyword in header:
             delattr(header, keyword)
     if rescale_type and "RescaleType" not in header:
@@ -410,7 +580,8 @@ def read_dicom(path: Path, series: str | None = None) -> tuple[np.ndarray, np.nd
         ``(volume, affine, meta)``: volume ``(I, J, K)`` float32 in physical units (modality LUT
         applied in float64: HU for CT), ``affine`` the ``(4, 4)`` voxel-centre affine to RAS+ mm, and ``meta``
         with ``modality``, ``dicom_reference`` (header as DICOM JSON), ``series_uid``,
-        ``source_files`` and ``original_dtype``.
+        ``source_files``, ``original_dtype`` and, where the frames share a linear real-world value
+        mapping, ``real_world_mappings`` (:func:`_real_world_mappings`).
 
     Raises:
         InputError: unreadable, non-image, colour, inconsistent or ambiguous input.

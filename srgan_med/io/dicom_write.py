@@ -145,9 +145,58 @@ _TEXT_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
 
 
 def _has_non_ascii_text(ds) -> bool:
-    """Whether a text element of ``ds`` (top level: the writer copies no sequences) needs a non-ASCII
-    character set."""
-    return any(elem.VR in _TEXT_VRS and not str(elem.value).isascii() for elem in ds)
+    """Whether a text element of ``ds`` (or of its sequences' items: a real-world value mapping's
+    explanation) needs a non-ASCII character set."""
+    return any(
+        any(_has_non_ascii_text(item) for item in elem.value)
+        if elem.VR == "SQ"
+        else elem.VR in _TEXT_VRS and not str(elem.value).isascii()
+        for elem in ds
+    )
+
+
+def _rescale_text(storage: _Storage) -> tuple[str, str]:
+    """RescaleSlope and RescaleIntercept as written (DS: a decimal string of at most 16 characters)."""
+    return f"{storage.slope:.10g}", f"{storage.intercept:.10g}"
+
+
+def _real_world_value_mappings(mappings, storage: _Storage) -> list:
+    """RealWorldValueMappingSequence items for the output's stored values.
+
+    ``mappings`` (``meta["real_world_mappings"]``, see ``dicom_read._real_world_mappings``) map the
+    modality values ``v`` to real-world values ``slope * v + intercept``; the output stores ``s``
+    with ``v = rescale_slope * s + rescale_intercept``, so its items map ``s`` with
+    ``slope * rescale_slope`` and ``slope * rescale_intercept + intercept``. The rescale is the one
+    written (10 digits), so the item agrees with the values a reader gets from the file.
+    """
+    from pydicom.dataset import Dataset
+
+    info = np.iinfo(storage.dtype)
+    # First/last value mapped (PS3.3 C.7.6.16.2.11.1) are stored pixel values, the ends of the range
+    # the slope and intercept apply to, within what BitsStored (16) and PixelRepresentation allow. A
+    # linear mapping holds for every one of them, so the whole range of the output's stored type is
+    # given: it covers every value of every slice (scaled storage is clipped inside it), is the same
+    # in every slice (one mapping of the series, not one per slice's min..max), and a value a later
+    # edit stores is still mapped. The VR ("US or SS") follows PixelRepresentation: SS for int16.
+    vr = "SS" if storage.pixel_representation == 1 else "US"
+    rescale_slope, rescale_intercept = (float(text) for text in _rescale_text(storage))
+    items = []
+    for mapping in mappings:
+        item = Dataset.from_json(mapping["item"])
+        for keyword in (  # for float pixel data, and a table: the reader leaves them out already
+            "DoubleFloatRealWorldValueFirstValueMapped",
+            "DoubleFloatRealWorldValueLastValueMapped",
+            "RealWorldValueLUTData",
+        ):
+            if keyword in item:
+                delattr(item, keyword)
+        item.add_new(0x00409216, vr, int(info.min))  # RealWorldValueFirstValueMapped
+        item.add_new(0x00409211, vr, int(info.max))  # RealWorldValueLastValueMapped
+        slope = float(mapping["slope"])
+        item.RealWorldValueSlope = slope * rescale_slope
+        item.RealWorldValueIntercept = slope * rescale_intercept + float(mapping["intercept"])
+        items.append(item)
+    return items
 
 
 def write_dicom_series(
@@ -161,6 +210,7 @@ def write_dicom_series(
     derivation: str | None = None,
     slice_thickness_mm: float | None = None,
     integers: bool = False,
+    real_world_mappings: list[dict[str, Any]] | None = None,
 ) -> list[Path]:
     """Write ``volume`` as one DICOM file per slice into the (new, empty) ``folder``.
 
@@ -175,6 +225,9 @@ def write_dicom_series(
         derivation: DerivationDescription; set (and ImageType DERIVED\\SECONDARY) when given.
         slice_thickness_mm: SliceThickness (thick or overlapping slices); default: the slice spacing.
         integers: round to whole numbers (the source stored integers), where int16/uint16 hold them.
+        real_world_mappings: the source's real-world value mappings of the volume's values (the
+            reader's ``meta["real_world_mappings"]``): written into every slice as a
+            RealWorldValueMappingSequence of the new stored values.
 
     Returns:
         The written file paths, in slice order.
@@ -254,13 +307,14 @@ def write_dicom_series(
         ds.BitsAllocated = ds.BitsStored = 16
         ds.HighBit = 15
         ds.PixelRepresentation = storage.pixel_representation
-        ds.RescaleSlope = f"{storage.slope:.10g}"
-        ds.RescaleIntercept = f"{storage.intercept:.10g}"
+        ds.RescaleSlope, ds.RescaleIntercept = _rescale_text(storage)
         # the values keep their units: the source's RescaleType (a CT perfusion map is "US",
         # unspecified), else HU, which a CT image's rescale gives when it does not say otherwise
         rescale_type = source.get("RescaleType") or ("HU" if modality == "CT" else None)
         if rescale_type:
             ds.RescaleType = rescale_type
+        if real_world_mappings:
+            ds.RealWorldValueMappingSequence = _real_world_value_mappings(real_world_mappings, storage)
         if _has_non_ascii_text(ds):
             # The copied text is Unicode (read through the source's own character set); UTF-8 keeps
             # every character, where the default repertoire (ASCII) would write them as "?".

@@ -7,7 +7,10 @@ Its ``meta`` keeps what is needed to write a result back in the input's format:
 * ``modality`` (``"CT"``, ``"MR"``, ...), ``modality_guessed`` (True for NIfTI, which has no tag),
 * ``units`` (``"HU"`` for CT, ``""`` otherwise), ``original_dtype``,
 * ``source_format`` (``"nifti"`` or ``"dicom"``), ``filename_or_obj`` (MONAI's key for the source),
-* ``dicom_reference`` (DICOM JSON header of the source) or ``nifti_header``.
+* ``dicom_reference`` (DICOM JSON header of the source) or ``nifti_header``,
+* ``real_world_mappings`` (DICOM only, where the source has a linear RealWorldValueMappingSequence
+  all frames share): ``[{"slope", "intercept", "item"}]`` mapping the loaded values to real-world
+  values, written back rescaled to a DICOM output's stored values.
 """
 
 from __future__ import annotations
@@ -276,5 +279,6 @@ def save_scan(
                 derivation=derivation,
                 slice_thickness_mm=(getattr(image, "meta", None) or {}).get("slice_thickness_mm"),
                 integers=np.dtype(str(ref_meta.get("original_dtype", "float32"))).kind in "iu",
+                real_world_mappings=ref_meta.get("real_world_mappings") or None,
             )
     return path
