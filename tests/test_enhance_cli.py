@@ -668,6 +668,8 @@ def test_dicom_slice_thickness_is_kept_where_the_slices_are_and_follows_a_simula
     )
     assert through.exit_code == 0, through.stderr
     assert thickness_and_spacing(tmp_path / "tp") == (1.25, 1.25)
+    derivation = pydicom.dcmread(sorted((tmp_path / "tp").iterdir())[0]).DerivationDescription
+    assert "super-resolution x2 through-plane, model" in derivation, derivation
     args = ["--scale", "2", "--slice-thickness-mm", "7.5", "--slice-gap-mm", "2.5", "--noise", "0"]
     degraded = runner.invoke(app, ["degrade", str(tmp_path / "series"), "-o", str(tmp_path / "lr"), *args])
     assert degraded.exit_code == 0, degraded.stderr
@@ -724,6 +726,91 @@ def test_through_plane_to_a_slice_spacing(tmp_path, small_ct_volume):
         refused = _invoke(str(source), "--model", model, *args, "-o", str(tmp_path / "x.nii.gz"))
         assert refused.exit_code == 2 and message in refused.stderr, refused.stderr
         assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_slice_spacing_is_between_slice_planes_on_a_tilted_grid(tmp_path, small_ct_volume):
+    """A gantry-tilted grid: slices 3.06 mm apart along the sheared column, 3.0 mm apart as planes
+    (what DICOM's SpacingBetweenSlices says). ``--slice-spacing`` is between planes: 1 mm gave
+    0.98 mm planes, and 3.02 mm (coarser than the input's planes) was accepted."""
+    from srgan_med.io.geometry import plane_spacing
+
+    volume, _ = small_ct_volume
+    affine = np.array([[-0.7, 0, 0, 10], [0, 0.7, 0.6, -20], [0, 0, 3.0, 30], [0, 0, 0, 1.0]])
+    source = write_nifti(tmp_path / "tilted.nii.gz", volume[:, :, :6], affine)
+    model = str(_bundle(tmp_path))
+    args = ["--model", model, "--through-plane", "--slice-spacing"]
+    result = _invoke(str(source), *args, "1", "-o", str(tmp_path / "o.nii.gz"))
+    assert result.exit_code == 0, result.stderr
+    written = load_scan(tmp_path / "o.nii.gz").affine.numpy()
+    assert plane_spacing(written, 2) == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(written[:3, 2] / written[2, 2], affine[:3, 2] / affine[2, 2])  # same tilt
+    refused = _invoke(str(source), *args, "3.02", "-o", str(tmp_path / "x.nii.gz"))
+    assert refused.exit_code == 2 and "is not finer than its 3 mm slices" in refused.stderr, refused.stderr
+    assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_a_slice_spacing_far_finer_than_the_model_is_refused_before_any_work(tmp_path, small_ct_volume):
+    """1e-9 mm (a typo) passed the checks, ran the whole inference, then died allocating 60 GiB."""
+    volume, _ = small_ct_volume
+    affine = np.diag([0.7, 0.7, 4.0, 1.0])
+    source = write_nifti(tmp_path / "thick.nii.gz", volume[:, :, :4], affine)
+    model = str(_bundle(tmp_path))
+    args = [str(source), "--model", model, "--through-plane", "--slice-spacing"]
+    refused = _invoke(*args, "1e-9", "-o", str(tmp_path / "x.nii.gz"))
+    assert refused.exit_code == 2, refused.stderr
+    assert "would interpolate more than 8 slices per slice of the model's x2 (2 mm); give 0.25 mm" in (
+        refused.stderr
+    )
+    assert not (tmp_path / "x.nii.gz").exists() and not (tmp_path / "x.nii.gz.json").exists()
+    accepted = _invoke(*args, "0.25", "-o", str(tmp_path / "o.nii.gz"))  # the finest allowed
+    assert accepted.exit_code == 0, accepted.stderr
+    assert load_scan(tmp_path / "o.nii.gz").shape[-1] == 64
+
+
+def test_the_report_says_how_the_volume_was_upscaled(tmp_path, small_ct_volume):
+    """In-plane and through-plane runs reported the same keys and the same ``slice_axis`` meaning two
+    things; the voxel sizes, the plane and a guessed modality were not said."""
+    volume, _ = small_ct_volume
+    affine = np.diag([0.7, 0.8, 4.0, 1.0])
+    source = write_nifti(tmp_path / "thick.nii.gz", volume[:, :, :4], affine)
+    model = str(_bundle(tmp_path))
+    reports = {}
+    for name, extra in (
+        ("in", []),
+        ("tp", ["--through-plane"]),
+        ("rs", ["--through-plane", "--slice-spacing", "1.5"]),
+    ):
+        result = _invoke(str(source), "--model", model, *extra, "-o", str(tmp_path / f"{name}.nii.gz"))
+        assert result.exit_code == 0, result.stderr
+        reports[name] = json.loads((tmp_path / f"{name}.nii.gz.json").read_text())
+    inplane, through, resampled = reports["in"], reports["tp"], reports["rs"]
+    assert (inplane["through_plane"], inplane["plane"], inplane["upscaled_axes"]) == (False, "auto", [0, 1])
+    assert (through["through_plane"], through["slice_axis"], through["upscaled_axes"]) == (True, 2, [2])
+    assert inplane["input_voxel_mm"] == [0.7, 0.8, 4.0]
+    assert inplane["output_voxel_mm"] == [0.35, 0.4, 4.0] and through["output_voxel_mm"] == [0.7, 0.8, 2.0]
+    assert resampled["output_voxel_mm"] == [0.7, 0.8, 1.5] and resampled["slice_spacing_mm"] == 1.5
+    assert inplane["modality_guessed"] is True
+    tagged = _invoke(str(source), "--model", model, "--modality", "CT", "-o", str(tmp_path / "ct.nii.gz"))
+    assert tagged.exit_code == 0, tagged.stderr
+    assert json.loads((tmp_path / "ct.nii.gz.json").read_text())["modality_guessed"] is False
+    import nibabel as nib
+
+    descrip = nib.load(tmp_path / "rs.nii.gz").header["descrip"].tobytes().decode()
+    assert "SR x2" in descrip
+    warned = _invoke(
+        str(source),
+        "--model",
+        model,
+        "--through-plane",
+        "--plane",
+        "coronal",
+        "-o",
+        str(tmp_path / "c.nii.gz"),
+    )
+    assert warned.exit_code == 0, warned.stderr
+    assert "--through-plane --plane coronal refines voxel axis 1 (0.8 mm), finer than axis 2 (4 mm)" in (
+        warned.stderr
+    )
 
 
 def test_an_output_over_the_memory_budget_is_built_on_disk_with_the_same_result(

@@ -236,6 +236,7 @@ def test_through_plane_consistency_is_that_of_the_written_volume():
 def test_resampling_the_slice_axis_keeps_the_slab_and_world_positions():
     """A volume whose values are each voxel's world z comes back with each new voxel's world z."""
     from srgan_med.enhance.engine import resample_slice_axis
+    from srgan_med.io.geometry import plane_spacing
 
     affine = np.array([[0.8, 0, 0, 10.0], [0, 0.9, 0, -20.0], [0, 0.2, 1.25, 30.0], [0, 0, 0, 1]])
     shape = (4, 5, 20)  # 20 slices of 1.25 mm (a slight shear too): a 25 mm slab
@@ -246,8 +247,11 @@ def test_resampling_the_slice_axis_keeps_the_slab_and_world_positions():
     )
     resampled = resample_slice_axis(image, 2, 2.0)
     new_affine = resampled.affine.numpy()
-    assert resampled.shape[1:] == (4, 5, 12)  # 12 slices of 2 mm fit in 25 mm
-    assert np.linalg.norm(new_affine[:3, 2]) == pytest.approx(2.0)
+    assert resampled.shape[1:] == (4, 5, 12)  # 12 slices of 2 mm fit in the 24.4 mm between planes
+    # 2 mm between slice planes (DICOM's SpacingBetweenSlices), which the shear tilts: the slice
+    # column is longer than that (1.25 mm columns are 1.22 mm between planes)
+    assert plane_spacing(new_affine, 2) == pytest.approx(2.0)
+    assert np.linalg.norm(new_affine[:3, 2]) == pytest.approx(2.0 * 1.25 / plane_spacing(affine, 2))
     np.testing.assert_allclose(new_affine[:3, :2], affine[:3, :2])
     centre = lambda a, n: a @ np.array([0, 0, (n - 1) / 2, 1.0])  # noqa: E731
     np.testing.assert_allclose(centre(new_affine, 12), centre(affine, 20), atol=1e-9)  # same slab centre

@@ -314,11 +314,12 @@ def resample_slice_axis(image, axis: int, spacing_mm: float):
     """
     from monai.data import MetaTensor
 
-    from srgan_med.io.geometry import as_numpy_affine, spacing_from_affine, strided_affine
+    from srgan_med.io.geometry import as_numpy_affine, plane_spacing, strided_affine
 
     affine = as_numpy_affine(image.affine)
     count = int(image.shape[1 + axis])
-    step = spacing_mm / spacing_from_affine(affine)[axis]  # in old voxels
+    # in old voxels; ``spacing_mm`` is between slice planes, which a sheared (tilted) grid's column is not
+    step = spacing_mm / plane_spacing(affine, axis)
     new_count = max(1, int(np.floor(count / step + 1e-6)))
     first = (count - 1) / 2 - (new_count - 1) / 2 * step
     positions = first + step * np.arange(new_count)

@@ -160,14 +160,29 @@ def derived_description(meta: dict[str, Any], suffix: str, fmt: str) -> str:
     return f"{source[:room].rstrip()} {suffix}".strip()
 
 
-def _check_slice_spacing(source: Path, scan, slice_axis: int, scale: int, spacing_mm: float) -> None:
-    """``--slice-spacing`` must be finer than the input's slices; finer than the model's is said."""
-    from srgan_med.io.geometry import spacing_from_affine
+# ``--slice-spacing`` interpolates between the model's slices; past this many per model slice it is
+# a typo (1e-9 for 1e-3?) that would build an output of billions of slices after the whole inference.
+MAX_SLICES_PER_MODEL_SLICE = 8
 
-    current = spacing_from_affine(scan.affine)[slice_axis]
+
+def _check_slice_spacing(source: Path, scan, slice_axis: int, scale: int, spacing_mm: float) -> None:
+    """``--slice-spacing`` must be finer than the input's slices, and not more than
+    :data:`MAX_SLICES_PER_MODEL_SLICE` times finer than the model's; finer than the model's is said.
+    Spacings are between slice planes (:func:`~srgan_med.io.geometry.plane_spacing`), as DICOM's
+    SpacingBetweenSlices is, also on a gantry-tilted grid."""
+    from srgan_med.io.geometry import plane_spacing
+
+    current = plane_spacing(scan.affine, slice_axis)
     if spacing_mm >= current * (1 - 1e-6):
         raise InputError(
             f"{source}: --slice-spacing {spacing_mm:g} mm is not finer than its {current:g} mm slices"
+        )
+    finest = current / scale / MAX_SLICES_PER_MODEL_SLICE
+    if spacing_mm < finest * (1 - 1e-6):
+        raise InputError(
+            f"{source}: --slice-spacing {spacing_mm:g} mm would interpolate more than "
+            f"{MAX_SLICES_PER_MODEL_SLICE} slices per slice of the model's x{scale} "
+            f"({current / scale:g} mm); give {finest:g} mm or more"
         )
     if spacing_mm < current / scale * (1 - 1e-6):
         logger.warning(
@@ -178,6 +193,25 @@ def _check_slice_spacing(source: Path, scan, slice_axis: int, scale: int, spacin
             scale,
             current,
             current / scale,
+        )
+
+
+def _check_refined_axis(source: Path, scan, slice_axis: int, plane: str) -> None:
+    """``--through-plane`` with a named ``--plane`` refines that plane's normal, which may be an axis
+    finer than another: said, as the thick axis is what through-plane work is for."""
+    from srgan_med.io.geometry import spacing_from_affine
+
+    spacing = spacing_from_affine(scan.affine)
+    coarsest = int(np.argmax(spacing))
+    if spacing[slice_axis] < spacing[coarsest] * 0.98:
+        logger.warning(
+            "%s: --through-plane --plane %s refines voxel axis %d (%g mm), finer than axis %d (%g mm)",
+            source,
+            plane,
+            slice_axis,
+            spacing[slice_axis],
+            coarsest,
+            spacing[coarsest],
         )
 
 
@@ -315,7 +349,7 @@ def enhance_files(
     from srgan_med import __version__
     from srgan_med.enhance.engine import resample_slice_axis, slice_axis_for
     from srgan_med.enhance.inference import PRECISIONS, compile_problem
-    from srgan_med.io import load_scan, save_scan, scratch
+    from srgan_med.io import load_scan, save_scan, scratch, spacing_from_affine
     from srgan_med.io.atomic import atomic_output, check_output, remove_output
     from srgan_med.models.bundle import default_model
     from srgan_med.progress import progress_bar
@@ -405,6 +439,8 @@ def enhance_files(
             )
         if slice_spacing is not None:
             _check_slice_spacing(source, scan, slice_axis, bundle.scale, slice_spacing)
+        if through_plane and plane != "auto":
+            _check_refined_axis(source, scan, slice_axis, plane)
         # outputs larger than the memory budget are built in a file beside the output (io.scratch)
         with scratch.disk_backed(next(p for p in (target.parent, *target.parent.parents) if p.is_dir())):
             with progress_bar(*columns, quiet=quiet) as progress:
@@ -426,7 +462,10 @@ def enhance_files(
                 result = dataclasses.replace(result, image=image)
             upscaled = time.perf_counter()
             timings["upscale"] = upscaled - read
-            derivation = f"srgan-med {__version__} super-resolution x{bundle.scale}, model {bundle.name}"
+            how = f"x{bundle.scale}" + (" through-plane" if through_plane else "")
+            if slice_spacing is not None:
+                how += f", resampled to {slice_spacing:g} mm slices"
+            derivation = f"srgan-med {__version__} super-resolution {how}, model {bundle.name}"
             placed = False  # the output is in place: taken back if its report cannot follow
             try:
                 save_scan(
@@ -447,10 +486,16 @@ def enhance_files(
                     "model": bundle.name,
                     "scale": bundle.scale,
                     "modality": scan.meta["modality"],
+                    # NIfTI has no modality tag: guessed from the values unless --modality said it
+                    "modality_guessed": bool(scan.meta.get("modality_guessed", False)),
                     "device": str(torch_device),
                     "precision": _ran_as(prepared.generator.precision, torch_device),
                     "compiled": compile_model,
+                    "plane": plane,
+                    "through_plane": through_plane,
+                    # in-plane: the axis slices are taken across (kept); through-plane: the one refined
                     "slice_axis": slice_axis,
+                    "upscaled_axes": [a for a in range(3) if (a == slice_axis) == through_plane],
                     "batch_size": result.batch_size,
                     "seconds": round(sum(timings.values()), 3),
                     "seconds_by_stage": {stage: round(value, 3) for stage, value in timings.items()},
@@ -461,6 +506,8 @@ def enhance_files(
                     "srgan_med_version": __version__,
                     "input_shape": list(scan.shape[1:]),
                     "output_shape": list(result.image.shape[1:]),
+                    "input_voxel_mm": [round(v, 6) for v in spacing_from_affine(scan.affine)],
+                    "output_voxel_mm": [round(v, 6) for v in spacing_from_affine(result.image.affine)],
                 }
                 if slice_spacing is not None:  # the consistency figure is the model's, before resampling
                     report["slice_spacing_mm"] = slice_spacing
