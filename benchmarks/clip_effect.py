@@ -13,7 +13,10 @@ Usage::
 
     python benchmarks/clip_effect.py --out runs/clip_effect
 
-Writes ``OUT/clip_effect.md`` (table, device, date, exact command) and ``OUT/clip_effect.json``.
+Writes ``OUT/clip_effect.md`` (tables, device, date, exact command) and ``OUT/clip_effect.json``;
+``--report-only`` writes the ``.md`` again from the ``.json`` (a new layout of the same rows).
+The second table says where the model's voxels below the floor lie (inside or outside evaluate's
+foreground mask) and the background's level and spread in the reference, the model and bicubic.
 Exit code 2 with one line ``error: ...`` when there is nothing to measure.
 """
 
@@ -49,6 +52,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-slices", type=int, default=0, help="central slices per scan (0: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated degradations")
     parser.add_argument("--out", type=Path, default=Path("runs/clip_effect"), help="output folder")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="measure nothing: write OUT/clip_effect.md again from OUT/clip_effect.json (its rows, "
+        "date, device and command)",
+    )
     return parser.parse_args(argv)
 
 
@@ -71,6 +80,33 @@ def _within_input_range(method):
         return np.clip(method(low_res, factors, slice_axis), float(low_res.min()), float(low_res.max()))
 
     return clamped
+
+
+def _where_clamped(case, raw) -> dict:
+    """Where the voxels below the clamp floor lie, and the background levels around them.
+
+    ``raw`` is the unclamped scoring of ``case``; background is outside its foreground mask
+    (evaluate's head/body mask). Levels are given as fractions of evaluate's data range: the
+    reference's mean there, and each method's mean and standard deviation there as computed.
+    """
+    from srgan_med.enhance.run import clamp_range
+
+    floor = clamp_range(case.low_res)[0]
+    reference = np.moveaxis(case.high_res[0].detach().cpu().numpy().astype(np.float64), case.slice_axis, -1)
+    background = ~raw.mask if raw.mask is not None and raw.mask_found else None
+    out: dict = {"background_fraction": None if background is None else float(background.mean())}
+    if background is None or not background.any():
+        return out
+    out["background_mean_reference"] = float(reference[background].mean()) / raw.data_range
+    for method, values in raw.reconstructions.items():
+        below = values < floor
+        count = int(np.count_nonzero(below))
+        out[f"below_in_background_{method}"] = (
+            float(np.count_nonzero(below & background)) / count if count else None
+        )
+        out[f"background_mean_{method}"] = float(values[background].mean()) / raw.data_range
+        out[f"background_std_{method}"] = float(values[background].std()) / raw.data_range
+    return out
 
 
 def measure(model: str, scans: list[Path], seed: int) -> list[dict]:
@@ -104,6 +140,7 @@ def measure(model: str, scans: list[Path], seed: int) -> list[dict]:
             }
             row = {"model": name, "modality": modality, "scan": path.name.split(".")[0], "family": family}
             row["region"] = region
+            row.update(_where_clamped(case, scored[False]))
             for method in methods:
                 row[f"clamped_{method}"] = scored[True].clipped[method]
                 for metric in ("psnr", "ssim"):
@@ -164,6 +201,57 @@ def markdown(rows: list[dict], header: dict) -> str:
             f"- {modality}: voxels clamped {span([r['clamped_model'] for r in group], 100, 2, '')}% of the "
             f"model's output, {span([r['clamped_bicubic'] for r in group], 100, 2, '')}% of bicubic's."
         )
+    lines += [
+        "",
+        "## Where the voxels below the floor lie",
+        "",
+        "Background: outside evaluate's foreground mask. Share: of the voxels a method put below the "
+        "floor (the low-res input's minimum), those in the background. Levels in the background, as "
+        "computed (before clamping), in % of evaluate's data range: mean of the reference, mean and "
+        "standard deviation of each method.",
+        "",
+        "| model | scan | family | background | below floor in background, model | bicubic "
+        "| mean, reference | mean, model | mean, bicubic | std, model | std, bicubic |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def share(value):
+        return "—" if value is None else f"{100 * value:.1f}%"
+
+    for row in rows:
+        if "background_mean_reference" not in row:
+            continue
+        lines.append(
+            f"| {row['model']} | {row['scan']} | {row['family']} | {share(row['background_fraction'])} | "
+            f"{share(row['below_in_background_model'])} | {share(row['below_in_background_bicubic'])} | "
+            + " | ".join(
+                f"{100 * row[key]:.2f}"
+                for key in (
+                    "background_mean_reference",
+                    "background_mean_model",
+                    "background_mean_bicubic",
+                    "background_std_model",
+                    "background_std_bicubic",
+                )
+            )
+            + " |"
+        )
+
+    lines.append("")
+    background = [row for row in rows if row.get("below_in_background_model") is not None]
+    for modality in sorted({row["modality"] for row in background}):
+        group = [row for row in background if row["modality"] == modality]
+
+        def spread(key, group=group):
+            return span([row[key] for row in group], 100, 2, "")
+
+        lines.append(
+            f"- {modality}: {spread('below_in_background_model')}% of the model's voxels below the floor "
+            f"lie in the background; there its mean is {spread('background_mean_model')}% of the data "
+            f"range (reference {spread('background_mean_reference')}%, bicubic "
+            f"{spread('background_mean_bicubic')}%), its standard deviation "
+            f"{spread('background_std_model')}% (bicubic {spread('background_std_bicubic')}%)."
+        )
     lines.append("")
     return "\n".join(lines)
 
@@ -179,6 +267,16 @@ def main(argv: list[str] | None = None) -> int:
         "device": device_description(),
         "command": shlex.join(["python", "benchmarks/clip_effect.py", *argv]),
     }
+    if args.report_only:
+        try:
+            measured = json.loads((args.out / "clip_effect.json").read_text())
+            rows, header = measured.pop("rows"), measured
+        except (OSError, ValueError, KeyError) as error:
+            print(f"error: no measurement to report in {args.out}: {error}", file=sys.stderr)
+            return 2
+        (args.out / "clip_effect.md").write_text(markdown(rows, header))
+        print(f"wrote {args.out / 'clip_effect.md'} from {args.out / 'clip_effect.json'}")
+        return 0
     print(f"device {header['device']}, {header['date']}: {header['command']}", flush=True)
     try:
         models = args.model or list(bundle.shipped_models())

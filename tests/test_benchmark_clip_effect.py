@@ -30,9 +30,20 @@ def test_every_family_is_scored_as_computed_clamped_and_at_the_input_maximum(tmp
         assert 0 <= row["clamped_model"] < 1 and 0 <= row["clamped_bicubic"] < 1
         for way in ("raw", "clamped", "input_range"):
             assert math.isfinite(row[f"psnr_model_{way}"]) and math.isfinite(row[f"ssim_bicubic_{way}"])
+    for row in rows:  # where the voxels below the floor lie: the air around the body is background
+        assert 0 < row["background_fraction"] < 1
+        assert row["background_mean_reference"] < 0 and row["background_std_model"] >= 0
+        share = row["below_in_background_model"]
+        assert share is None or 0 <= share <= 1
     text = (out / "clip_effect.md").read_text()
-    assert text.count("| ct-x2 | ct_crop |") == 3
+    assert text.count("| ct-x2 | ct_crop |") == 6  # a row in each table
     assert "over 3 scan x family pairs" in text and "- CT: voxels clamped" in text
+    assert (
+        "## Where the voxels below the floor lie" in text and "of the model's voxels below the floor" in text
+    )
+    (out / "clip_effect.md").unlink()  # written again from the JSON, the same
+    assert load_benchmark("clip_effect").main(["--out", str(out), "--report-only"]) == 0
+    assert (out / "clip_effect.md").read_text() == text
 
 
 def test_nothing_to_measure_exits_2_with_one_line(tmp_path, capsys):
