@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import shlex
 import statistics
@@ -379,7 +380,8 @@ def precision_check(
     from srgan_med.models.bundle import load_bundle, shipped_models
 
     precisions = ["fp32", "tf32", "bf16", "mixed"] if device.type == "cuda" else ["fp32", "bf16", "mixed"]
-    bundles = {name: load_bundle(name, device=str(device)) for name in shipped_models()}
+    replaced = dict(entry.split("=", 1) for entry in args.weights)  # NAME=PATH: other weights, same name
+    bundles = {name: load_bundle(replaced.get(name, name), device=str(device)) for name in shipped_models()}
     rows = []
     for source in find_scans(args.scans):
         scan = load_scan(resolve_input(source))
@@ -508,6 +510,13 @@ def write_report(report: dict[str, Any], out: Path, stem: str = "gpu_inference")
     return save_report(report, out, stem, lines)
 
 
+def _weights_entry(text: str) -> str:
+    name, _, path = text.partition("=")
+    if not name or not Path(path).is_file():
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH of a weights file, got {text!r}")
+    return text
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for gpu_inference.json / .md")
@@ -545,6 +554,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-precision", action="store_true")
     parser.add_argument(
+        "--weights",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        type=_weights_entry,
+        help="precision part: the shipped model NAME run with the weights file PATH instead, e.g. an "
+        "earlier version taken from git history (git show COMMIT:srgan_med/weights/NAME.safetensors)",
+    )
+    parser.add_argument(
         "--variants",
         nargs="+",
         help="precision part: only these variants besides fp32, e.g. 'bf16 fused-shift-sum compiled'",
@@ -578,6 +596,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{args.max_slices or 'all'} central slices per scan; LR: the modality's degradation preset, "
             "seed 0; PSNR over evaluate's foreground mask and data range"
         )
+        for entry in args.weights:  # which file ran under a shipped name: its digest says
+            name, path = entry.split("=", 1)
+            digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            report["precision_settings"] += f"; {name} run with the weights {path} (sha256 {digest})"
 
         def save(rows: list[dict[str, Any]]) -> None:
             report["precision"], report["precision_summary"] = rows, precision_summary(rows)
