@@ -359,3 +359,32 @@ def test_merge_precision_gathers_rows_from_a_cut_run_log_and_a_report(tmp_path):
     assert saved["precision"] == rows
     with pytest.raises(SystemExit, match="at least one gpu_inference.json"):
         merge.main([str(tmp_path), str(log)])
+
+
+def test_gpu_inference_runs_a_shipped_name_with_other_weights_and_says_which(tmp_path):
+    """``--weights NAME=PATH``: an earlier version of a model measured under its name, its file's
+    digest in the report; a file that is not there is refused before any work."""
+    import hashlib
+    import shutil
+
+    from srgan_med.models.bundle import shipped_models
+
+    bench = load_benchmark("gpu_inference")
+    weights = tmp_path / "earlier-mr-x2.safetensors"
+    shutil.copy(shipped_models()["mr-x2"], weights)
+    with open(weights, "r+b") as handle:  # other weights: the last bytes of the last tensor changed
+        handle.seek(-64, 2)
+        handle.write(bytes(64))
+    argv = ["--out", str(tmp_path / "a"), "--scans", str(tmp_path / "none"), "--max-slices", "1"]
+    argv += ["--skip-throughput", "--variants", "mixed"]
+    plain = {row["model"]: row for row in bench.main(argv)["precision"]}
+    argv[1] = str(tmp_path / "b")
+    report = bench.main([*argv, "--weights", f"mr-x2={weights}"])
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert f"mr-x2 run with the weights {weights} (sha256 {digest})" in report["precision_settings"]
+    replaced = {row["model"]: row for row in report["precision"]}
+    assert replaced["mr-x2"]["psnr_fp32"] != plain["mr-x2"]["psnr_fp32"]
+    assert replaced["mr-x4"] == plain["mr-x4"] and replaced["ct-x2"] == plain["ct-x2"]
+    with pytest.raises(SystemExit) as refused:
+        bench.main([*argv, "--weights", f"mr-x2={tmp_path / 'missing.safetensors'}"])
+    assert refused.value.code == 2
