@@ -383,16 +383,22 @@ def test_gzipped_nifti_is_read_through_isal_and_nibabel_is_left_as_it_was(
     assert ImageOpener.compress_ext_map == before
 
 
-def test_modality_guess_is_the_lower_first_percentile_without_sorting():
+def test_modality_guess_is_the_lower_tenth_of_a_percentile_without_sorting():
     from srgan_med.io.scan import _guess_modality
 
     rng = np.random.default_rng(0)
-    for size in (1, 2, 100, 101, 12345):
+    for size in (1, 2, 1000, 1001, 12345):
         for _ in range(40):  # volumes around the threshold: exactly -500 HU counts as air
             weights = rng.dirichlet(np.ones(5))
+            weights[:2] *= rng.choice([1.0, 0.01, 0.001])  # air shares about 0.1% as well
+            weights /= weights.sum()
             volume = rng.choice([-1000.0, -500.0, -499.0, 0.0, 40.0], size=size, p=weights)
-            expected = "CT" if np.percentile(volume, 1, method="lower") <= -500 else "MR"
+            expected = "CT" if np.percentile(volume, 0.1, method="lower") <= -500 else "MR"
             assert _guess_modality(volume.astype(np.float32)) == expected
+    crop = np.full(100_000, 40.0, np.float32)  # an abdominal crop with 0.57% air was guessed MR
+    crop[:570] = -1000.0
+    assert _guess_modality(crop) == "CT"
+    assert _guess_modality(np.r_[crop[570:], np.full(99, -1000.0, np.float32)]) == "MR"
     assert _guess_modality(np.full((4, 4, 4), -1000, np.int16)) == "CT"
     assert _guess_modality(np.zeros((4, 4, 4), np.uint8)) == "MR"
 

@@ -112,7 +112,7 @@ ModalityOption = Annotated[
     str | None,
     typer.Option(
         "--modality",
-        help="CT or MR, for NIfTI input (no modality tag; default: guessed, CT when 1% of the voxels "
+        help="CT or MR, for NIfTI input (no modality tag; default: guessed, CT when 0.1% of the voxels "
         "are at or below -500).",
     ),
 ]
