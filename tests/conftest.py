@@ -92,6 +92,26 @@ def small_ct_volume() -> tuple[np.ndarray, np.ndarray]:
     return volume, np.diag([1.5, 1.5, 1.5, 1.0])
 
 
+def linear_mapping_items(
+    rescale: list[tuple[float, float]], slope: float, intercept: float, fields: dict, *, first=0, last=65535
+) -> list[list[dict]]:
+    """Per slice, one RealWorldValueMappingSequence item (``fields``: label, units...) mapping that
+    slice's stored values to ``slope * v + intercept`` of its modality values ``v`` (the slice's
+    ``rescale``): every slice the same real-world mapping, through its own rescale."""
+    return [
+        [
+            {
+                **fields,
+                "RealWorldValueSlope": slope * rescale_slope,
+                "RealWorldValueIntercept": slope * rescale_intercept + intercept,
+                "RealWorldValueFirstValueMapped": first,
+                "RealWorldValueLastValueMapped": last,
+            }
+        ]
+        for rescale_slope, rescale_intercept in rescale
+    ]
+
+
 def real_world_series(
     folder: Path,
     stored: np.ndarray,

@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import modality_values, real_world_series, real_world_values
+from conftest import linear_mapping_items, modality_values, real_world_series, real_world_values
 from typer.testing import CliRunner
 
 from srgan_med.cli import app
@@ -170,19 +170,8 @@ def test_a_dicom_adc_map_keeps_its_real_world_value_mapping(tmp_path):
     stores other values, and its RealWorldValueMappingSequence still gives ADC in um2/s."""
     slope, intercept = 1e-3, 0.0  # 10^-3 mm2/s of the modality values, whatever the slice's rescale
     rescale = [(1.0, 0.0), (0.5, 4.0), (2.0, -2.0), (0.25, 1.0)]
-    items = [
-        [
-            {
-                "LUTLabel": "ADC",
-                "MeasurementUnitsCodeSequence": ("mm2/s", "UCUM", "mm2/s"),
-                "RealWorldValueSlope": slope * s,
-                "RealWorldValueIntercept": slope * i + intercept,
-                "RealWorldValueFirstValueMapped": 0,
-                "RealWorldValueLastValueMapped": 4095,
-            }
-        ]
-        for s, i in rescale
-    ]
+    units = {"LUTLabel": "ADC", "MeasurementUnitsCodeSequence": ("mm2/s", "UCUM", "mm2/s")}
+    items = linear_mapping_items(rescale, slope, intercept, units, last=4095)
     stored = np.random.default_rng(0).integers(200, 3000, (4, 32, 32))
     source = real_world_series(tmp_path / "adc", stored, rescale, items)
     result = run(source, "-o", tmp_path / "lr", "--scale", 2, "--noise", 0)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import (
     dcm2niix,
+    linear_mapping_items,
     modality_values,
     pydicom_data_files,
     pydicom_test_files,
@@ -97,20 +98,12 @@ def test_a_ct_map_keeps_its_real_world_value_mapping(tmp_path):
     a new rescale, and its RealWorldValueMappingSequence still maps them to the same quantity."""
     slope, intercept = 0.05, 1.0
     rescale = [(1.0, -1024.0), (0.5, -1020.0), (1.0, -1024.0), (2.0, -1030.0)]
-    items = [
-        [
-            {
-                "LUTLabel": "RCBF",
-                "LUTExplanation": "regional cerebral blood flow",
-                "MeasurementUnitsCodeSequence": ("ml/100ml/s", "UCUM", "ml/100ml/s"),
-                "RealWorldValueSlope": slope * s,
-                "RealWorldValueIntercept": slope * i + intercept,
-                "RealWorldValueFirstValueMapped": 0,
-                "RealWorldValueLastValueMapped": 65535,
-            }
-        ]
-        for s, i in rescale
-    ]
+    fields = {
+        "LUTLabel": "RCBF",
+        "LUTExplanation": "regional cerebral blood flow",
+        "MeasurementUnitsCodeSequence": ("ml/100ml/s", "UCUM", "ml/100ml/s"),
+    }
+    items = linear_mapping_items(rescale, slope, intercept, fields)
     stored = np.random.default_rng(1).integers(900, 1300, (4, 16, 16))
     source = real_world_series(tmp_path / "rcbf", stored, rescale, items, modality="CT")
     result = _invoke(str(source), "--model", str(_bundle(tmp_path)))

@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import (
     dcm2niix,
+    linear_mapping_items,
     modality_values,
     pydicom_data_files,
     real_world_series,
@@ -595,18 +596,7 @@ _PER_SLICE_RESCALE = [(1.0, 0.0), (0.5, 4.0), (2.0, -2.0), (0.25, 1.0)]
 
 
 def _adc_items(rescale, first: int = 0, last: int = 65535) -> list[list[dict]]:
-    return [
-        [
-            {
-                **_ADC,
-                "RealWorldValueSlope": _RW_SLOPE * slope,
-                "RealWorldValueIntercept": _RW_SLOPE * intercept + _RW_INTERCEPT,
-                "RealWorldValueFirstValueMapped": first,
-                "RealWorldValueLastValueMapped": last,
-            }
-        ]
-        for slope, intercept in rescale
-    ]
+    return linear_mapping_items(rescale, _RW_SLOPE, _RW_INTERCEPT, _ADC, first=first, last=last)
 
 
 @pytest.mark.parametrize(
