@@ -782,6 +782,7 @@ def test_the_report_says_how_the_volume_was_upscaled(tmp_path, small_ct_volume):
     assert inplane["input_voxel_mm"] == [0.7, 0.8, 4.0]
     assert inplane["output_voxel_mm"] == [0.35, 0.4, 4.0] and through["output_voxel_mm"] == [0.7, 0.8, 2.0]
     assert resampled["output_voxel_mm"] == [0.7, 0.8, 1.5] and resampled["slice_spacing_mm"] == 1.5
+    assert "before resampling" in resampled["consistency_of"] and "consistency_of" not in through
     assert inplane["modality_guessed"] is True
     tagged = _invoke(str(source), "--model", model, "--modality", "CT", "-o", str(tmp_path / "ct.nii.gz"))
     assert tagged.exit_code == 0, tagged.stderr

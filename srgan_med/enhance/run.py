@@ -511,6 +511,7 @@ def enhance_files(
                 }
                 if slice_spacing is not None:  # the consistency figure is the model's, before resampling
                     report["slice_spacing_mm"] = slice_spacing
+                    report["consistency_of"] = "the model's output, before resampling to slice_spacing_mm"
                 if scan.meta.get("series_uid"):  # which series of a DICOM input was enhanced
                     report["input_series_uid"] = scan.meta["series_uid"]
                 with atomic_output(report_path(target), overwrite=True, inputs=[source]) as temporary:
