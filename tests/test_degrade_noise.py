@@ -83,3 +83,63 @@ def test_rician_at_high_snr_has_the_gaussian_std():
     noisy = noise.set_random_state(1)({"low_res": scan(np.full((1, 128, 128), 1.0))})["low_res"]
     assert float(noisy.double().std()) == pytest.approx(sigma, rel=0.10)
     assert isinstance(noisy, torch.Tensor)
+
+
+def _cropped_mr(dark: float = 200.0, bright: float = 1000.0) -> np.ndarray:
+    """An MR crop whose darkest tissue lies far above 0 (its 0.5th percentile is ``dark``), with an
+    8x8 patch of no signal (0) in its first slice: 0.39% of the voxels."""
+    volume = np.full((1, 64, 64, 4), dark, np.float32)
+    volume[:, :, 32:] = bright
+    volume[0, :8, :8, 0] = 0.0
+    return volume
+
+
+@pytest.mark.parametrize("step", ["noise", "kspace"])
+def test_mr_magnitudes_are_taken_about_zero_signal_not_the_lowest_percentile(step):
+    """The MR preset maps the 0.5th percentile to 0; Rician noise and the k-space magnitude were
+    taken about that point, not about 0: on a crop whose dark tissue lies at 200, voxels of no signal
+    came out at 400, and the dark tissue's Rician bias was that of zero signal."""
+    sections = {
+        "normalise": {"kind": "percentile"},
+        "noise": {"kind": "rician", "std_relative": [0.02, 0.02]} if step == "noise" else {"kind": "none"},
+        "kspace": {"enabled": step == "kspace", "keep_fraction": [0.9, 0.9]},
+    }
+    item = degradation_pipeline(config(**sections), 1, seed=0)(
+        {"high_res": scan(_cropped_mr(), modality="MR")}
+    )
+    low_res = item["low_res"]
+    values = denormalise(low_res, low_res.meta["normalisation"]).double()[0].numpy()
+    assert low_res.meta["normalisation"]["low"] == 200.0  # the 0.5th percentile, mapped to 0
+    no_signal = values[2:6, 2:6, 0]  # inside the patch of zeros, away from its edges
+    sigma = 0.02 * 800.0
+    if step == "noise":  # zero signal: Rayleigh, mean sigma * sqrt(pi / 2) (was about 400)
+        assert float(no_signal.mean()) == pytest.approx(sigma * np.sqrt(np.pi / 2), rel=0.35)
+        dark = values[8:, :32, 1:]  # signal 200 = 12.5 sigma: about Gaussian, bias sigma^2 / 400
+        assert float(dark.mean()) == pytest.approx(200.0 + sigma**2 / 400.0, abs=0.5)
+        assert float(dark.std()) == pytest.approx(sigma, rel=0.05)
+    else:  # no noise: the truncation's ringing about 0, not a mirror image about 200
+        assert float(np.abs(no_signal).mean()) < 50.0 and float(np.abs(no_signal).max()) < 100.0
+        dark = values[8:, :32, 1:]  # the dark tissue rings about 200 (was |ringing| added to it)
+        assert float(dark.mean()) == pytest.approx(200.0, abs=2.0)
+
+
+def test_the_batch_degradation_takes_magnitudes_about_each_items_zero():
+    """Training's batched path: ``zero`` per item, as the per-volume pipeline takes it."""
+    from srgan_med.degrade import BatchDegradation
+
+    cfg = config(
+        normalise={"kind": "percentile"},
+        noise={"kind": "rician", "std_relative": [0.02, 0.02]},
+        kspace={"enabled": True, "keep_fraction": [0.9, 0.9]},
+    )
+    degrader = BatchDegradation(cfg, 2)
+    zero = torch.tensor([-0.25, 0.0], dtype=torch.float64)
+    no_signal = zero.float().reshape(2, 1, 1, 1).expand(2, 1, 32, 32).contiguous()
+    low_res = degrader(no_signal, torch.Generator().manual_seed(0), zero=zero)
+    above = low_res - zero.float().reshape(2, 1, 1, 1)  # Rayleigh about each item's zero
+    assert float(above.min()) >= 0.0
+    np.testing.assert_allclose(above.mean(dim=(1, 2, 3)).numpy(), 0.02 * np.sqrt(np.pi / 2), rtol=0.15)
+    before = degrader(no_signal, torch.Generator().manual_seed(0))  # about 0: the item at -0.25 mirrored
+    assert float(before[0].mean()) > 0.2
+    with pytest.raises(Exception, match="3 magnitude zeros for a batch of 2"):
+        degrader(no_signal, torch.Generator().manual_seed(0), zero=[0.0, 0.0, 0.0])

@@ -455,6 +455,7 @@ def validation_set(
 ) -> ValidationSet:
     """Evenly spaced slices of ``volume`` with one fixed degradation draw each (same every time)."""
     from srgan_med.degrade.batch import BatchDegradation
+    from srgan_med.degrade.normalise import magnitude_zero
     from srgan_med.evaluate.core import data_range_for
 
     depth = volume.data.shape[slice_axis]
@@ -466,7 +467,8 @@ def validation_set(
         raise InputError(f"{volume.name}: too small to validate at x{scale} ({height}x{width} slices)")
     high_res = torch.stack([volume.data.select(slice_axis, k)[:height, :width] for k in indices])[:, None]
     degrader = BatchDegradation(degradation, scale, (volume.spacing_mm[rows], volume.spacing_mm[cols]))
-    low_res = degrader(high_res, torch.Generator().manual_seed(seed))
+    zero = magnitude_zero(volume.low, volume.high, degradation.normalise.kind)  # as the training batches
+    low_res = degrader(high_res, torch.Generator().manual_seed(seed), zero=[zero] * len(indices))
     modality = volume.modality or degradation.modality
     try:
         if modality == "CT":  # the window's width: no data needed

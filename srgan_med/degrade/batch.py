@@ -198,11 +198,16 @@ class BatchDegradation(nn.Module):
             )
         return spacing
 
-    def apply(self, high_res: torch.Tensor, params: DegradationParams, spacing_mm=None) -> torch.Tensor:
+    def apply(
+        self, high_res: torch.Tensor, params: DegradationParams, spacing_mm=None, zero=None
+    ) -> torch.Tensor:
         """Degrade ``high_res (B, 1, H, W)`` with given ``params``; returns ``(B, 1, H//s, W//s)``.
 
         ``spacing_mm`` (``(B, 2)``, optional) gives each item's own pixel spacing, for batches mixing
         scans of different resolution; by default every item has the spacing given at construction.
+        ``zero`` (``(B,)``, optional) says where each item's magnitude of 0 lies in its normalised
+        units (:func:`~srgan_med.degrade.normalise.magnitude_zero`: MR normalised by percentiles);
+        the k-space magnitude and Rician noise are taken about it. Default: 0.
         """
         if high_res.ndim != 4 or high_res.shape[1] != 1:
             raise InputError(f"high_res must be (B, 1, H, W), got shape {tuple(high_res.shape)}")
@@ -222,7 +227,13 @@ class BatchDegradation(nn.Module):
             small["keep_fraction"] = params.keep_fraction
         if config.noise.kind != "none":
             small["noise_std"] = params.noise_std
+        if zero is not None and (config.kspace.enabled or config.noise.kind == "rician"):
+            small["zero"] = torch.as_tensor(zero, dtype=torch.float64, device="cpu").reshape(-1)
+            if small["zero"].shape[0] != high_res.shape[0]:
+                count, batch = small["zero"].shape[0], high_res.shape[0]
+                raise InputError(f"{count} magnitude zeros for a batch of {batch}")
         small = _to_device(small, x.device)
+        zero_map = small["zero"].to(x.dtype).reshape(-1, 1, 1, 1) if "zero" in small else None
         for axis in (0, 1):
             if axis in small:
                 x = _grouped_conv_axis(x, small[axis].to(x.dtype), axis)
@@ -230,14 +241,18 @@ class BatchDegradation(nn.Module):
             height, width = x.shape[-2:]
             rows = kspace_mask(height, small["keep_fraction"], x.device)[:, None, :, None]
             cols = kspace_mask(width, small["keep_fraction"], x.device)[:, None, None, :]
-            spectrum = torch.fft.fftn(x.to(torch.complex64), dim=(-2, -1)) * rows * cols
+            centred = x if zero_map is None else x - zero_map
+            spectrum = torch.fft.fftn(centred.to(torch.complex64), dim=(-2, -1)) * rows * cols
             x = torch.fft.ifftn(spectrum, dim=(-2, -1)).abs().to(high_res.dtype)
+            x = x if zero_map is None else x + zero_map
         x = F.avg_pool2d(x, self.scale) if self.scale > 1 else x
         if config.noise.kind != "none":
-            x = self._add_noise(x, small["noise_std"], params.noise_seed)
+            x = self._add_noise(x, small["noise_std"], params.noise_seed, zero_map)
         return x
 
-    def _add_noise(self, x: torch.Tensor, noise_std: torch.Tensor, noise_seed: torch.Tensor) -> torch.Tensor:
+    def _add_noise(
+        self, x: torch.Tensor, noise_std: torch.Tensor, noise_seed: torch.Tensor, zero=None
+    ) -> torch.Tensor:
         if self.per_item_noise:
             fields = _noise_fields(x.shape, noise_seed, x.device, x.dtype)  # (B, 2, 1, h, w)
         else:  # one draw for the whole batch: one launch instead of B (GPU training)
@@ -247,12 +262,14 @@ class BatchDegradation(nn.Module):
             )
         std = noise_std.to(x.dtype).reshape(-1, 1, 1, 1)
         if self.config.noise.kind == "rician":
-            return torch.sqrt((x + std * fields[:, 0]) ** 2 + (std * fields[:, 1]) ** 2)
+            if zero is None:
+                return torch.sqrt((x + std * fields[:, 0]) ** 2 + (std * fields[:, 1]) ** 2)
+            return torch.sqrt((x - zero + std * fields[:, 0]) ** 2 + (std * fields[:, 1]) ** 2) + zero
         local = noise_std_map(x, std, self.config.noise.signal_dependence, self.config.normalise.window_hu)
         return x + local * fields[:, 0]
 
     def forward(
-        self, high_res: torch.Tensor, generator: torch.Generator | None = None, spacing_mm=None
+        self, high_res: torch.Tensor, generator: torch.Generator | None = None, spacing_mm=None, zero=None
     ) -> torch.Tensor:
         """Draw per-item parameters and degrade: ``(B, 1, H, W) -> (B, 1, H // scale, W // scale)``."""
-        return self.apply(high_res, self.sample_params(high_res.shape[0], generator), spacing_mm)
+        return self.apply(high_res, self.sample_params(high_res.shape[0], generator), spacing_mm, zero)

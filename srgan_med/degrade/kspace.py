@@ -15,6 +15,7 @@ from monai.transforms import MapTransform, RandomizableTransform
 
 from srgan_med.degrade._common import in_plane_axes_of, record, uniform, with_array
 from srgan_med.degrade.config import KSpaceConfig
+from srgan_med.degrade.normalise import image_magnitude_zero
 
 
 def kspace_mask(size: int, keep_fraction, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -28,21 +29,25 @@ def kspace_mask(size: int, keep_fraction, device=None, dtype=torch.float32) -> t
     return mask.to(dtype)
 
 
-def truncate_kspace(image: torch.Tensor, keep_fraction: float, axes: Sequence[int]) -> torch.Tensor:
+def truncate_kspace(
+    image: torch.Tensor, keep_fraction: float, axes: Sequence[int], zero: float = 0.0
+) -> torch.Tensor:
     """Keep the central ``keep_fraction`` of k-space along each of ``axes``; magnitude image out.
 
     Args:
         image: ``(C, *spatial)`` real tensor.
         keep_fraction: fraction of the k-space extent kept per axis (1 keeps all).
         axes: spatial axes (0-based, without the channel) to truncate.
+        zero: where a magnitude of 0 lies in ``image``'s units
+            (:func:`~srgan_med.degrade.normalise.magnitude_zero`): the magnitude is taken about it.
     """
     dims = [1 + a for a in axes]
-    spectrum = torch.fft.fftn(image.to(torch.complex64), dim=dims)
+    spectrum = torch.fft.fftn((image - zero).to(torch.complex64), dim=dims)
     for dim in dims:
         shape = [1] * image.ndim
         shape[dim] = image.shape[dim]
         spectrum = spectrum * kspace_mask(image.shape[dim], keep_fraction, image.device).reshape(shape)
-    return torch.fft.ifftn(spectrum, dim=dims).abs().to(image.dtype)
+    return (torch.fft.ifftn(spectrum, dim=dims).abs() + zero).to(image.dtype)
 
 
 class RandKSpaceTruncated(RandomizableTransform, MapTransform):
@@ -83,9 +88,8 @@ class RandKSpaceTruncated(RandomizableTransform, MapTransform):
         for key in self.key_iterator(item):
             image = item[key]
             raw = image.as_tensor() if hasattr(image, "as_tensor") else image
-            out = with_array(
-                image, truncate_kspace(raw, self.keep_fraction, in_plane_axes_of(image, self.in_plane_axes))
-            )
+            axes, zero = in_plane_axes_of(image, self.in_plane_axes), image_magnitude_zero(image)
+            out = with_array(image, truncate_kspace(raw, self.keep_fraction, axes, zero))
             record(out, "kspace", {"keep_fraction": self.keep_fraction})
             item[key] = out
         return item

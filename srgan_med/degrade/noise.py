@@ -19,6 +19,7 @@ from monai.transforms import MapTransform, RandomizableTransform
 
 from srgan_med.degrade._common import record, uniform, with_array
 from srgan_med.degrade.config import NoiseConfig, NormaliseConfig
+from srgan_med.degrade.normalise import image_magnitude_zero
 
 
 def noise_fields(shape: Sequence[int], seed: int, device, dtype) -> torch.Tensor:
@@ -34,6 +35,7 @@ def add_noise(
     seed: int,
     signal_dependence: float = 0.0,
     window_hu: tuple[float, float] = (-1000.0, 2000.0),
+    zero: float = 0.0,
 ) -> torch.Tensor:
     """Add noise of standard deviation ``std`` (in the image's normalised units).
 
@@ -44,15 +46,17 @@ def add_noise(
         seed: seed of the realisation.
         signal_dependence: CT only, see :class:`NoiseConfig`; needs ``window_hu`` to find HU.
         window_hu: the normalisation window, to turn intensities back into HU.
+        zero: Rician only: where a magnitude of 0 lies in normalised units
+            (:func:`~srgan_med.degrade.normalise.magnitude_zero`).
 
     Returns:
-        The noisy tensor, same shape. Rician: ``sqrt((x + n1)^2 + n2^2)``.
+        The noisy tensor, same shape. Rician: ``z + sqrt((x - z + n1)^2 + n2^2)``, ``z = zero``.
     """
     if kind == "none" or std == 0:
         return image.clone()
     fields = noise_fields(image.shape, seed, image.device, image.dtype)
     if kind == "rician":
-        return torch.sqrt((image + std * fields[0]) ** 2 + (std * fields[1]) ** 2)
+        return torch.sqrt((image - zero + std * fields[0]) ** 2 + (std * fields[1]) ** 2) + zero
     local_std = noise_std_map(image, std, signal_dependence, window_hu)
     return image + local_std * fields[0]
 
@@ -126,6 +130,7 @@ class RandNoised(RandomizableTransform, MapTransform):
                 self.noise_seed,
                 self.noise.signal_dependence,
                 self.normalise.window_hu,
+                zero=image_magnitude_zero(image),
             )
             noisy = with_array(image, noisy)
             unit = "std_hu" if self.noise.std_hu is not None else "std_relative"

@@ -275,6 +275,7 @@ class Trainer:
     def _build_data(self) -> None:
         from srgan_med.data import PatchSampler, expand_data_list, load_volumes, validation_set
         from srgan_med.degrade import BatchDegradation
+        from srgan_med.degrade.normalise import magnitude_zero
 
         config = self.config
         inputs = self._resolved_inputs()
@@ -292,6 +293,11 @@ class Trainer:
         rank = self.dist.rank
         self.sampler = PatchSampler(
             volumes, config.data.patch_size, config.data.slice_axes, config.seed + 7919 * rank
+        )
+        # Each volume's magnitude 0 in its normalised units: MR k-space and Rician noise are taken about it
+        kind = self.degradation.normalise.kind
+        self.magnitude_zeros = torch.tensor(
+            [magnitude_zero(v.low, v.high, kind) for v in volumes], dtype=torch.float64
         )
         # On CUDA one noise draw per batch (B seeded draws would be B launches per step).
         self.degrader = BatchDegradation(
@@ -391,12 +397,14 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------- one step
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        high_res, spacing = self.sampler.sample(self.config.data.batch_size)
+        drawn = self.sampler.sample_with_origins(self.config.data.batch_size)
+        high_res, spacing = drawn.high_res, drawn.spacing_mm
         if self.device.type == "cuda":
             high_res = high_res.pin_memory()  # page-locked, so the copy below is truly asynchronous
         high_res = high_res.to(self.device, non_blocking=True)
+        zero = self.magnitude_zeros[drawn.volume]  # each item's scan: where its magnitude 0 lies
         with torch.no_grad():
-            low_res = self.degrader(high_res, self.degrade_generator, spacing_mm=spacing)
+            low_res = self.degrader(high_res, self.degrade_generator, spacing_mm=spacing, zero=zero)
         if self.channels_last:
             high_res = high_res.contiguous(memory_format=torch.channels_last)
             low_res = low_res.contiguous(memory_format=torch.channels_last)
