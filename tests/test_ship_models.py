@@ -93,6 +93,9 @@ def test_history_notes_follow_the_training_time_and_modality():
     ship = load_benchmark("ship_models")
     old = {"trained_on": "CPU (x86_64, 1 threads)", "trained_at": "2026-11-25T22:57:03Z"}
     new = {"trained_on": "CPU (x86_64, 1 threads)", "trained_at": "2026-12-07T00:51:31Z"}
-    assert len(ship.history_notes(old, "MR")) == 2 and len(ship.history_notes(old, "CT")) == 1
+    newest = {"trained_on": "CPU (x86_64, 1 threads)", "trained_at": "2026-12-07T04:00:00Z"}
+    assert len(ship.history_notes(old, "MR")) == 3 and len(ship.history_notes(old, "CT")) == 1
     assert "sampled" in ship.history_notes(old, "CT")[0]
-    assert ship.history_notes(new, "MR") == [] and ship.history_notes(new, "CT") == []
+    (note,) = ship.history_notes(new, "MR")  # retrained after the normalisation fix, before the magnitude one
+    assert "zero signal" in note and ship.history_notes(new, "CT") == []
+    assert ship.history_notes(newest, "MR") == [] and ship.history_notes(newest, "CT") == []
