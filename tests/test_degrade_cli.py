@@ -77,8 +77,13 @@ def test_user_errors_are_one_line_exit_2(ct_nifti, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--fwhm-mm", "nan"], "blur.fwhm_mm: values must be finite numbers"),
-        (["--noise", "inf"], "noise.std_hu: values must be finite numbers"),  # was caught only at writing
+        (["--fwhm-mm", "nan"], "--fwhm-mm: must be a finite number"),  # named the config key
+        (["--noise", "inf"], "--noise: must be a finite number"),  # was caught only at writing
+        # 1e4 mm on a 64-voxel scan asked for 77 GB, then "internal error"
+        (["--fwhm-mm", "1e4"], "PSF of 10000 mm FWHM is wider than the scan's in-plane field of view (25.6"),
+        (["--fwhm-mm", "1e9", "--psf", "box"], "is wider than the scan's in-plane field of view"),
+        # a fraction of the range: 5 (meant as 5%?) was five times the range
+        (["--noise", "5", "--modality", "MR"], "--noise: this preset's noise is a fraction of the intensity"),
         (["--slice-gap-mm", "5"], "a gap between simulated slices needs slice_thickness_mm"),  # was ignored
         (["--slice-thickness-mm", "inf"], "through_plane.slice_thickness_mm: must be a positive number"),
         (["--slice-thickness-mm", "1000"], "ct.nii.gz: 12 slices of 1 mm cannot hold one 1000 mm slice"),
@@ -182,3 +187,53 @@ def test_a_dicom_adc_map_keeps_its_real_world_value_mapping(tmp_path):
         (item,) = ds.RealWorldValueMappingSequence
         assert item.LUTLabel == "ADC" and item.MeasurementUnitsCodeSequence[0].CodeValue == "mm2/s"
         np.testing.assert_allclose(real_world_values(ds), slope * modality_values(ds) + intercept, rtol=1e-12)
+
+
+def test_thick_slices_on_a_tilted_grid_are_measured_between_slice_planes(tmp_path):
+    """20 degrees of gantry tilt: steps of 1.0 mm along the sheared column are 0.940 mm apart as
+    planes. 3 mm slabs with 1 mm gaps came out 2.819 mm thick and 3.759 mm apart."""
+    from srgan_med.io.geometry import plane_spacing
+
+    tilt = np.radians(20.0)
+    affine = np.array([[0.8, 0, 0, 0], [0, 0.8, np.sin(tilt), 0], [0, 0, np.cos(tilt), 0], [0, 0, 0, 1.0]])
+    volume = np.random.default_rng(0).integers(-100, 200, (16, 16, 40)).astype(np.int16)
+    nib.save(nib.Nifti1Image(volume, affine), tmp_path / "tilted.nii.gz")
+    args = ["--scale", 1, "--slice-thickness-mm", 3, "--slice-gap-mm", 1, "--noise", 0, "--modality", "CT"]
+    result = run(tmp_path / "tilted.nii.gz", "-o", tmp_path / "dicom", *args)
+    assert result.exit_code == 0, result.output
+    first = pydicom.dcmread(sorted((tmp_path / "dicom").iterdir())[0])
+    assert float(first.SliceThickness) == 3.0
+    assert float(first.SpacingBetweenSlices) == pytest.approx(4.0, abs=1e-5)
+    result = run(tmp_path / "tilted.nii.gz", "-o", tmp_path / "thick.nii.gz", *args)
+    assert result.exit_code == 0, result.output
+    written = nib.load(tmp_path / "thick.nii.gz").affine
+    assert plane_spacing(written, 2) == pytest.approx(4.0, abs=1e-5)
+    np.testing.assert_allclose(written[:3, 2] / np.linalg.norm(written[:3, 2]), affine[:3, 2], atol=1e-6)
+
+
+def test_seeds_equal_modulo_2_to_the_29_draw_different_degradations(ct_nifti, tmp_path):
+    """(seed * 1000 + step) % 2**32 gave seeds 0 and 2**29 the same streams; small seeds keep theirs."""
+    from srgan_med.degrade.pipeline import _step_state
+
+    source, _ = ct_nifti
+    outputs = [tmp_path / f"lr{seed}.nii.gz" for seed in (0, 2**29)]
+    for output, seed in zip(outputs, (0, 2**29), strict=True):
+        assert run(source, "-o", output, "--scale", 2, "--seed", seed).exit_code == 0
+    first, second = (np.asarray(nib.load(p).dataobj) for p in outputs)
+    assert not np.array_equal(first, second)
+    legacy = np.random.RandomState(7 * 1000 + 3).randint(0, 2**31 - 1, 4)
+    np.testing.assert_array_equal(_step_state(7, 3).randint(0, 2**31 - 1, 4), legacy)
+
+
+def test_a_scan_sliced_across_another_axis_is_said(tmp_path):
+    """A sagittal acquisition stored with its 2.5 mm slices along voxel axis 0: the preset's in-plane
+    axes 0 and 1 put the in-plane blur and x4 across its slices (10 x 2.4 x 0.6 mm) without a word."""
+    volume = np.random.default_rng(0).integers(0, 300, (8, 32, 32)).astype(np.int16)
+    nib.save(nib.Nifti1Image(volume, np.diag([2.5, 0.6, 0.6, 1.0])), tmp_path / "sagittal.nii.gz")
+    result = run(tmp_path / "sagittal.nii.gz", "-o", tmp_path / "lr.nii.gz", "--scale", 2, "--modality", "MR")
+    assert result.exit_code == 0, result.output
+    said = "the in-plane axes are voxel axes 0 and 1 (2.5 x 0.6 mm), but axis 2 (0.6 mm) is finer"
+    assert said in result.output
+    nib.save(nib.Nifti1Image(volume.T.copy(), np.diag([0.6, 0.6, 2.5, 1.0])), tmp_path / "axial.nii.gz")
+    axial = run(tmp_path / "axial.nii.gz", "-o", tmp_path / "lr2.nii.gz", "--scale", 2, "--modality", "MR")
+    assert axial.exit_code == 0 and "in-plane axes" not in axial.output, axial.output

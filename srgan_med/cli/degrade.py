@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -37,6 +38,9 @@ def _with_overrides(
 
     if psf is not None and psf not in PSF_FAMILIES:
         raise ConfigError(f"--psf: must be one of {', '.join(PSF_FAMILIES)}, got {psf!r}")
+    for option, value in (("--fwhm-mm", fwhm_mm), ("--noise", noise)):
+        if value is not None and not math.isfinite(value):  # else named by the config key it sets
+            raise ConfigError(f"{option}: must be a finite number, got {value}")
     if fwhm_mm is not None:
         if fwhm_mm < 0:
             raise ConfigError(f"--fwhm-mm: must not be negative, got {fwhm_mm}")
@@ -53,6 +57,11 @@ def _with_overrides(
         if noise < 0:
             raise ConfigError(f"--noise: must not be negative, got {noise}")
         in_hu = config.noise.std_hu is not None or (config.noise.kind == "none" and modality != "MR")
+        if not in_hu and noise > 1:
+            raise ConfigError(
+                f"--noise: this preset's noise is a fraction of the intensity range (its 0.5-99.5 "
+                f"percentiles), at most 1; got {noise} (5% is 0.05)"
+            )
         kind = (
             config.noise.kind
             if config.noise.kind != "none"
@@ -76,6 +85,29 @@ def _with_overrides(
         )
         config = dataclasses.replace(config, through_plane=through_plane)
     return dataclasses.replace(config)  # re-validates the combination
+
+
+def _check_in_plane_axes(input_path: str, scan, in_plane_axes) -> None:
+    """Say so when the preset's in-plane axes (voxel axes 0 and 1 by default) are not the scan's: the
+    third axis finer than one of them is a sagittal or coronal acquisition stored that way, which
+    would get the in-plane blur and downsampling across its slices."""
+    from srgan_med.io import spacing_from_affine
+
+    spacing = spacing_from_affine(scan.affine)
+    (through,) = [axis for axis in range(3) if axis not in in_plane_axes]
+    coarsest = max(in_plane_axes, key=lambda axis: spacing[axis])
+    if spacing[through] < spacing[coarsest] * 0.98:
+        log.warning(
+            "%s: the in-plane axes are voxel axes %d and %d (%s mm), but axis %d (%g mm) is finer than "
+            "axis %d: are its slices across axis %d? Set in_plane_axes in a --preset YAML",
+            input_path,
+            *in_plane_axes,
+            " x ".join(f"{spacing[axis]:g}" for axis in in_plane_axes),
+            through,
+            spacing[through],
+            coarsest,
+            coarsest,
+        )
 
 
 def preview_image(high_res, low_res, in_plane_axes=(0, 1)):
@@ -153,7 +185,11 @@ def degrade(
     ] = None,
     noise: Annotated[
         float | None,
-        typer.Option("--noise", help="Noise std: HU for CT, fraction of the intensity range for MR."),
+        typer.Option(
+            "--noise",
+            help="Noise std in the preset's unit: HU for ct, for mr a fraction (at most 1) of the "
+            "intensity range (the 0.5-99.5 percentiles).",
+        ),
     ] = None,
     slice_thickness_mm: Annotated[
         float | None, typer.Option("--slice-thickness-mm", help="Simulated slice thickness in mm.")
@@ -195,6 +231,7 @@ def degrade(
     modality = str(scan.meta.get("modality", "CT")).upper()
     config = load_degradation_preset(preset or ("mr" if modality == "MR" else "ct"))
     config = _with_overrides(config, modality, fwhm_mm, noise, slice_thickness_mm, slice_gap_mm, psf)
+    _check_in_plane_axes(input_path, scan, config.in_plane_axes)
     try:
         result, item = simulate_low_res(scan, config, scale, seed=seed)
     except InputError as error:  # the scan does not fit the degradation: name it

@@ -23,7 +23,7 @@ from monai.transforms import MapTransform, RandomizableTransform
 from srgan_med.degrade._common import in_plane_axes_of, record, spacing_of, uniform, with_array
 from srgan_med.degrade.bicubic import bicubic_psf_kernel
 from srgan_med.degrade.config import BlurConfig
-from srgan_med.errors import ConfigError
+from srgan_med.errors import ConfigError, InputError
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
@@ -256,6 +256,14 @@ class RandPSFBlurd(RandomizableTransform, MapTransform):
             axes = in_plane_axes_of(image, self.in_plane_axes)
             spacing = spacing_of(image)
             kernels = [torch.ones(1, dtype=torch.float64)] * (image.ndim - 1)
+            field = max(image.shape[1 + axis] * spacing[axis] for axis in axes)
+            if self.profile != "bicubic" and max(self.fwhm_mm) > field:
+                # the kernel (and MONAI's padding of every axis by its radius) grows with the width:
+                # 1e4 mm on a 64-voxel scan asked for 77 GB before failing
+                raise InputError(
+                    f"a PSF of {max(self.fwhm_mm):g} mm FWHM is wider than the scan's in-plane field of "
+                    f"view ({field:g} mm): nothing of the image would be left"
+                )
             for axis, fwhm in zip(axes, self.fwhm_mm, strict=True):
                 kernels[axis] = psf_kernel(self.profile, fwhm, spacing[axis], self.scale)
             blurred = with_array(

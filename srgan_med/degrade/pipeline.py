@@ -92,9 +92,19 @@ def degradation_pipeline(
         # One generator per step, derived from one seed, so adding a step does not shift the others.
         for index, step in enumerate(steps):
             if hasattr(step, "set_random_state"):
-                # modulo 2**32, numpy's seed range: seeds up to 4294966 keep the streams they had
-                step.set_random_state(state=np.random.RandomState((seed * 1000 + index) % 2**32))
+                step.set_random_state(state=_step_state(seed, index))
     return pipeline
+
+
+def _step_state(seed: int, index: int) -> np.random.RandomState:
+    """The generator of step ``index`` under ``seed``. Seeds up to 4294966 keep the streams they had
+    (``seed * 1000 + index``, within numpy's 32-bit seed range); larger ones, reduced modulo 2**32
+    before, gave seeds equal modulo 2**29 the same streams (1000 = 8 * 125): they are mixed with
+    the step by numpy's ``SeedSequence`` instead."""
+    legacy = seed * 1000 + index
+    if 0 <= legacy < 2**32:
+        return np.random.RandomState(legacy)
+    return np.random.RandomState(np.random.MT19937(np.random.SeedSequence([seed, index])))
 
 
 def simulate_low_res(scan, config: DegradationConfig, scale: int, seed: int | None = 0):
