@@ -135,7 +135,7 @@ def _gaussian_taps(fwhm_mm: torch.Tensor, spacing_mm: torch.Tensor) -> torch.Ten
     added 0.38 mm of blur for 0.8 mm on a 1 mm grid (its ``"scalespace"`` kernel is closer there
     but passes up to twice the Gaussian's response at mid frequencies for wider kernels). Written
     by hand: no library gives band-limited Gaussian taps. The narrowest keep a small negative lobe
-    (down to -1.7% of the sum), the ringing of the band limit itself.
+    (down to -1.95% of the sum, at about one voxel of FWHM), the ringing of the band limit itself.
     """
     from scipy.special import wofz  # the Faddeeva function w(z) = exp(-z^2) erfc(-i z)
 
