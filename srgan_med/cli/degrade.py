@@ -257,11 +257,12 @@ def degrade(
             write_png(preview_image(item["high_res"], low_res, config.in_plane_axes), temporary)
             written = save()
     log.info(
-        "wrote %s: %s -> %s, degradation %s",
+        "wrote %s: %s -> %s, degradation %s, in units normalised by %s",  # relative noise: of that range
         written,
         "x".join(map(str, scan.shape[1:])),
         "x".join(map(str, result.shape[1:])),
         low_res.meta.get("degradation", {}),
+        low_res.meta.get("normalisation", {}),
     )
     if preview is not None:
         log.info("wrote preview %s", preview)
