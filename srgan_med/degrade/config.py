@@ -122,6 +122,11 @@ class NoiseConfig:
 class QuantiseConfig:
     """JPEG-like quantisation of 8-bit inputs: 8x8 block DCT with the JPEG luminance table.
 
+    The normalised intensities are taken as the 8-bit export's display range: everything outside
+    ``[0, 1]`` (below the CT window's -1000 HU or above its 2000 HU; for MR outside the 0.5-99.5
+    percentiles) is clipped to it, and the 256 levels span it (11.8 HU apart in the CT window), as an
+    export through a display window clips and bins.
+
     Attributes:
         enabled: apply it.
         quality: ``[low, high]`` JPEG quality (1..100).
