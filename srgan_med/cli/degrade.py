@@ -200,7 +200,10 @@ def degrade(
     seed: Annotated[
         int,
         typer.Option(
-            "--seed", min=0, max=2**32 - 1, help="Seed of the random draws (same seed, same output)."
+            "--seed",
+            min=0,
+            max=2**29 - 1,  # the draws' streams repeat modulo 2**29 (degrade.pipeline._step_state)
+            help="Seed of the random draws (same seed, same output), below 2**29.",
         ),
     ] = 0,
     preview: Annotated[
