@@ -511,9 +511,13 @@ def write_report(report: dict[str, Any], out: Path, stem: str = "gpu_inference")
 
 
 def _weights_entry(text: str) -> str:
+    from srgan_med.models.bundle import shipped_models
+
     name, _, path = text.partition("=")
     if not name or not Path(path).is_file():
         raise argparse.ArgumentTypeError(f"expected NAME=PATH of a weights file, got {text!r}")
+    if name not in shipped_models():
+        raise argparse.ArgumentTypeError(f"{name!r} is not a shipped model ({', '.join(shipped_models())})")
     return text
 
 
@@ -567,7 +571,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         help="precision part: only these variants besides fp32, e.g. 'bf16 fused-shift-sum compiled'",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    names = [entry.partition("=")[0] for entry in args.weights]
+    if len(set(names)) < len(names):
+        parser.error(f"--weights names a model twice: {' '.join(names)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

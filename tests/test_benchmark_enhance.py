@@ -385,6 +385,11 @@ def test_gpu_inference_runs_a_shipped_name_with_other_weights_and_says_which(tmp
     replaced = {row["model"]: row for row in report["precision"]}
     assert replaced["mr-x2"]["psnr_fp32"] != plain["mr-x2"]["psnr_fp32"]
     assert replaced["mr-x4"] == plain["mr-x4"] and replaced["ct-x2"] == plain["ct-x2"]
-    with pytest.raises(SystemExit) as refused:
-        bench.main([*argv, "--weights", f"mr-x2={tmp_path / 'missing.safetensors'}"])
-    assert refused.value.code == 2
+    for wrong in (
+        [f"mr-x2={tmp_path / 'missing.safetensors'}"],
+        [f"mr_x2={weights}"],  # no such model: was reported as run
+        [f"mr-x2={weights}", f"mr-x2={weights}"],  # the last won, both were reported
+    ):
+        with pytest.raises(SystemExit) as refused:
+            bench.main([*argv, *[a for entry in wrong for a in ("--weights", entry)]])
+        assert refused.value.code == 2

@@ -19,9 +19,12 @@ from srgan_med.degrade.blur import psf_kernel, psf_kernels
 from srgan_med.errors import ConfigError, InputError
 
 
-def per_item(cfg, scale, spacing, high_res, params, index):
-    """Run the dictionary transforms on item ``index`` with the batch's draws forced in."""
+def per_item(cfg, scale, spacing, high_res, params, index, record=None):
+    """Run the dictionary transforms on item ``index`` with the batch's draws forced in; ``record``:
+    the item's normalisation (``meta["normalisation"]``), whose magnitude zero the MR steps take."""
     item = {"low_res": scan(high_res[index].numpy(), np.diag([spacing[0], spacing[1], 1.0, 1.0]))}
+    if record is not None:
+        item["low_res"].meta["normalisation"] = record
     blur = RandPSFBlurd(config=cfg.blur, scale=scale)
     blur.fwhm_mm = tuple(float(v) for v in params.fwhm_mm[index])
     blur.profile = params.profiles(cfg)[index]
@@ -79,6 +82,18 @@ def test_batched_equals_per_item_pipeline(case, scale):
     # The items got different draws, and they matter.
     assert len(set(params.noise_seed.tolist())) == 3
     assert not torch.allclose(batched[0], batched[1])
+    # Each item's own magnitude zero (an MR scan normalised by percentiles far above 0), as training
+    # passes them: the same in both paths, and it matters where the magnitude is taken
+    records = [
+        {"kind": "percentile", "low": low, "high": high} for low, high in ((200, 1000), (0, 10), (50, 250))
+    ]
+    zero = [-r["low"] / (r["high"] - r["low"]) for r in records]
+    shifted = degrader.apply(high_res, params, zero=zero)
+    for index in range(3):
+        expected = per_item(cfg, scale, spacing, high_res, params, index, records[index])
+        torch.testing.assert_close(shifted[index], expected, rtol=1e-5, atol=1e-5)
+    if cfg.kspace.enabled or cfg.noise.kind == "rician":
+        assert not torch.allclose(shifted[0], batched[0]) and torch.allclose(shifted[1], batched[1])
 
 
 def test_same_generator_seed_same_batch_and_presets_work():

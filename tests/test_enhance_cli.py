@@ -736,6 +736,9 @@ def test_slice_spacing_is_between_slice_planes_on_a_tilted_grid(tmp_path, small_
     assert result.exit_code == 0, result.stderr
     written = load_scan(tmp_path / "o.nii.gz").affine.numpy()
     assert plane_spacing(written, 2) == pytest.approx(1.0, abs=1e-6)
+    report = json.loads((tmp_path / "o.nii.gz.json").read_text())
+    assert report["output_slice_spacing_mm"] == pytest.approx(1.0, abs=1e-6)
+    assert report["output_voxel_mm"][2] == pytest.approx(np.hypot(0.6, 3.0) / 3.0, abs=1e-6)  # the column
     np.testing.assert_allclose(written[:3, 2] / written[2, 2], affine[:3, 2] / affine[2, 2])  # same tilt
     refused = _invoke(str(source), *args, "3.02", "-o", str(tmp_path / "x.nii.gz"))
     assert refused.exit_code == 2 and "is not finer than its 3 mm slices" in refused.stderr, refused.stderr

@@ -271,7 +271,9 @@ def test_mr_volumes_are_normalised_as_enhance_normalises_their_low_res_input(tmp
 
 
 def test_a_file_is_read_for_its_fingerprint_once_while_unchanged(tmp_path, monkeypatch):
-    """Training start-up fingerprints each file twice (resume check, disk cache key): one read."""
+    """Training start-up fingerprints each file twice (resume check, disk cache key): one read, for
+    a file unchanged in the last 2 s; one changed since (or just now: a coarse clock may not show a
+    same-size rewrite) is read again."""
     import builtins
 
     from srgan_med.data.lists import fingerprint
@@ -280,6 +282,7 @@ def test_a_file_is_read_for_its_fingerprint_once_while_unchanged(tmp_path, monke
     series.mkdir()
     for index in range(3):
         (series / f"IM{index}.dcm").write_bytes(bytes([index]) * 5000)
+    time.sleep(2.1)  # older than the 2 s a coarse clock may hide a rewrite in
     opened = []
     real_open = builtins.open
 
@@ -291,7 +294,23 @@ def test_a_file_is_read_for_its_fingerprint_once_while_unchanged(tmp_path, monke
     first = fingerprint(series)
     assert fingerprint(series) == first and sorted(opened) == ["IM0.dcm", "IM1.dcm", "IM2.dcm"]
     status = (series / "IM1.dcm").stat()
-    time.sleep(0.05)  # past the file system's clock tick (ctime is coarse: jiffies on ext4)
     (series / "IM1.dcm").write_bytes(b"\x07" * 5000)  # same size and times: its ctime tells
     os.utime(series / "IM1.dcm", ns=(status.st_atime_ns, status.st_mtime_ns))
     assert fingerprint(series) != first and opened.count("IM1.dcm") == 2 and len(opened) == 4
+    fingerprint(series)  # changed just now: not kept, read again
+    assert opened.count("IM1.dcm") == 3 and len(opened) == 5
+
+
+def test_mr_validation_inputs_take_magnitudes_about_the_scans_zero():
+    """An MR scan whose low-res percentiles put zero signal at -0.25 in its normalised units: the
+    validation inputs' Rician noise and k-space magnitude lie about -0.25, as training's batches do,
+    not mirrored about 0 (0.25 brighter)."""
+    from srgan_med.data.volumes import validation_set
+    from srgan_med.degrade import load_degradation_preset
+
+    head = torch.full((48, 48, 4), -0.25)  # air: stored 0 with low 200, high 1000
+    head[20:44, 20:44] = 0.5  # tissue at 600
+    volume = Volume("mr", head, (1.0, 1.0, 2.0), 200.0, 1000.0, "MR")
+    low_res = validation_set(volume, load_degradation_preset("mr"), 2, 4).low_res
+    air = low_res[:, :, :6, :6]  # away from the tissue's edge and its ringing
+    assert float(air.min()) >= -0.25 - 1e-5 and float(air.mean()) < -0.15

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import time
 from pathlib import Path
 
 import numpy as np
@@ -116,7 +117,11 @@ def fingerprint(path: str | Path) -> str:
             for start in [0, *np.linspace(1 << 20, size - (2 << 20), 16).astype(np.int64), size - (1 << 20)]:
                 handle.seek(int(start))
                 digest.update(handle.read(1 << 20 if start in (0, size - (1 << 20)) else 1 << 16))
-    if len(_FINGERPRINTS) >= 1 << 16:  # bounded: a long-lived process sees many files
-        _FINGERPRINTS.clear()
-    _FINGERPRINTS[known] = f"{size}:{digest.hexdigest()}"
-    return _FINGERPRINTS[known]
+    answer = f"{size}:{digest.hexdigest()}"
+    # Not kept for a file changed in the last 2 s: a same-size rewrite within one tick of a coarse
+    # clock (FAT: 2 s, some network file systems: 1 s) keeps every stat field (git's "racily clean")
+    if time.time() - max(status.st_mtime, status.st_ctime) > 2.0:
+        if len(_FINGERPRINTS) >= 1 << 16:  # bounded: a long-lived process sees many files
+            _FINGERPRINTS.clear()
+        _FINGERPRINTS[known] = answer
+    return answer

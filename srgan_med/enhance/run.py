@@ -351,6 +351,7 @@ def enhance_files(
     from srgan_med.enhance.inference import PRECISIONS, compile_problem
     from srgan_med.io import load_scan, save_scan, scratch, spacing_from_affine
     from srgan_med.io.atomic import atomic_output, check_output, remove_output
+    from srgan_med.io.geometry import plane_spacing
     from srgan_med.models.bundle import default_model
     from srgan_med.progress import progress_bar
 
@@ -508,6 +509,9 @@ def enhance_files(
                     "output_shape": list(result.image.shape[1:]),
                     "input_voxel_mm": [round(v, 6) for v in spacing_from_affine(scan.affine)],
                     "output_voxel_mm": [round(v, 6) for v in spacing_from_affine(result.image.affine)],
+                    # between slice planes (DICOM's SpacingBetweenSlices): on a tilted grid shorter
+                    # than output_voxel_mm's column length along slice_axis
+                    "output_slice_spacing_mm": round(plane_spacing(result.image.affine, slice_axis), 6),
                 }
                 if slice_spacing is not None:  # the consistency figure is the model's, before resampling
                     report["slice_spacing_mm"] = slice_spacing

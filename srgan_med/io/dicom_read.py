@@ -371,7 +371,7 @@ def _real_world_mappings(frames: list[_Frame], label: str) -> list[dict[str, Any
             try:
                 texts[id(item)] = json.loads(json.dumps(rest.to_json_dict(suppress_invalid_tags=True)))
             except Exception:  # noqa: BLE001 - an unencodable attribute: not carried, not fatal
-                texts[id(item)] = {"unencodable": str(id(item))}
+                texts[id(item)] = None
         return texts[id(item)]
 
     def mapping(frame: _Frame, position: int) -> tuple[float, float, dict[str, Any]] | str:
@@ -410,7 +410,10 @@ def _real_world_mappings(frames: list[_Frame], label: str) -> list[dict[str, Any
             )
         rescale_slope, rescale_intercept = line
         a = slope / rescale_slope
-        return a, intercept - a * rescale_intercept, content(item)
+        text = content(item)
+        if text is None:
+            return "has attributes that cannot be written back (DICOM JSON encoding failed)"
+        return a, intercept - a * rescale_intercept, text
 
     # Modality values' size, for B's tolerance: B is compared with the real values A * v it adds to.
     magnitude = 1.0
