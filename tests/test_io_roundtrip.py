@@ -733,3 +733,25 @@ def test_enhanced_multiframe_mapping_of_the_functional_groups_is_carried(tmp_pat
         assert item.LUTLabel == "RCBF" and item.MeasurementUnitsCodeSequence[0].CodeValue == "ml/100ml/s"
         assert item["RealWorldValueFirstValueMapped"].VR == ("SS" if written.PixelRepresentation else "US")
         np.testing.assert_allclose(real_world_values(written), frames_real[k], rtol=0, atol=1e-9)
+
+
+def test_a_signed_sources_mapping_read_without_its_vr_is_carried(tmp_path, caplog):
+    """ "US or SS" is not written in implicit VR: a signed source's First/Last value mapped of
+    -32768..32767 reads back as 32768..32767, which mapped none of its values (a partial range)."""
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    ds = pydicom.dcmread(pydicom_data_files() / "eCT_Supplemental.dcm")
+    ds.PixelRepresentation = 1  # the same bits as int16: every value is below 32768
+    (item,) = ds.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence
+    item["RealWorldValueFirstValueMapped"] = pydicom.DataElement(0x00409216, "SS", -32768)
+    item["RealWorldValueLastValueMapped"] = pydicom.DataElement(0x00409211, "SS", 32767)
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    source = tmp_path / "signed_implicit.dcm"
+    ds.save_as(source, implicit_vr=True, little_endian=True)
+    read_back = pydicom.dcmread(source).SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
+    assert int(read_back.RealWorldValueFirstValueMapped) in (32768, -32768)  # as pydicom resolves it
+    with caplog.at_level("WARNING", logger="srgan_med.io.dicom_read"):
+        scan = load_scan(source)
+    assert not [r for r in caplog.records if "real-world value mapping" in r.getMessage()]
+    (mapping,) = scan.meta["real_world_mappings"]
+    assert (mapping["slope"], mapping["intercept"]) == (1.0, 0.0)  # RCBF = stored - 1024 = the CT value
