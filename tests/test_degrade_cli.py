@@ -235,3 +235,13 @@ def test_a_scan_sliced_across_another_axis_is_said(tmp_path):
     nib.save(nib.Nifti1Image(volume.T.copy(), np.diag([0.6, 0.6, 2.5, 1.0])), tmp_path / "axial.nii.gz")
     axial = run(tmp_path / "axial.nii.gz", "-o", tmp_path / "lr2.nii.gz", "--scale", 2, "--modality", "MR")
     assert axial.exit_code == 0 and "in-plane axes" not in axial.output, axial.output
+
+
+def test_voxels_that_fill_no_whole_block_are_said(tmp_path):
+    """101 voxels at x4: 25 blocks cover 100; the last one was left out without a word."""
+    volume = np.random.default_rng(0).integers(-100, 200, (101, 32, 3)).astype(np.int16)
+    nib.save(nib.Nifti1Image(volume, np.diag([0.8, 0.8, 2.0, 1.0])), tmp_path / "odd.nii.gz")
+    result = run(tmp_path / "odd.nii.gz", "-o", tmp_path / "lr.nii.gz", "--scale", 4, "--modality", "CT")
+    assert result.exit_code == 0, result.output
+    assert "the last 1 voxel(s) along axis 0 fill no whole block of 4: left out" in result.output
+    assert "along axis 1" not in result.output and nib.load(tmp_path / "lr.nii.gz").shape == (25, 8, 3)

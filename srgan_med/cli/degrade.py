@@ -240,6 +240,16 @@ def degrade(
     except InputError as error:  # the scan does not fit the degradation: name it
         raise InputError(f"{input_path}: {error}") from None
     low_res = item["low_res"]
+    for axis in config.in_plane_axes:  # block averaging keeps whole blocks only (the affine agrees)
+        dropped = int(scan.shape[1 + axis]) % scale
+        if dropped:
+            log.info(
+                "%s: the last %d voxel(s) along axis %d fill no whole block of %d: left out",
+                input_path,
+                dropped,
+                axis,
+                scale,
+            )
     inputs = [input_path] if not str(input_path).startswith("example:") else []
 
     def save() -> Path:
