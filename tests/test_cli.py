@@ -208,3 +208,19 @@ def test_signals_stop_the_work_once_and_an_ignored_ctrl_c_stays_ignored(case, ex
         assert lines[0] == "cleaned up" and "'still_ignored': False" in lines[-1]
     else:
         assert "'still_ignored': True" in lines[-1]
+
+
+def test_info_shows_the_real_world_values_a_dicom_carries():
+    """An enhanced CT blood-flow map: info names its real-world quantity and units (JSON and table)."""
+    from conftest import pydicom_data_files
+
+    source = str(pydicom_data_files() / "eCT_Supplemental.dcm")
+    runner = CliRunner()
+    facts = json.loads(runner.invoke(app, ["info", source, "--json"]).stdout)
+    assert facts["real_world_values"] == [
+        {"label": "RCBF", "units": "ml/100ml/s", "slope": 1.0, "intercept": 0.0}
+    ]
+    table = runner.invoke(app, ["info", source])
+    assert table.exit_code == 0 and "RCBF (ml/100ml/s) = 1 x value + 0" in table.stdout
+    plain = json.loads(runner.invoke(app, ["info", "example:ct-small", "--json"]).stdout)
+    assert plain["real_world_values"] == []

@@ -10,6 +10,26 @@ import typer
 from srgan_med.cli._common import ModalityOption, handle_errors
 
 
+def _real_world_values(scan) -> list[dict[str, Any]]:
+    """The DICOM real-world value mappings the scan carries (``meta["real_world_mappings"]``), each as
+    its label, units and map of the loaded values: real = slope * value + intercept."""
+    from pydicom.dataset import Dataset
+
+    described = []
+    for mapping in scan.meta.get("real_world_mappings") or []:
+        item = Dataset.from_json(mapping["item"])
+        units = item.get("MeasurementUnitsCodeSequence") or []
+        described.append(
+            {
+                "label": str(item.get("LUTLabel", "") or ""),
+                "units": str(units[0].get("CodeValue", "")) if units else "",
+                "slope": float(mapping["slope"]),
+                "intercept": float(mapping["intercept"]),
+            }
+        )
+    return described
+
+
 def describe_scan(scan) -> dict[str, Any]:
     """The facts ``info`` reports, as plain JSON-ready values."""
     from srgan_med.io import orientation_code, spacing_from_affine
@@ -29,6 +49,7 @@ def describe_scan(scan) -> dict[str, Any]:
         "min": float(values.min()),
         "max": float(values.max()),
         "affine": [[round(float(v), 6) for v in row] for row in affine],
+        "real_world_values": _real_world_values(scan),  # DICOM: ADC, blood flow... (empty: none)
     }
 
 
@@ -71,6 +92,16 @@ def info(
         ("value range", f"{facts['min']:g} .. {facts['max']:g}{unit}"),
         ("affine (RAS+ mm)", "\n".join("  ".join(f"{v:10.4f}" for v in row) for row in facts["affine"])),
     ]
+    for mapping in facts["real_world_values"]:
+        name = " ".join(
+            part for part in (mapping["label"], f"({mapping['units']})" if mapping["units"] else "") if part
+        )
+        rows.append(
+            (
+                "real-world values",
+                f"{name or 'real'} = {mapping['slope']:g} x value + {mapping['intercept']:g}",
+            )
+        )
     for key, value in rows:
         table.add_row(f"[bold]{key}[/bold]", str(value))
     Console().print(table)
