@@ -91,12 +91,12 @@ def _check_in_plane_axes(input_path: str, scan, in_plane_axes) -> None:
     """Say so when the preset's in-plane axes (voxel axes 0 and 1 by default) are not the scan's: the
     third axis finer than one of them is a sagittal or coronal acquisition stored that way, which
     would get the in-plane blur and downsampling across its slices."""
-    from srgan_med.io import spacing_from_affine
+    from srgan_med.io.geometry import coarser_axis, spacing_from_affine
 
-    spacing = spacing_from_affine(scan.affine)
     (through,) = [axis for axis in range(3) if axis not in in_plane_axes]
-    coarsest = max(in_plane_axes, key=lambda axis: spacing[axis])
-    if spacing[through] < spacing[coarsest] * 0.98:
+    coarsest = coarser_axis(scan.affine, through)  # then an in-plane axis
+    if coarsest is not None:
+        spacing = spacing_from_affine(scan.affine)
         log.warning(
             "%s: the in-plane axes are voxel axes %d and %d (%s mm), but axis %d (%g mm) is finer than "
             "axis %d: are its slices across axis %d? Set in_plane_axes in a --preset YAML",

@@ -199,11 +199,11 @@ def _check_slice_spacing(source: Path, scan, slice_axis: int, scale: int, spacin
 def _check_refined_axis(source: Path, scan, slice_axis: int, plane: str) -> None:
     """``--through-plane`` with a named ``--plane`` refines that plane's normal, which may be an axis
     finer than another: said, as the thick axis is what through-plane work is for."""
-    from srgan_med.io.geometry import spacing_from_affine
+    from srgan_med.io.geometry import coarser_axis, spacing_from_affine
 
-    spacing = spacing_from_affine(scan.affine)
-    coarsest = int(np.argmax(spacing))
-    if spacing[slice_axis] < spacing[coarsest] * 0.98:
+    coarsest = coarser_axis(scan.affine, slice_axis)
+    if coarsest is not None:
+        spacing = spacing_from_affine(scan.affine)
         logger.warning(
             "%s: --through-plane --plane %s refines voxel axis %d (%g mm), finer than axis %d (%g mm)",
             source,

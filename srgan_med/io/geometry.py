@@ -40,6 +40,14 @@ def plane_spacing(affine, axis: int) -> float:
     return float(abs(np.linalg.det(matrix)) / np.linalg.norm(np.cross(*others)))
 
 
+def coarser_axis(affine, axis: int, tolerance: float = 0.02) -> int | None:
+    """The coarsest voxel axis where it is coarser than ``axis`` by more than ``tolerance`` (headers
+    round spacings: 0.8 and 0.8009 mm are one size), else None: ``axis`` is (about) the coarsest."""
+    spacing = spacing_from_affine(affine)
+    coarsest = int(np.argmax(spacing))
+    return coarsest if spacing[axis] < spacing[coarsest] * (1.0 - tolerance) else None
+
+
 def orientation_code(affine) -> str:
     """Three-letter axis code (e.g. ``"RAS"``, ``"LPS"``) of the closest orthogonal orientation."""
     import nibabel as nib
