@@ -380,7 +380,7 @@ def precision_check(
     from srgan_med.models.bundle import load_bundle, shipped_models
 
     precisions = ["fp32", "tf32", "bf16", "mixed"] if device.type == "cuda" else ["fp32", "bf16", "mixed"]
-    replaced = dict(entry.split("=", 1) for entry in args.weights)  # NAME=PATH: other weights, same name
+    replaced = dict(args.weights)  # other weights under a shipped name
     bundles = {name: load_bundle(replaced.get(name, name), device=str(device)) for name in shipped_models()}
     rows = []
     for source in find_scans(args.scans):
@@ -510,7 +510,8 @@ def write_report(report: dict[str, Any], out: Path, stem: str = "gpu_inference")
     return save_report(report, out, stem, lines)
 
 
-def _weights_entry(text: str) -> str:
+def _weights_entry(text: str) -> tuple[str, str]:
+    """``NAME=PATH`` as ``(NAME, PATH)``: a shipped model's name and a weights file."""
     from srgan_med.models.bundle import shipped_models
 
     name, _, path = text.partition("=")
@@ -518,7 +519,7 @@ def _weights_entry(text: str) -> str:
         raise argparse.ArgumentTypeError(f"expected NAME=PATH of a weights file, got {text!r}")
     if name not in shipped_models():
         raise argparse.ArgumentTypeError(f"{name!r} is not a shipped model ({', '.join(shipped_models())})")
-    return text
+    return name, path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -572,7 +573,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="precision part: only these variants besides fp32, e.g. 'bf16 fused-shift-sum compiled'",
     )
     args = parser.parse_args(argv)
-    names = [entry.partition("=")[0] for entry in args.weights]
+    names = [name for name, _ in args.weights]
     if len(set(names)) < len(names):
         parser.error(f"--weights names a model twice: {' '.join(names)}")
     return args
@@ -604,8 +605,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{args.max_slices or 'all'} central slices per scan; LR: the modality's degradation preset, "
             "seed 0; PSNR over evaluate's foreground mask and data range"
         )
-        for entry in args.weights:  # which file ran under a shipped name: its digest says
-            name, path = entry.split("=", 1)
+        for name, path in args.weights:  # which file ran under a shipped name: its digest says
             digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
             report["precision_settings"] += f"; {name} run with the weights {path} (sha256 {digest})"
 
