@@ -98,13 +98,13 @@ def thick_slice_weights(
         # about one slice of FWHM (1 slice measured 0.79). Beyond the volume's ends the object is
         # taken to continue as its edge slices (replicated, as the in-plane blur pads): cut and
         # renormalised, the end slabs' profiles had their centres 0.3-0.6 mm off their positions.
-        from srgan_med.degrade.blur import bandlimited_gaussian
+        from srgan_med.degrade.blur import FWHM_PER_SIGMA, bandlimited_gaussian
 
-        sigma = width / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+        sigma = width / FWHM_PER_SIGMA
         reach = int(math.ceil(4.0 * sigma)) + 2
         virtual = np.arange(-reach, n_slices + reach, dtype=np.float64)  # the volume, padded
-        taps = bandlimited_gaussian(sigma, virtual[None, :] - centres[:, None])
-        taps[np.abs(virtual[None, :] - centres[:, None]) > reach] = 0.0
+        from_centres = virtual[None, :] - centres[:, None]
+        taps = np.where(np.abs(from_centres) <= reach, bandlimited_gaussian(sigma, from_centres), 0.0)
         weights = np.zeros((n_thick, n_slices))
         np.add.at(weights.T, np.clip(virtual, 0, n_slices - 1).astype(np.int64), taps.T)  # replicate
     return weights / weights.sum(axis=1, keepdims=True), step, first
