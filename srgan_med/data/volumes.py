@@ -181,9 +181,9 @@ def low_res_percentiles(image, degradation, scale: int) -> tuple[float, float]:
 
 
 def _disk_cache_key(path: Path, normalise, modality: str | None) -> str:
-    """What a cached volume depends on: the scan's files (size, mtime and a digest of their first and
-    last MiB: a file rewritten with its old size and time, as ``cp -p`` and ``rsync -a`` do, was
-    served from the cache), the normalisation, the modality."""
+    """What a cached volume depends on: the scan's files (size, mtime and their
+    :func:`~srgan_med.data.lists.fingerprint`: a file rewritten with its old size and time, as
+    ``cp -p`` and ``rsync -a`` do, was served from the cache), the normalisation, the modality."""
     from srgan_med.data.lists import fingerprint
 
     path = path.resolve()
