@@ -21,8 +21,10 @@ from srgan_med.errors import ConfigError, InputError
 
 def per_item(cfg, scale, spacing, high_res, params, index, record=None):
     """Run the dictionary transforms on item ``index`` with the batch's draws forced in; ``record``:
-    the item's normalisation (``meta["normalisation"]``), whose magnitude zero the MR steps take."""
-    item = {"low_res": scan(high_res[index].numpy(), np.diag([spacing[0], spacing[1], 1.0, 1.0]))}
+    the item's normalisation (``meta["normalisation"]``) of an MR scan, whose no-signal value (stored
+    0) the magnitude steps take."""
+    affine = np.diag([spacing[0], spacing[1], 1.0, 1.0])
+    item = {"low_res": scan(high_res[index].numpy(), affine, modality="CT" if record is None else "MR")}
     if record is not None:
         item["low_res"].meta["normalisation"] = record
     blur = RandPSFBlurd(config=cfg.blur, scale=scale)

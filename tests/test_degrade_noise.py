@@ -15,6 +15,7 @@ from srgan_med.degrade import (
     degradation_pipeline,
     denormalise,
 )
+from srgan_med.degrade.normalise import image_magnitude_zero, magnitude_zero
 
 
 @pytest.mark.parametrize("std_hu", [5.0, 20.0, 60.0])
@@ -94,13 +95,17 @@ def _cropped_mr(dark: float = 200.0, bright: float = 1000.0) -> np.ndarray:
     return volume
 
 
+@pytest.mark.parametrize("normalise", ["percentile", "window"])
 @pytest.mark.parametrize("step", ["noise", "kspace"])
-def test_mr_magnitudes_are_taken_about_zero_signal_not_the_lowest_percentile(step):
+def test_mr_magnitudes_are_taken_about_zero_signal_not_the_lowest_percentile(step, normalise):
     """The MR preset maps the 0.5th percentile to 0; Rician noise and the k-space magnitude were
     taken about that point, not about 0: on a crop whose dark tissue lies at 200, voxels of no signal
-    came out at 400, and the dark tissue's Rician bias was that of zero signal."""
+    came out at 400, and the dark tissue's Rician bias was that of zero signal. A window whose low end
+    lies at 200 (a user's YAML) had the same fault after the percentile case was fixed."""
     sections = {
-        "normalise": {"kind": "percentile"},
+        "normalise": {"kind": "percentile"}
+        if normalise == "percentile"
+        else {"kind": "window", "window_hu": [200.0, 1000.0]},
         "noise": {"kind": "rician", "std_relative": [0.02, 0.02]} if step == "noise" else {"kind": "none"},
         "kspace": {"enabled": step == "kspace", "keep_fraction": [0.9, 0.9]},
     }
@@ -121,6 +126,20 @@ def test_mr_magnitudes_are_taken_about_zero_signal_not_the_lowest_percentile(ste
         assert float(np.abs(no_signal).mean()) < 50.0 and float(np.abs(no_signal).max()) < 100.0
         dark = values[8:, :32, 1:]  # the dark tissue rings about 200 (was |ringing| added to it)
         assert float(dark.mean()) == pytest.approx(200.0, abs=2.0)
+
+
+def test_no_signal_is_stored_zero_for_mr_and_air_for_ct():
+    """Where the magnitude steps put no signal, in normalised units: stored 0 for MR whatever maps
+    to 0, -1000 HU for CT (0 in the presets' window, where it had been put for every window)."""
+    assert magnitude_zero(200.0, 1000.0, "MR") == pytest.approx(-0.25)
+    assert magnitude_zero(-1000.0, 2000.0, "CT") == 0.0
+    assert magnitude_zero(-160.0, 240.0, "CT") == pytest.approx(-2.1)  # a soft-tissue window
+    assert magnitude_zero(-500.0, 1500.0, "ct") == pytest.approx(-0.25)  # CT by percentiles
+    assert magnitude_zero(5.0, 5.0, "MR") == 0.0  # a constant scan's degenerate record
+    image = scan(np.zeros((1, 4, 4, 1)), modality="CT")
+    image.meta["normalisation"] = {"kind": "window", "low": -160.0, "high": 240.0}
+    assert image_magnitude_zero(image) == pytest.approx(-2.1)
+    assert image_magnitude_zero(torch.zeros(1, 4, 4)) == 0.0  # a plain tensor: a magnitude already
 
 
 def test_the_batch_degradation_takes_magnitudes_about_each_items_zero():

@@ -467,9 +467,9 @@ def validation_set(
         raise InputError(f"{volume.name}: too small to validate at x{scale} ({height}x{width} slices)")
     high_res = torch.stack([volume.data.select(slice_axis, k)[:height, :width] for k in indices])[:, None]
     degrader = BatchDegradation(degradation, scale, (volume.spacing_mm[rows], volume.spacing_mm[cols]))
-    zero = magnitude_zero(volume.low, volume.high, degradation.normalise.kind)  # as the training batches
-    low_res = degrader(high_res, torch.Generator().manual_seed(seed), zero=[zero] * len(indices))
     modality = volume.modality or degradation.modality
+    zero = magnitude_zero(volume.low, volume.high, modality)  # as the training batches take it
+    low_res = degrader(high_res, torch.Generator().manual_seed(seed), zero=[zero] * len(indices))
     try:
         if modality == "CT":  # the window's width: no data needed
             data_range = data_range_for(None, modality, degradation.normalise.window_hu)

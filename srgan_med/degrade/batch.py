@@ -205,9 +205,9 @@ class BatchDegradation(nn.Module):
 
         ``spacing_mm`` (``(B, 2)``, optional) gives each item's own pixel spacing, for batches mixing
         scans of different resolution; by default every item has the spacing given at construction.
-        ``zero`` (``(B,)``, optional) says where each item's magnitude of 0 lies in its normalised
-        units (:func:`~srgan_med.degrade.normalise.magnitude_zero`: MR normalised by percentiles);
-        the k-space magnitude and Rician noise are taken about it. Default: 0.
+        ``zero`` (``(B,)``, optional) says where each item's no signal lies in its normalised
+        units (:func:`~srgan_med.degrade.normalise.magnitude_zero`: stored 0 for MR, -1000 HU for
+        CT); the k-space magnitude and Rician noise are taken about it. Default: 0.
         """
         if high_res.ndim != 4 or high_res.shape[1] != 1:
             raise InputError(f"high_res must be (B, 1, H, W), got shape {tuple(high_res.shape)}")

@@ -28,27 +28,34 @@ def normalisation_range(image: torch.Tensor, config: NormaliseConfig) -> tuple[f
     return float(low), float(high)
 
 
-def magnitude_zero(low: float, high: float, kind: str) -> float:
-    """Where a magnitude of 0 lies in normalised units: ``-low / (high - low)`` for per-scan
-    percentiles (MR: stored 0 is no signal, and the 0.5th percentile mapped to 0 may lie far above
-    it, e.g. in a cropped scan), 0 for a window (CT is no magnitude image; its window starts at air).
+def signal_zero(modality: str | None) -> float:
+    """The stored value of no signal: -1000 HU for CT (air: zero attenuation), 0 for the rest (an MR
+    magnitude, a PET activity)."""
+    return -1000.0 if str(modality or "").upper() == "CT" else 0.0
 
-    Rician noise and the k-space magnitude are taken about this point: taken about the 0.5th
-    percentile, a crop of MR whose darkest tissue lies at 148 came out with its dark voxels 53
-    brighter on average, never below 149 (``tests/test_degrade_noise.py``)."""
-    if kind != "percentile" or not high > low:
+
+def magnitude_zero(low: float, high: float, modality: str | None) -> float:
+    """Where no signal (:func:`signal_zero`) lies in normalised units: ``(zero - low) / (high - low)``.
+
+    Rician noise and the k-space magnitude are taken about this point. For MR it is where stored 0
+    maps, whatever the normalisation: the 0.5th percentile mapped to 0 may lie far above it (a cropped
+    scan), and so may a window's low end. Taken about the 0.5th percentile, a crop of MR whose darkest
+    tissue lies at 148 came out with its dark voxels 53 brighter on average, never below 149
+    (``tests/test_degrade_noise.py``). For CT it is -1000 HU, the low end of the presets' window."""
+    if not high > low:
         return 0.0
-    return -float(low) / (float(high) - float(low))
+    return (signal_zero(modality) - float(low)) / (float(high) - float(low))
 
 
 def image_magnitude_zero(image) -> float:
-    """:func:`magnitude_zero` of a normalised image, from its ``meta["normalisation"]`` record (0
-    without one: a plain tensor is taken to be a magnitude already)."""
-    record = (getattr(image, "meta", None) or {}).get("normalisation")
+    """:func:`magnitude_zero` of a normalised image, from its ``meta["normalisation"]`` record and
+    its ``meta["modality"]`` (0 without a record: a plain tensor is taken to be a magnitude already)."""
+    meta = getattr(image, "meta", None) or {}
+    record = meta.get("normalisation")
     if not isinstance(record, Mapping):
         return 0.0
     try:
-        return magnitude_zero(float(record["low"]), float(record["high"]), str(record.get("kind", "")))
+        return magnitude_zero(float(record["low"]), float(record["high"]), meta.get("modality"))
     except (KeyError, TypeError, ValueError):
         return 0.0
 

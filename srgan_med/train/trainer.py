@@ -294,10 +294,10 @@ class Trainer:
         self.sampler = PatchSampler(
             volumes, config.data.patch_size, config.data.slice_axes, config.seed + 7919 * rank
         )
-        # Each volume's magnitude 0 in its normalised units: MR k-space and Rician noise are taken about it
-        kind = self.degradation.normalise.kind
+        # Each volume's no-signal value in its normalised units: k-space and Rician noise are taken about it
         self.magnitude_zeros = torch.tensor(
-            [magnitude_zero(v.low, v.high, kind) for v in volumes], dtype=torch.float64
+            [magnitude_zero(v.low, v.high, v.modality or self.degradation.modality) for v in volumes],
+            dtype=torch.float64,
         )
         # On CUDA one noise draw per batch (B seeded draws would be B launches per step).
         self.degrader = BatchDegradation(
