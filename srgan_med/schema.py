@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from typing import Any
+
+import yaml
 
 from srgan_med.errors import ConfigError
 
@@ -104,6 +107,49 @@ def to_dict(instance: Any) -> Any:
     return instance
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """:func:`load_yaml`'s loader: a key given twice in one mapping is an error."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *base``: merged keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: SafeLoader says so itself
+                continue
+            if duplicate:
+                line = key_node.start_mark.line + 1
+                raise yaml.constructor.ConstructorError(f"line {line}: the key {key!r} is given twice")
+        return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.2's floats: a mantissa without a dot (1e-4, 5E+3) is one too. add_implicit_resolver copies
+# SafeLoader's table into the subclass first, so yaml.safe_load elsewhere is untouched.
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` of ``text``, with two YAML 1.2 rules PyYAML's YAML 1.1 lacks.
+
+    - ``1e-4`` is a number: YAML 1.1 reads it as the text ``'1e-4'`` (only ``1.0e-4`` is a float
+      there), so ``learning_rate: 1e-4`` was refused as "expected a number".
+    - A key given twice in one mapping is an error: YAML 1.1 keeps the last one silently, so a
+      config with two ``scale:`` lines (or two ``pretrain:`` sections) ran with whichever came last.
+
+    Raises:
+        yaml.YAMLError: as ``yaml.safe_load`` does (a duplicate key as a ``ConstructorError``).
+    """
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` overrides (values parsed as YAML) to a nested mapping, in a copy.
 
@@ -112,15 +158,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     """
     import copy
 
-    import yaml
-
     result = copy.deepcopy(data)
     for override in overrides:
         key, sep, text = override.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. gan.steps=1000")
         try:
-            value = yaml.safe_load(text)
+            value = load_yaml(text)
         except yaml.YAMLError:
             raise ConfigError(f"--set {override!r}: the value is not valid YAML") from None
         parts = key.strip().split(".")

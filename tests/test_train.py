@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from srgan_med.cli import app
 from srgan_med.errors import TrainingDivergedError
 from srgan_med.losses import AdversarialLoss, pixel_loss
-from srgan_med.losses.perceptual import RANDOM_SOURCE
+from srgan_med.losses.perceptual import RANDOM_SOURCE, vgg19_features
 from srgan_med.models.bundle import load_bundle
 from srgan_med.train import Trainer, load_train_config
 from srgan_med.train.checkpoint import list_checkpoints, load_checkpoint
@@ -312,6 +312,25 @@ def test_resuming_with_other_settings_is_refused_naming_them(tiny_run, changes, 
     assert sorted(p.name for p in (result.output_dir / "checkpoints").iterdir()) == before
 
 
+def test_resuming_with_fewer_pretrain_steps_than_were_done_is_refused(tmp_path):
+    """pretrain.steps may change while pre-training lasts, but fewer than the checkpoint had done
+    numbered the GAN steps below it: its checkpoints were pruned as written, the pretrain checkpoint
+    stayed the newest, and every rerun of the command trained the GAN phase again."""
+    output = tmp_path / "run"
+    base = ["train", str(TINY), "--set", f"output_dir={output}", "--set", "checkpoint.every=3", "-q"]
+    first = CliRunner().invoke(app, [*base, "--set", "pretrain.steps=6", "--set", "gan.steps=0"])
+    assert first.exit_code == 0, first.output
+    before = sorted(p.name for p in (output / "checkpoints").iterdir())
+    shorter = CliRunner().invoke(app, [*base, "--set", "pretrain.steps=3", "--set", "gan.steps=2"])
+    assert shorter.exit_code == 2, shorter.output
+    (line,) = shorter.output.strip().splitlines()
+    assert line == (
+        "error: pretrain.steps: 3 is fewer than the 6 steps step-0000006.json has pre-trained; "
+        "resume with at least 6, or set output_dir to another folder for a new run"
+    )
+    assert sorted(p.name for p in (output / "checkpoints").iterdir()) == before
+
+
 def test_resuming_where_the_same_words_name_other_files_is_refused(tmp_path, small_ct_volume):
     """The check compared data.train as written: the same relative name read from another base_dir
     (the config copied beside another scan) resumed silently on other data; so did a degradation
@@ -403,6 +422,95 @@ def test_config_values_no_run_can_use_are_refused_at_load(tmp_path, setting, say
     assert not output.exists()
 
 
+@pytest.mark.parametrize(
+    ("layers", "patch", "says"),
+    [
+        ("{relu5_4: 1.0}", 8, "8 is too small for the perceptual loss's relu5_4, which VGG19 reaches after "
+         "halving the patch 4 times; use at least 16"),
+        ("{relu1_1: 1.0, pool5: 0.5}", 16, "16 is too small for the perceptual loss's pool5"),
+    ],
+)  # fmt: skip
+def test_a_patch_the_vgg_halves_to_nothing_is_refused_at_load(tmp_path, layers, patch, says):
+    """An 8-pixel patch with relu5_4 trained the whole phase 1, wrote its model, then ended in an
+    internal error (VGG's pooling of a 1x1 map) with a partial run left behind."""
+    output = tmp_path / "run"
+    sets = [f"output_dir={output}", f"data.patch_size={patch}", f"losses.perceptual.layer_weights={layers}"]
+    result = CliRunner().invoke(app, ["train", str(TINY), *[w for s in sets for w in ("--set", s)]])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"error: {TINY}: data.patch_size: {says}"), line
+    assert not output.exists()
+    pretrain_only = [*sets, "gan.steps=0", "pretrain.steps=1", "data.validation=[]"]  # no VGG: any patch
+    result = CliRunner().invoke(app, ["train", str(TINY), *[w for s in pretrain_only for w in ("--set", s)]])
+    assert result.exit_code == 0, result.output
+
+
+def test_an_unusable_vgg_file_is_said_in_one_line_before_the_data_loads(tmp_path):
+    """A text file, another network's state dict or a truncated file given as the VGG19 weights
+    ended in "internal error (KeyError: 101)" or a screen of missing keys, after the data loaded.
+    The path is read relative to the config's folder, as data paths are."""
+    import torch
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    config = configs / "tiny.yaml"
+    config.write_text(TINY.read_text())  # its scans are examples, no paths
+    torch.save({"features.0.weight": torch.zeros(3)}, configs / "other.pth")
+    (configs / "notes.txt").write_text("not weights")
+    torch.save(vgg19_features().state_dict(), tmp_path / "whole.pth")
+    (configs / "cut.pth").write_bytes((tmp_path / "whole.pth").read_bytes()[:100])
+    cases = {
+        "notes.txt": "notes.txt: not a VGG19 weights file torch can read (",
+        "other.pth": "other.pth: not torchvision's VGG19 (features.0.weight missing or of another shape; "
+        "32 of its 32 convolution tensors differ)",
+        "cut.pth": "cut.pth: not a VGG19 weights file torch can read (",
+    }
+    for name, says in cases.items():
+        output = tmp_path / f"run-{name}"
+        sets = [f"output_dir={output}", f"losses.perceptual.weights={name}", "data.train=[/nonexistent.nii]"]
+        result = CliRunner().invoke(app, ["train", str(config), *[w for s in sets for w in ("--set", s)]])
+        assert result.exit_code == 2, result.output
+        (line,) = result.output.strip().splitlines()
+        assert line.startswith(f"error: {configs / says}"), line  # said before the missing scan
+        assert not output.exists()
+
+
+def test_home_and_config_relative_paths_are_read_as_documented(tmp_path, monkeypatch):
+    """output_dir=~/run made a folder named ``~`` in the current one (while printing ~/run), and
+    data.cache_dir was read from the current folder, not beside the config as data paths are."""
+    home, here, configs = tmp_path / "home", tmp_path / "here", tmp_path / "configs"
+    for folder in (home, here, configs):
+        folder.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(here)
+    (configs / "tiny.yaml").write_text(TINY.read_text())  # its scans are examples, no paths
+    sets = [
+        "output_dir=~/run",
+        "data.cache=disk",
+        "data.cache_dir=mycache",
+        "pretrain.steps=1",
+        "gan.steps=0",
+    ]
+    result = CliRunner().invoke(
+        app, ["train", str(configs / "tiny.yaml"), "-q", *[w for s in sets for w in ("--set", s)]]
+    )
+    assert result.exit_code == 0, result.output
+    assert (home / "run" / "models" / "tiny-ct-x2-srresnet.safetensors").is_file()
+    assert list((home / "run" / "checkpoints").glob("step-*.json"))
+    assert list((configs / "mycache").iterdir()) and not list(here.iterdir())
+
+
+def test_a_diverging_run_says_each_restore_once_then_stops(tmp_path):
+    """Each restore was printed twice, as a warning and again as a progress note."""
+    sets = [f"output_dir={tmp_path / 'run'}", "pretrain.learning_rate=1e30", "gan.steps=0"]
+    result = CliRunner().invoke(app, ["train", str(TINY), "-q", *[w for s in sets for w in ("--set", s)]])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    restored = "warning: pretrain steps 1-5: non-finite loss; the state of step 0 restored"
+    assert lines.count(restored) == 3 and len(lines) == 4, lines
+    assert lines[-1].startswith("error: pretrain step 5: losses are not finite again after 3 restores")
+
+
 def test_a_disk_cache_folder_blocked_by_a_file_is_said_as_the_settings_problem(tmp_path):
     """It read "error: base.yaml: File exists (EEXIST)", naming the config, not the cache folder."""
     blocker = tmp_path / "cache"
@@ -475,6 +583,29 @@ def test_two_process_gloo_ddp_keeps_the_ranks_identical(tmp_path):
     assert refused.exit_code == 2, refused.output
     (line,) = refused.output.strip().splitlines()
     assert "written by 2 process(es); resume with the same number (now 1)" in line, line
+
+
+def test_a_bad_validation_scan_under_ddp_is_said_by_every_rank_in_one_line(tmp_path):
+    """Only rank 0 loads the validation scans: it gave the one-line error, and rank 1 an internal
+    error from DDP's first broadcast (connection closed by peer)."""
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_text("not a scan")
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+        "-m", "srgan_med", "train", str(TINY), "-q", "--set", f"output_dir={tmp_path / 'run'}",
+        "--set", f"data.validation=[{bad}]",
+    ]  # fmt: skip
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    said = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
+    assert sorted(said) == sorted(
+        [
+            f"error: {bad}: not a readable NIfTI file (File {bad} is not a gzip file)",
+            "error: rank 1: stopped, another rank could not load its data (its error says why)",
+        ]
+    ), run.stderr[-3000:]
+    assert "internal error" not in run.stderr  # (torchrun's own launcher prints a traceback of its own)
 
 
 def test_adversarial_and_pixel_losses():

@@ -63,11 +63,34 @@ def _write(tmp_path, text: str) -> Path:
         ("optimiser: {reference_batch: 0}\n", r"optimiser\.reference_batch: must be positive"),
         ("- a list\n", r"must be a mapping"),
         ("data: [\n", r"cannot read training config"),
+        ("scale: 2\nname: a\nscale: 4\n", r"training config \(line 3: the key 'scale' is given twice\)"),
+        ("gan: {steps: 1}\ngan: {steps: 2}\n", r"line 2: the key 'gan' is given twice"),
+        ("data: {patch_size: 32, patch_size: 64}\n", r"line 1: the key 'patch_size' is given twice"),
     ],
 )
 def test_bad_configs_name_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
         load_train_config(_write(tmp_path, text))
+
+
+def test_exponents_without_a_dot_are_numbers(tmp_path):
+    """PyYAML (YAML 1.1) reads ``1e-4`` as text: ``learning_rate: 1e-4`` was refused with "expected
+    a number, got '1e-4'"; only ``1.0e-4`` passed."""
+    path = _write(tmp_path, "pretrain: {learning_rate: 1e-4}\ngan: {steps: 1E3}\n")
+    config = load_train_config(path, ["gan.learning_rate=5e-5", "losses.adversarial_weight=1e-3"])
+    assert config.pretrain.learning_rate == 1e-4 and config.gan.learning_rate == 5e-5
+    assert config.gan.steps == 1000 and config.losses.adversarial_weight == 1e-3
+    with pytest.raises(ConfigError, match=r"gan\.learning_rate: expected a number, got '1e-4x'"):
+        load_train_config(path, ["gan.learning_rate=1e-4x"])
+
+
+def test_a_degradation_yaml_with_a_key_twice_is_refused(tmp_path):
+    from srgan_med.degrade import load_degradation_preset
+
+    path = tmp_path / "blur.yaml"
+    path.write_text("modality: CT\nblur: {fwhm_mm: [1.0, 2.0]}\nblur: {fwhm_mm: [3.0, 4.0]}\n")
+    with pytest.raises(ConfigError, match=r"cannot read degradation preset \(line 3: the key 'blur'"):
+        load_degradation_preset(path)
 
 
 def test_overrides_are_typed_and_checked(tmp_path):

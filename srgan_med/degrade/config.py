@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from srgan_med.errors import ConfigError
-from srgan_med.schema import check_choices, from_dict
+from srgan_med.schema import check_choices, from_dict, load_yaml
 
 Range = tuple[float, float]
 
@@ -254,7 +254,7 @@ def load_degradation_preset(name_or_path: str | Path) -> DegradationConfig:
                 f"degradation preset {text!r}: not a preset name ({', '.join(PRESET_NAMES)}) nor a file"
             )
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise ConfigError(f"{path}: cannot read degradation preset ({error})") from None
     try:

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from srgan_med.errors import ConfigError, WeightsNotFoundError
+from srgan_med.errors import ConfigError, InputError, WeightsNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +111,36 @@ def find_vgg19_weights(weights: str = "imagenet") -> Path:
     return path
 
 
+def load_vgg19_state(path: Path) -> dict[str, torch.Tensor]:
+    """The convolution weights of torchvision's VGG19 state dict at ``path`` (its ``features.*``
+    tensors, prefix dropped), checked against :func:`vgg19_features`'s names and shapes.
+
+    Raises:
+        InputError: the file is not one torch reads, or holds no VGG19 (another network, a damaged
+            copy): one line naming the file, before any data is loaded.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch's own: zip reader, unpickler, truncated file
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
+        raise InputError(f"{path}: not a VGG19 weights file torch can read ({reason})") from None
+    if not isinstance(state, dict):
+        raise InputError(f"{path}: holds a {type(state).__name__}, not a VGG19 state dict")
+    features = {
+        key.removeprefix("features."): value
+        for key, value in state.items()
+        if isinstance(key, str) and key.startswith("features.") and isinstance(value, torch.Tensor)
+    }
+    expected = {key: tuple(value.shape) for key, value in vgg19_features().state_dict().items()}
+    wrong = [key for key, shape in expected.items() if getattr(features.get(key), "shape", None) != shape]
+    if wrong:
+        raise InputError(
+            f"{path}: not torchvision's VGG19 (features.{wrong[0]} missing or of another shape; "
+            f"{len(wrong)} of its {len(expected)} convolution tensors differ)"
+        )
+    return {key: features[key] for key in expected}
+
+
 def vgg19_source(path: Path) -> str:
     """What a VGG19 weights file is, for checkpoints and model cards: ``imagenet:PATH`` only when
     its SHA-256 is that of torchvision's ImageNet file, as torch.hub checks a download; any other
@@ -181,9 +211,7 @@ class PerceptualLoss(nn.Module):
             )
         else:
             path = find_vgg19_weights(weights)
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            state = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
-            features.load_state_dict(state)
+            features.load_state_dict(load_vgg19_state(path))
             self.weight_source = vgg19_source(path)
         last = max(LAYERS[name] for name in self.layer_weights)
         self.features = features[: last + 1].eval()

@@ -1,8 +1,9 @@
 """Typed training configuration, loaded from YAML and validated at load time.
 
 Every section is a frozen dataclass; unknown keys and bad values fail with the dotted key path
-(``gan.learning_rate: expected a number, got 'fast'``). Paths in ``data`` and ``degradation`` are
-relative to the config file; ``output_dir`` is relative to the current directory.
+(``gan.learning_rate: expected a number, got 'fast'``). Paths in ``data`` (also ``cache_dir``),
+``degradation`` and ``losses.perceptual.weights`` are relative to the config file; ``output_dir`` is
+relative to the current directory. ``~`` is the home folder in all of them.
 
 Example:
     >>> config = load_train_config("configs/tiny.yaml", ["gan.steps=4"])  # doctest: +SKIP
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from srgan_med.errors import ConfigError
-from srgan_med.schema import apply_overrides, check_choices, from_dict, to_dict
+from srgan_med.schema import apply_overrides, check_choices, from_dict, load_yaml, to_dict
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class DataConfig:
             ``cache_dir``) or ``"none"``; decoded, normalised volumes are cached. A disk cache entry
             is keyed by the scan's files (size and modification time), the normalisation and the
             modality, so a rewritten scan or a changed preset is decoded again.
-        cache_dir: folder of the disk cache (default ``<output_dir>/cache``).
+        cache_dir: folder of the disk cache, relative to the config file (default ``<output_dir>/cache``).
         validation_slices: slices per validation volume (evenly spaced).
     """
 
@@ -75,8 +76,9 @@ class PerceptualConfig:
     """VGG19 content loss.
 
     Attributes:
-        weights: ``"imagenet"`` (torchvision's cache), a path to ``vgg19-dcbb9e9d.pth``, or
-            ``"random"`` (tests only: logged loudly and recorded in checkpoints and models).
+        weights: ``"imagenet"`` (torchvision's cache), a path to ``vgg19-dcbb9e9d.pth`` (relative
+            to the config's folder), or ``"random"`` (tests only: logged loudly and recorded in
+            checkpoints and models).
         layer_weights: VGG19 layer -> weight (``relu5_4`` is the paper's phi_5,4).
         weight: weight of the content loss in the generator's phase-2 loss.
         criterion: ``"mse"`` or ``"l1"``.
@@ -239,6 +241,19 @@ class TrainConfig:
         path = Path(text).expanduser()
         return path if path.is_absolute() else Path(self.base_dir) / path
 
+    @property
+    def output_path(self) -> Path:
+        """``output_dir`` as a path: relative to the current directory, ``~`` the home folder (it
+        made a folder named ``~`` in the current one)."""
+        return Path(self.output_dir).expanduser()
+
+    @property
+    def vgg_weights(self) -> str:
+        """``losses.perceptual.weights`` as :class:`~srgan_med.losses.PerceptualLoss` takes it: the
+        words ``imagenet`` and ``random`` as they are, a path resolved against the config's folder."""
+        weights = self.losses.perceptual.weights
+        return weights if weights in ("imagenet", "random") else str(self.resolve(weights))
+
 
 _CHOICES = {
     "modality": ("CT", "MR"),
@@ -300,6 +315,17 @@ def _validate(config: TrainConfig) -> None:
             raise ConfigError(f"losses.perceptual.layer_weights.{layer}: not a VGG19 layer (e.g. relu5_4)")
         _positive(weight, f"losses.perceptual.layer_weights.{layer}", allow_zero=True)
     _positive(perceptual.weight, "losses.perceptual.weight", allow_zero=True)
+    if config.gan.steps > 0 and perceptual.layer_weights:
+        # conv{b}_{i} / relu{b}_{i} follow b - 1 of VGG19's 2x2 max-poolings, pool{b} b of them: the
+        # patch must survive the halvings (an 8-pixel patch reached relu5_4 at 0x0 after phase 1)
+        deepest = max(perceptual.layer_weights, key=lambda name: LAYERS[name])
+        block = int(deepest.removeprefix("pool").removeprefix("conv").removeprefix("relu").split("_")[0])
+        halvings = block if deepest.startswith("pool") else block - 1
+        if data.patch_size < 2**halvings:
+            raise ConfigError(
+                f"data.patch_size: {data.patch_size} is too small for the perceptual loss's {deepest}, "
+                f"which VGG19 reaches after halving the patch {halvings} times; use at least {2**halvings}"
+            )
     _positive(config.losses.pixel_weight_gan, "losses.pixel_weight_gan", allow_zero=True)
     _positive(config.losses.adversarial_weight, "losses.adversarial_weight", allow_zero=True)
     for phase in ("pretrain", "gan"):
@@ -340,7 +366,7 @@ def load_train_config(path: str | Path, overrides: list[str] | None = None) -> T
     if not path.is_file():
         raise ConfigError(f"{path}: training config not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise ConfigError(f"{path}: cannot read training config ({' '.join(str(error).split())})") from None
     if data is None:

@@ -69,10 +69,10 @@ class DivergenceGuard:
             self.checked_step = self.trainer.step
             return True
         reporter.discard()
-        self._restore(reporter)
+        self._restore()
         return False
 
-    def _restore(self, reporter) -> None:
+    def _restore(self) -> None:
         trainer = self.trainer
         self.restores += 1
         if self.good is None or self.restores > MAX_RESTORES:
@@ -85,6 +85,5 @@ class DivergenceGuard:
             f"{trainer.phase} steps {self.checked_step + 1}-{trainer.step}: non-finite loss; the state of "
             f"step {self.good['step']} restored"
         )
-        logger.warning(message)
-        reporter.note(message)
+        logger.warning(message)  # the CLI prints it once, as "warning: ..." (a note beside it said it twice)
         trainer.step = self.checked_step = self.good["step"]

@@ -53,7 +53,7 @@ def provenance(trainer) -> dict:
 def model_path(config, phase: str) -> Path:
     """Where a phase's model goes: ``<output_dir>/models/<name>-srresnet.safetensors`` (or ``-srgan``)."""
     suffix = {"pretrain": "srresnet", "gan": "srgan"}[phase]
-    return Path(config.output_dir) / "models" / f"{config.name}-{suffix}.safetensors"
+    return config.output_path / "models" / f"{config.name}-{suffix}.safetensors"
 
 
 def export_model(trainer) -> Path:

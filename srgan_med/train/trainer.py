@@ -106,7 +106,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, resume: bool | None = None, quiet: bool = False) -> None:
         self.config = config
-        self.output_dir = Path(config.output_dir)
+        self.output_dir = config.output_path
         self.checkpoint_dir = self.output_dir / "checkpoints"
         self._check_output_dir()
         self._inputs: dict[str, Any] | None = None  # see _resolved_inputs
@@ -126,11 +126,12 @@ class Trainer:
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.quiet = quiet
-        if config.gan.steps > 0 and config.losses.perceptual.weights != "random":
-            from srgan_med.losses import find_vgg19_weights
+        if config.gan.steps > 0 and config.vgg_weights != "random":
+            from srgan_med.losses.perceptual import find_vgg19_weights, load_vgg19_state
 
-            find_vgg19_weights(config.losses.perceptual.weights)  # missing VGG: stop before loading data
-        self._build_data()
+            # a missing or unusable VGG file: said before the data loads (PerceptualLoss reads it again)
+            load_vgg19_state(find_vgg19_weights(config.vgg_weights))
+        self._build_data_on_every_rank()
         self._build_models()
         self.phase = PHASES[0]
         self.step = 0
@@ -186,6 +187,15 @@ class Trainer:
                 "set output_dir to another folder for a new run"
             )
         phase = sidecar.get("phase")
+        done = int(sidecar.get("step", 0))
+        if phase == "pretrain" and self.config.pretrain.steps < done:
+            # The GAN steps are numbered from pretrain.steps: fewer than were done would number them
+            # below the checkpoint, which then stays the newest, and every rerun trains the GAN again.
+            raise ConfigError(
+                f"pretrain.steps: {self.config.pretrain.steps} is fewer than the {done} steps "
+                f"{checkpoint.name} has pre-trained; resume with at least {done}, or set output_dir "
+                "to another folder for a new run"
+            )
         flat_written, flat_ours = _flatten(written), _flatten(ours)
         changed = [
             key
@@ -272,6 +282,26 @@ class Trainer:
             }
         return self._inputs
 
+    def _build_data_on_every_rank(self) -> None:
+        """:meth:`_build_data`; under DDP the ranks then agree that all of them loaded their data.
+
+        Only rank 0 loads the validation scans: a bad one stopped rank 0 with its one-line error,
+        and the other ranks, in DDP's first broadcast, ended in "internal error (... Connection
+        closed by peer)". Now each says that another rank stopped."""
+        failed: Exception | None = None
+        try:
+            self._build_data()
+        except Exception as error:  # re-raised below, once every rank knows
+            failed = error
+        if self.dist.enabled:
+            everyone = self.dist.all_true(torch.tensor(failed is None, device=self.dist.device))
+            if failed is None and not everyone:
+                self.dist.close()
+                said = "stopped, another rank could not load its data (its error says why)"
+                raise InputError(f"rank {self.dist.rank}: {said}")
+        if failed is not None:
+            raise failed
+
     def _build_data(self) -> None:
         from srgan_med.data import PatchSampler, expand_data_list, load_volumes, validation_set
         from srgan_med.degrade import BatchDegradation
@@ -285,7 +315,10 @@ class Trainer:
         self.train_paths, self.train_fingerprints = inputs["train_paths"], inputs["fingerprints"]
         base = Path(config.base_dir)
         self.validation_paths = expand_data_list(config.data.validation, base, "data.validation")
-        cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else self.output_dir / "cache"
+        # data.cache_dir is read like the data's paths: relative to the config file
+        cache_dir = self.output_dir / "cache"
+        if config.data.cache_dir:
+            cache_dir = config.resolve(config.data.cache_dir)
         load = dict(
             cache=config.data.cache, cache_dir=cache_dir, modality=config.modality, scale=config.scale
         )
@@ -343,7 +376,7 @@ class Trainer:
             settings = config.losses.perceptual
             # Built now, so missing VGG weights stop the run before hours of phase 1, not after.
             self.perceptual = PerceptualLoss(
-                settings.layer_weights, settings.weights, criterion=settings.criterion, seed=config.seed
+                settings.layer_weights, config.vgg_weights, criterion=settings.criterion, seed=config.seed
             ).to(self.device)
         memory = torch.channels_last if self.channels_last else torch.contiguous_format
         self.generator.to(memory_format=memory)
