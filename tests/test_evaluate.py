@@ -550,3 +550,76 @@ def test_bicubics_own_row_has_no_gain_or_interval_where_nothing_is_scored():
     one = _baseline_gain([31.0])
     assert one["mean_gain"] == 0.0 and one["ci_low"] is None and one["ci_high"] is None
     assert _baseline_gain([31.0, 32.0])["ci_low"] == 0.0
+
+
+def test_overwrite_replaces_only_an_evaluation_and_never_an_input(tmp_path, small_ct_volume):
+    """--overwrite deleted a folder of a user's CSV files and pictures (the names evaluate writes)
+    and, with -o naming it, the --mask series that was being read."""
+    high, _ = _pair(tmp_path, 0, small_ct_volume)
+    base = ["evaluate", str(high), "--scale", "2", "--methods", "bicubic", "-q"]
+    out = tmp_path / "report"
+    assert CliRunner().invoke(app, [*base, "-o", str(out)]).exit_code == 0
+    again = CliRunner().invoke(app, [*base, "-o", str(out), "--overwrite"])
+    assert again.exit_code == 0, again.stderr  # its own output: replaced
+    mine = tmp_path / "mydata"
+    mine.mkdir()
+    (mine / "patients.csv").write_text("id,age\n")
+    (mine / "photo.png").write_bytes(b"\x89PNG")
+    refused = CliRunner().invoke(app, [*base, "-o", str(mine), "--overwrite"])
+    assert refused.exit_code == 2
+    assert refused.stderr.strip() == (
+        f"error: {mine}: not an evaluation srgan-med wrote (no summary.json of one); --overwrite would "
+        "delete it: choose another output or remove it first"
+    )
+    assert sorted(p.name for p in mine.iterdir()) == ["patients.csv", "photo.png"]
+    scan = load_scan(high)
+    mask = save_scan(
+        MetaTensor((scan.as_tensor() > -500).float(), affine=scan.affine, meta=dict(scan.meta)),
+        tmp_path / "mask",
+    )
+    before = sorted(p.name for p in mask.iterdir())
+    refused = CliRunner().invoke(app, [*base, "--mask", str(mask), "-o", str(mask), "--overwrite"])
+    assert refused.exit_code == 2 and "output would overwrite the input" in refused.stderr
+    assert sorted(p.name for p in mask.iterdir()) == before
+
+
+def test_one_scan_given_twice_is_refused_not_counted_as_two(tmp_path, small_ct_volume):
+    """The same scan twice gave a zero-width 95% interval and a slice p-value 60x smaller."""
+    high, low = _pair(tmp_path, 0, small_ct_volume)
+    copy = tmp_path / "copy.nii.gz"
+    copy.write_bytes(high.read_bytes())
+    base = ["--scale", "2", "--methods", "bicubic", "-q", "-o", str(tmp_path / "out")]
+    cases = [
+        (
+            [str(high), str(tmp_path / "." / high.name)],
+            f"error: {tmp_path / '.' / high.name}: the same scan is given twice",
+        ),
+        ([str(high), str(copy)], f"error: {copy}: the same voxels and grid as {high}"),
+        (
+            [str(high), str(high), "--low-res", str(low), "--low-res", str(low)],
+            f"error: {high}: the same pair (with --low-res {low}) is given twice",
+        ),
+    ]
+    for args, says in cases:
+        result = CliRunner().invoke(app, ["evaluate", *args, *base])
+        assert result.exit_code == 2, result.stderr
+        assert result.stderr.startswith(says) and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert not (tmp_path / "out").exists()
+
+
+def test_a_pair_is_scored_and_modelled_as_one_modality(tmp_path):
+    """NIfTI modality is guessed per file: 2x2 averaging removed the one-voxel gas bubbles of a soft
+    tissue CT, its low-res scan was guessed MR, and ``--model auto`` ran mr-x2 on a CT pair."""
+    rng = np.random.default_rng(1)
+    volume = rng.integers(-100, 300, (48, 48, 6)).astype(np.int16)
+    volume[rng.random(volume.shape) < 0.01] = -1000  # gas: what makes the reference look like CT
+    affine = np.diag([1.5, 1.5, 1.5, 1.0])
+    high = write_nifti(tmp_path / "hr.nii.gz", volume, affine)
+    low_values = volume.reshape(24, 2, 24, 2, 6).mean(axis=(1, 3)).astype(np.float32)
+    low = write_nifti(tmp_path / "lr.nii.gz", low_values, rescaled_affine(affine, (0.5, 0.5, 1)))
+    assert (load_scan(high).meta["modality"], load_scan(low).meta["modality"]) == ("CT", "MR")
+    out = tmp_path / "out"
+    args = ["evaluate", str(high), "--low-res", str(low), "--methods", "bicubic", "--model", "auto"]
+    result = CliRunner().invoke(app, [*args, "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((out / "summary.json").read_text())["auto_models"] == {"00_hr": "ct-x2"}

@@ -253,6 +253,20 @@ def test_existing_output_needs_overwrite_and_inputs_are_never_overwritten(tmp_pa
     with pytest.raises(OutputExistsError, match=r"files srgan-med does not write \(notes.txt\)"):
         save_scan(scan, folder, overwrite=True)
     assert (folder / "notes.txt").read_text() == "mine" and len(list(folder.iterdir())) == scan.shape[3] + 1
+    # ...nor a series srgan-med did not write (a scanner's): its .dcm names alone let it be deleted
+    scanner = tmp_path / "scanner"
+    scanner.mkdir()
+    for index, path in enumerate(sorted(folder.glob("*.dcm"))):
+        ds = pydicom.dcmread(path)
+        assert ds.ContributingEquipmentSequence[-1].Manufacturer == "srgan-med"
+        if index:  # one slice of ours among the scanner's is not enough
+            del ds.ContributingEquipmentSequence
+        ds.save_as(scanner / path.name)
+    with pytest.raises(OutputExistsError, match=r"scanner: a DICOM series srgan-med did not write \(IM00002"):
+        save_scan(scan, scanner, overwrite=True)
+    assert len(list(scanner.iterdir())) == scan.shape[3]
+    (tmp_path / "empty").mkdir()
+    save_scan(scan, tmp_path / "empty", overwrite=True)  # an empty folder holds nothing to lose
 
 
 def test_failed_write_leaves_nothing_behind(tmp_path, small_ct_volume, monkeypatch):

@@ -102,6 +102,38 @@ class ShippedModels:
         return name, self._methods[name]
 
 
+def _refuse_duplicates(high_res_paths, low_res_paths) -> None:
+    """One scan (or one pair) listed twice counts as two independent volumes: a zero-width 95%
+    interval and a p-value 60 times smaller, from one volume. Refused, as said before any work."""
+    pairs = [
+        (Path(high).resolve(), Path(low).resolve() if low_res_paths is not None else None)
+        for high, low in zip(high_res_paths, low_res_paths or [None] * len(high_res_paths), strict=True)
+    ]
+    for index, pair in enumerate(pairs):
+        if pair in pairs[:index]:
+            what = "scan" if pair[1] is None else f"pair (with --low-res {low_res_paths[index]})"
+            raise InputError(
+                f"{high_res_paths[index]}: the same {what} is given twice; one scan scored twice would "
+                "count as two volumes in the statistics"
+            )
+
+
+def _one_modality(high_res, low_res, high_path: str, low_path: str) -> None:
+    """A registered pair is one modality. NIfTI has no tag: each file's modality is guessed from its
+    own values, and averaging can remove the air voxels the CT guess looks for, so a CT reference's
+    low-res scan was guessed MR (and ``--model auto`` took the MR model). A guess takes the other
+    file's modality; two DICOM tags that differ are refused."""
+    high, low = high_res.meta.get("modality"), low_res.meta.get("modality")
+    if high == low:
+        return
+    if low_res.meta.get("modality_guessed"):
+        low_res.meta["modality"], low_res.meta["units"] = high, high_res.meta.get("units", "")
+    elif high_res.meta.get("modality_guessed"):
+        high_res.meta["modality"], high_res.meta["units"] = low, low_res.meta.get("units", "")
+    else:
+        raise InputError(f"{low_path}: modality {low}, and its reference {high_path} is {high}: not one pair")
+
+
 def _mask_for(mask: str, case_name: str, high_res, full_shape) -> str | np.ndarray:
     """``auto``/``none``, or the mask file's voxels on the reference's grid.
 
@@ -220,7 +252,12 @@ def run_evaluation(
     chosen, shipped = resolve_methods(methods, models)
     method_names = [*chosen, *([AUTO_MODEL] if shipped else [])]
     results, auto_models = [], {}
-    inputs = [Path(p) for p in (*high_res_paths, *(low_res_paths or []))]
+    _refuse_duplicates(high_res_paths, low_res_paths)
+    # every file read is an input -o must not overwrite: scans, a mask, models given by path
+    named = [*high_res_paths, *(low_res_paths or []), *([] if mask in ("auto", "none") else [mask])]
+    named += [m for m in (*methods, *models) if m != AUTO_MODEL and Path(m).exists()]
+    inputs = [Path(p) for p in named]
+    seen_voxels: dict[int, str] = {}
     with atomic_output(Path(out), overwrite=overwrite, inputs=inputs) as temporary:
         temporary.mkdir()
         written = []
@@ -231,11 +268,17 @@ def run_evaluation(
                 high_res = load_scan(high_path, modality=modality)
                 full_shape = tuple(high_res.shape[1:])
                 if low_res_paths is None:
-                    high_res, low_res = synthesise_pair(
-                        high_res, degradation, scale, volume_seed(seed, high_res), name
-                    )
+                    drawn = volume_seed(seed, high_res)
+                    if drawn in seen_voxels:
+                        raise InputError(
+                            f"{high_path}: the same voxels and grid as {seen_voxels[drawn]}; one scan "
+                            "scored twice would count as two volumes in the statistics"
+                        )
+                    seen_voxels[drawn] = str(high_path)
+                    high_res, low_res = synthesise_pair(high_res, degradation, scale, drawn, name)
                 else:
                     low_res = load_scan(low_res_paths[index], modality=modality)
+                    _one_modality(high_res, low_res, str(high_path), str(low_res_paths[index]))
                 slice_axis, factors = pair_geometry(high_res, low_res, str(high_path))
                 high_res = crop_to_pair(high_res, low_res)
                 case = Case(name, high_res, low_res, slice_axis, factors)

@@ -51,6 +51,37 @@ def check_output(path: Path, *, overwrite: bool, inputs: Iterable[Path] = ()) ->
                 f"{path}: a folder holding files srgan-med does not write ({listed}); --overwrite "
                 "would delete them: choose another output or remove them first"
             )
+        # Names alone let it delete a scanner's own series and a folder of a user's CSV files and
+        # pictures: the files must also say srgan-med wrote them.
+        not_ours = _not_written_by_us(target)
+        if not_ours:
+            raise OutputExistsError(
+                f"{path}: {not_ours}; --overwrite would delete it: choose another output or remove it first"
+            )
+
+
+def _not_written_by_us(folder: Path) -> str | None:
+    """Why the folder's files (already known to bear the names srgan-med writes) are not srgan-med's
+    own output, or ``None`` when they are: every .dcm file carries our ContributingEquipment item,
+    and the tables and figures lie beside an evaluation's ``summary.json``."""
+    import json
+
+    from srgan_med.io.dicom_write import written_by_srgan_med
+
+    names = sorted(entry.name for entry in folder.iterdir())
+    dicoms = [name for name in names if fnmatch.fnmatch(name, "*.dcm")]
+    stranger = next((name for name in dicoms if not written_by_srgan_med(folder / name)), None)
+    if stranger is not None:
+        return f"a DICOM series srgan-med did not write ({stranger} names no srgan-med contribution)"
+    if len(dicoms) < len(names):  # an evaluation's tables and figures
+        try:
+            versions = json.loads((folder / "summary.json").read_text())["versions"]
+            ours = "srgan-med" in versions
+        except (OSError, ValueError, KeyError, TypeError):
+            ours = False
+        if not ours:
+            return "not an evaluation srgan-med wrote (no summary.json of one)"
+    return None
 
 
 @contextlib.contextmanager

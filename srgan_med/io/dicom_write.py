@@ -199,6 +199,42 @@ def _real_world_value_mappings(mappings, storage: _Storage) -> list:
     return items
 
 
+WRITER = "srgan-med"  # the Manufacturer of our ContributingEquipmentSequence item
+
+
+def _our_contribution(now: _dt.datetime, description: str):
+    """This writer as a ContributingEquipmentSequence item (PS3.3 C.7.5.1.1.4, DCM 109103 "Modifying
+    Equipment"): what made the series, as DICOM records it, and how :func:`written_by_srgan_med`
+    knows a folder of .dcm files is one of ours."""
+    from pydicom.dataset import Dataset
+
+    from srgan_med import __version__
+
+    purpose = Dataset()
+    purpose.CodeValue, purpose.CodingSchemeDesignator = "109103", "DCM"
+    purpose.CodeMeaning = "Modifying Equipment"
+    item = Dataset()
+    item.Manufacturer = WRITER
+    item.SoftwareVersions = __version__
+    item.ContributionDateTime = now.strftime("%Y%m%d%H%M%S")
+    item.ContributionDescription = description[:1024]
+    item.PurposeOfReferenceCodeSequence = [purpose]
+    return item
+
+
+def written_by_srgan_med(path: Path) -> bool:
+    """Whether the DICOM file at ``path`` was written by this writer (its last ContributingEquipment
+    item is ours): what ``--overwrite`` asks before it replaces a folder of .dcm files."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["ContributingEquipmentSequence"])
+        items = ds.get("ContributingEquipmentSequence") or []
+        return bool(items) and str(items[-1].get("Manufacturer", "")) == WRITER
+    except Exception:  # noqa: BLE001 - unreadable, not DICOM: not ours either way
+        return False
+
+
 def write_dicom_series(
     volume: np.ndarray,
     affine_ras,
@@ -254,6 +290,7 @@ def write_dicom_series(
     slice_spacing = abs(float(slice_step @ np.cross(row_cosine, column_cosine)))
     slice_thickness = float(slice_thickness_mm) if slice_thickness_mm else slice_spacing
     photometric = "MONOCHROME1" if source.get("PhotometricInterpretation") == "MONOCHROME1" else "MONOCHROME2"
+    contribution = _our_contribution(now, derivation or description)
     folder.mkdir(parents=True)
     paths = []
     for k in range(volume.shape[2]):
@@ -315,6 +352,7 @@ def write_dicom_series(
             ds.RescaleType = rescale_type
         if real_world_mappings:
             ds.RealWorldValueMappingSequence = _real_world_value_mappings(real_world_mappings, storage)
+        ds.ContributingEquipmentSequence = [*source.get("ContributingEquipmentSequence", []), contribution]
         if _has_non_ascii_text(ds):
             # The copied text is Unicode (read through the source's own character set); UTF-8 keeps
             # every character, where the default repertoire (ASCII) would write them as "?".
