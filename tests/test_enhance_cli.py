@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pydicom
@@ -958,3 +959,94 @@ def test_ctrl_c_between_the_output_and_its_report_leaves_neither(tmp_path, monke
         assert result.exit_code == 130, (result.output, result.exception)
         assert "interrupted; nothing partial was written" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_name_ending_in_a_slash_is_the_folder_outputs_go_into(tmp_path, small_ct_volume):
+    """``-o out/`` with one NIfTI input wrote a DICOM series named ``out`` (the slash was lost), where
+    two inputs put ``out/a_sr.nii.gz`` and ``out/b_sr.nii.gz`` there."""
+    source = write_nifti(tmp_path / "a.nii.gz", *small_ct_volume)
+    model = str(_bundle(tmp_path))
+    result = _invoke(str(source), "--model", model, "-o", f"{tmp_path / 'out'}/")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_sr.nii.gz", "a_sr.nii.gz.json"]
+
+
+def test_the_current_folder_as_input_is_named_by_its_own_name(tmp_path, small_ct_volume, monkeypatch):
+    """``srgan-med enhance .`` inside a series folder ended in "internal error (ValueError:
+    PosixPath('.') has an empty name)", with or without -o."""
+    scan = load_scan(write_nifti(tmp_path / "ct.nii.gz", *small_ct_volume))
+    series = tmp_path / "series"
+    write_dicom_series(scan[0].numpy(), scan.affine, series, modality="CT")
+    model = str(_bundle(tmp_path))
+    monkeypatch.chdir(series)
+    result = _invoke(".", "--model", model)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "series_sr").is_dir() and (tmp_path / "series_sr.json").is_file()
+
+
+def test_a_sheared_grid_to_dicom_is_refused_before_the_work(tmp_path, small_ct_volume):
+    """DICOM cannot describe non-perpendicular in-plane axes: the whole volume was upscaled first,
+    then "internal error (ValueError: cannot write DICOM ...)" with exit code 1."""
+    volume, affine = small_ct_volume
+    sheared = np.array(affine, dtype=np.float64)
+    sheared[:3, 1] += 0.2 * sheared[:3, 0]  # j leans towards i: a sheared in-plane grid
+    source = write_nifti(tmp_path / "sheared.nii.gz", volume, sheared)
+    model = str(_bundle(tmp_path))
+    for command in (
+        ["enhance", str(source), "--model", model, "-o", str(tmp_path / "sr"), "--format", "dicom", "-q"],
+        ["degrade", str(source), "-o", str(tmp_path / "lr"), "--scale", "2"],
+    ):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip() == (
+            f"error: {source}: its in-plane voxel axes are not perpendicular (a sheared grid), which "
+            "DICOM cannot describe; write NIfTI instead (--format nifti)"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sheared.nii.gz", "tiny_x2.safetensors"]
+
+
+def test_a_grid_orthogonal_but_for_rounding_keeps_its_qform(tmp_path, caplog):
+    """An oblique series whose positions are written to 3 decimals (axes 0.001 deg from
+    perpendicular) was called a sheared gantry-tilt grid: the NIfTI output lost its qform (code 0;
+    dcm2niix writes 1) and a warning said ITK tools would refuse it (SimpleITK reads it)."""
+    import nibabel as nib
+
+    angle = np.deg2rad(15.0)
+    rows, columns = np.array([1.0, 0, 0]), np.array([0, np.cos(angle), -np.sin(angle)])
+    normal = np.cross(rows, columns)
+    reference = pydicom.dcmread(pydicom_test_files() / "CT_small.dcm")
+    series = tmp_path / "oblique"
+    series.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(6):
+        ds = reference.copy()
+        ds.SOPInstanceUID = f"1.2.3.{k + 1}"
+        ds.InstanceNumber = k + 1
+        ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*rows, *columns)]
+        ds.ImagePositionPatient = [f"{v:.3f}" for v in np.array([-40.0, -35.3, 12.7]) + k * normal]
+        ds.Rows = ds.Columns = 32
+        ds.PixelData = rng.integers(0, 1000, (32, 32)).astype(np.int16).tobytes()
+        ds.save_as(series / f"{k:03d}.dcm")
+    out = tmp_path / "oblique_sr.nii.gz"
+    with caplog.at_level("WARNING", logger="srgan_med"):
+        result = _invoke(str(series), "--model", str(_bundle(tmp_path)), "-o", str(out))
+    assert result.exit_code == 0, result.output
+    header = nib.load(out).header
+    assert int(header["qform_code"]) == 1 and np.allclose(header.get_qform(), header.get_sform(), atol=1e-3)
+    assert "sheared grid" not in caplog.text and "sheared grid" not in result.output
+
+
+def test_an_invalid_header_value_copied_into_the_derived_series_is_not_a_raw_warning(tmp_path):
+    """A source with PatientAge "22Y" (invalid AS) wrote pydicom's UserWarning lines to stderr as
+    the header was copied; the reader had taken it silently."""
+    ds = pydicom.dcmread(pydicom_test_files() / "CT_small.dcm")
+    ds.PatientAge = "22Y"
+    source = tmp_path / "bad_age.dcm"
+    ds.save_as(source)
+    model = str(_bundle(tmp_path))
+    with warnings.catch_warnings(record=True) as caught:  # pytest would swallow them from stderr
+        warnings.simplefilter("always")
+        result = _invoke(str(source), "--model", model)
+    assert result.exit_code == 0, result.output
+    assert [str(w.message) for w in caught if "pydicom" in w.filename] == []
+    assert pydicom.dcmread(next((tmp_path / "bad_age_sr").glob("*.dcm"))).PatientAge == "22Y"

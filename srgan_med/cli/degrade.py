@@ -222,6 +222,7 @@ def degrade(
     from srgan_med.examples import resolve_input
     from srgan_med.io import load_scan, save_scan
     from srgan_med.io.atomic import atomic_output, check_output
+    from srgan_med.io.dicom_write import check_dicom_grid
     from srgan_med.io.scan import output_format
 
     if preview is not None:  # before any work, as the scan's output is checked
@@ -229,8 +230,10 @@ def degrade(
             raise InputError(f"--preview: {preview}: give the picture a .png name")
         check_output(preview, overwrite=overwrite, inputs=[Path(input_path)])
     check_output(output, overwrite=overwrite, inputs=[Path(input_path)])
-    output_format(output)  # a name of no format: refused before the work
+    fmt = output_format(output)  # a name of no format: refused before the work
     scan = load_scan(resolve_input(input_path), series=series, modality=modality)
+    if fmt == "dicom":
+        check_dicom_grid(scan.affine, input_path)
     modality = str(scan.meta.get("modality", "CT")).upper()
     config = load_degradation_preset(preset or ("mr" if modality == "MR" else "ct"))
     config = _with_overrides(config, modality, fwhm_mm, noise, slice_thickness_mm, slice_gap_mm, psf)

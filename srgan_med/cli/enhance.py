@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -20,12 +19,12 @@ def enhance(
         ),
     ],
     output: Annotated[
-        Path | None,
+        str | None,  # not a Path: "out/" (the folder outputs go into) must keep its slash
         typer.Option(
             "--output",
             "-o",
-            help="Output NIfTI file or DICOM series folder; for several inputs, or a NIfTI output and "
-            "an existing folder, the folder the outputs go into. Default: beside the input, "
+            help="Output NIfTI file or DICOM series folder; for several inputs, a name ending in /, or a "
+            "NIfTI output and an existing folder, the folder the outputs go into. Default: beside the input, "
             "scan.nii.gz -> scan_sr.nii.gz, scan.nii -> scan_sr.nii, DICOM -> <name>_sr/.",
         ),
     ] = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -78,6 +79,10 @@ def default_output(source: Path, source_format: str, fmt: str | None) -> Path:
     SPM, for one, reads only uncompressed files); a DICOM file or series folder -> folder
     ``<name>_sr`` (or ``<name>_sr.nii.gz`` with ``--format nifti``)."""
     fmt = fmt or source_format
+    if not source.name:  # "." or "..": the folder's own name (the current folder's series)
+        source = source.resolve()
+        if not source.name:
+            raise InputError(f"{source}: the root folder has no name to derive an output from; give -o")
     name = source.name
     extension = ".nii.gz"
     for suffix in (".nii.gz", ".nii", ".dcm", ".dicom", ".ima", ".dic"):
@@ -88,14 +93,17 @@ def default_output(source: Path, source_format: str, fmt: str | None) -> Path:
     return source.with_name(f"{name}_sr{extension}" if fmt == "nifti" else f"{name}_sr")
 
 
-def planned_outputs(sources: Sequence[Path], output: Path | None, fmt: str | None) -> list[tuple[Path, str]]:
+def planned_outputs(
+    sources: Sequence[Path], output: Path | None, fmt: str | None, into: bool = False
+) -> list[tuple[Path, str]]:
     """Each input's output and its format, known before any input is read; two inputs writing one
     output is an error.
 
     A name the user gave says its format (``.nii``/``.nii.gz``, or a folder name without a suffix)
     unless ``fmt`` does; a derived name has the input's format (as :func:`srgan_med.io.load_scan`
     decides it from the path), so ``MR_small.IMA`` or a series folder named by its UID
-    (``1.2.840.113619.2.55``) get the DICOM folder ``<name>_sr``."""
+    (``1.2.840.113619.2.55``) get the DICOM folder ``<name>_sr``. ``into`` (``-o out/``, the name
+    ending in a slash): ``output`` is the folder the outputs go into, even for one input."""
     from srgan_med.io.nifti import is_nifti_path
     from srgan_med.io.scan import output_format
 
@@ -108,7 +116,7 @@ def planned_outputs(sources: Sequence[Path], output: Path | None, fmt: str | Non
         target = default_output(source, source_format, fmt)
         # A NIfTI output is never a folder: an existing folder given for it is where it goes, as
         # several inputs' outputs do. (A DICOM output is a folder: the name is the series' own.)
-        into_folder = output is not None and output.is_dir() and (fmt or source_format) == "nifti"
+        into_folder = output is not None and (into or (output.is_dir() and (fmt or source_format) == "nifti"))
         named = output is not None and not (len(sources) > 1 or into_folder)
         if output is not None:
             target = output if named else output / target.name
@@ -309,7 +317,7 @@ def clamp_range(scan) -> tuple[float, float]:
 def enhance_files(
     inputs: Sequence[str],
     *,
-    output: Path | None = None,
+    output: Path | str | None = None,
     model: str,
     scale: int | None = None,
     plane: str = "auto",
@@ -351,6 +359,7 @@ def enhance_files(
     from srgan_med.enhance.inference import PRECISIONS, compile_problem
     from srgan_med.io import load_scan, save_scan, scratch, spacing_from_affine
     from srgan_med.io.atomic import atomic_output, check_output, remove_output
+    from srgan_med.io.dicom_write import check_dicom_grid
     from srgan_med.io.geometry import plane_spacing
     from srgan_med.models.bundle import default_model
     from srgan_med.progress import progress_bar
@@ -364,7 +373,10 @@ def enhance_files(
     sources = expand_inputs(inputs, series)
     if series is not None and len(sources) > 1:
         raise InputError(f"--series picks a series of one folder; got {len(sources)} inputs")
-    targets = planned_outputs(sources, output, fmt)
+    # "-o out/": the folder the outputs go into, as for several inputs (a Path drops the slash)
+    into = isinstance(output, str) and output.endswith(("/", os.sep))
+    output = Path(output) if output is not None else None
+    targets = planned_outputs(sources, output, fmt, into=into)
     for target, _ in targets:  # before any work: a clash found at the third input would leave two written
         check_output(target, overwrite=overwrite, inputs=sources)
         check_output(report_path(target), overwrite=overwrite, inputs=sources)  # the report beside it
@@ -432,6 +444,8 @@ def enhance_files(
                 bundle.modality,
             )
         check_output(target, overwrite=overwrite, inputs=sources)
+        if target_format == "dicom":
+            check_dicom_grid(scan.affine, source)
         slice_axis = slice_axis_for(scan.affine.numpy(), plane, tuple(scan.shape[1:]))
         if through_plane and int(scan.shape[1 + slice_axis]) == 1:
             raise InputError(

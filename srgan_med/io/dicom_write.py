@@ -8,11 +8,14 @@ write DICOM at all, so the geometry tags are derived here by hand from the affin
 from __future__ import annotations
 
 import datetime as _dt
+import functools
+import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from srgan_med.errors import InputError
 from srgan_med.io.geometry import LPS_TO_RAS, as_numpy_affine
 from srgan_med.io.layout import slabs
 
@@ -87,8 +90,21 @@ def slice_geometry(affine_ras) -> tuple[np.ndarray, np.ndarray, np.ndarray, floa
     column_spacing, row_spacing = float(np.linalg.norm(column_step)), float(np.linalg.norm(j_step))
     row_cosine, column_cosine = column_step / column_spacing, -j_step / row_spacing
     if abs(float(row_cosine @ column_cosine)) > 1e-4:
-        raise ValueError("cannot write DICOM: the in-plane axes of the affine are not orthogonal")
+        raise InputError(
+            "its in-plane voxel axes are not perpendicular (a sheared grid), which DICOM cannot "
+            "describe; write NIfTI instead (--format nifti)"
+        )
     return row_cosine, column_cosine, slice_step, column_spacing, row_spacing
+
+
+def check_dicom_grid(affine_ras, name) -> None:
+    """Refuse, naming ``name``, a grid a DICOM series cannot describe: before the work, not after
+    it (a sheared NIfTI to ``--format dicom`` upscaled the whole volume, then stopped with an
+    internal error)."""
+    try:
+        slice_geometry(affine_ras)
+    except InputError as error:
+        raise InputError(f"{name}: {error}") from None
 
 
 class _Storage(NamedTuple):
@@ -235,6 +251,20 @@ def written_by_srgan_med(path: Path) -> bool:
         return False
 
 
+def _without_pydicom_warnings(function):
+    """Run ``function`` with Python warnings off: an invalid value the reader took as it was
+    (PatientAge ``22Y``) was warned about again as it was copied, as raw warning lines on stderr."""
+
+    @functools.wraps(function)
+    def quiet(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return function(*args, **kwargs)
+
+    return quiet
+
+
+@_without_pydicom_warnings
 def write_dicom_series(
     volume: np.ndarray,
     affine_ras,

@@ -269,7 +269,13 @@ def _carried_fields(header, shape: tuple[int, ...], affine: np.ndarray, qform: n
     return fields
 
 
-def _is_sheared(affine: np.ndarray, tolerance: float = 1e-6) -> bool:
+# sin(0.01 deg), the gantry tilt below which the DICOM reader calls a grid orthogonal: a qform (the
+# nearest rotation) then misplaces a voxel 300 mm from the origin by at most 0.05 mm. At 1e-6 the
+# rounding of positions written to 3 decimals (axes 0.001 deg apart) dropped a valid qform.
+SHEAR_TOLERANCE = 1.75e-4
+
+
+def _is_sheared(affine: np.ndarray, tolerance: float = SHEAR_TOLERANCE) -> bool:
     """Whether the voxel axes of ``affine`` are not orthogonal (a qform cannot represent them)."""
     axes = np.asarray(affine, dtype=np.float64)[:3, :3]
     unit = axes / np.linalg.norm(axes, axis=0)
