@@ -11,31 +11,44 @@ installed library provides them for volumes with masks:
   https://doi.org/10.1109/TIP.2013.2293423): a perceptual measure that needs no downloaded weights.
 
 All functions take ``reference`` and ``test`` arrays of the same shape (``(H, W)`` or ``(I, J, K)``;
-for volumes the last axis indexes slices), in the same physical units.
+for volumes the last axis indexes slices; a scan's ``(1, I, J, K)`` counts as ``(I, J, K)``), in the
+same physical units. Bad arguments raise :class:`~srgan_med.errors.InputError` (a ``ValueError``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from srgan_med.errors import InputError
+
+
+def _image(array, name: str, dtype=np.float64) -> np.ndarray:
+    """``array`` as ``(H, W)`` or ``(I, J, K)``: a scan's channel axis of one dropped (a ``(1, I, J,
+    K)`` volume was taken slice by slice as 3-D slices: GMSD came out 6x too large, silently)."""
+    array = np.asarray(array, dtype=dtype)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim not in (2, 3):
+        raise InputError(f"{name}: expected an image (H, W) or a volume (I, J, K), got shape {array.shape}")
+    return array
+
 
 def _pair(reference, test, mask=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    reference = np.asarray(reference, dtype=np.float64)
-    test = np.asarray(test, dtype=np.float64)
+    reference, test = _image(reference, "reference"), _image(test, "test")
     if reference.shape != test.shape:
-        raise ValueError(f"shapes differ: reference {reference.shape}, test {test.shape}")
+        raise InputError(f"shapes differ: reference {reference.shape}, test {test.shape}")
     if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
+        mask = _image(mask, "mask", bool)
         if mask.shape != reference.shape:
-            raise ValueError(f"mask shape {mask.shape} differs from image shape {reference.shape}")
+            raise InputError(f"mask shape {mask.shape} differs from image shape {reference.shape}")
         if not mask.any():
-            raise ValueError("mask is empty")
+            raise InputError("mask is empty")
     return reference, test, mask
 
 
 def _check_range(data_range: float) -> float:
     if not data_range > 0:
-        raise ValueError(f"data_range must be positive, got {data_range}")
+        raise InputError(f"data_range must be positive, got {data_range}")
     return float(data_range)
 
 
@@ -73,7 +86,7 @@ def ssim(reference, test, data_range: float, mask=None) -> float:
     for ref, tst, msk in zip(_slices(reference), _slices(test), masks, strict=True):
         if min(ref.shape) < SSIM_MIN_SIDE:
             side = SSIM_MIN_SIDE
-            raise ValueError(f"slices of {ref.shape} are too small for SSIM ({side}x{side} at least)")
+            raise InputError(f"slices of {ref.shape} are too small for SSIM ({side}x{side} at least)")
         mean_ssim, ssim_map = structural_similarity(
             ref,
             tst,
@@ -96,7 +109,7 @@ def ssim(reference, test, data_range: float, mask=None) -> float:
             values.append(float(ssim_map[inner].mean()))
             weights.append(float(inner.sum()))
     if not values:
-        raise ValueError(f"the mask lies only within {(SSIM_MIN_SIDE - 1) // 2} voxels of the slices' edges")
+        raise InputError(f"the mask lies only within {(SSIM_MIN_SIDE - 1) // 2} voxels of the slices' edges")
     return float(np.average(values, weights=weights))
 
 
@@ -129,7 +142,7 @@ def hfen(reference, test, mask=None, sigma: float = 1.5) -> float:
     norm = float(np.linalg.norm(log_ref))
     # the truncated LoG kernel leaves ~1e-4 of the value on flat images: treat that as flat
     if np.abs(log_ref).max(initial=0.0) <= 1e-3 * max(float(np.abs(reference).max()), 1e-12):
-        raise ValueError("the reference has no high-frequency content (flat image): HFEN is undefined")
+        raise InputError("the reference has no high-frequency content (flat image): HFEN is undefined")
     return float(np.linalg.norm(log_ref - log_test) / norm)
 
 

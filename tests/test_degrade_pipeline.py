@@ -164,3 +164,41 @@ def test_unknown_preset_and_bad_yaml_file(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00\x01")
     with pytest.raises(ConfigError, match=r"binary.yaml: cannot read degradation preset"):
         load_degradation_preset(binary)
+
+
+def test_monai_dataloader_batches_loaded_scans_and_mixed_psf_draws(tmp_path):
+    """MONAI's collate stopped on the items these transforms make: a NIfTI header's ``dim_info``
+    [None, None, None] (even at batch size 1), and blur records whose keys differed by PSF family
+    (``KeyError: 'fwhm_mm'`` as soon as a batch mixed a bicubic and a Gaussian draw)."""
+    import nibabel as nib
+    from monai.data import DataLoader, Dataset, decollate_batch
+    from monai.transforms import Compose
+
+    from srgan_med.degrade import load_degradation_preset
+    from srgan_med.io import save_scan
+    from srgan_med.io.transforms import LoadScand
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(4):
+        image = nib.Nifti1Image(
+            rng.integers(-1000, 1000, (32, 32, 4)).astype(np.int16), np.diag([1, 1, 2, 1])
+        )
+        if index == 1:  # one file with a registered sform beside its qform, another with a comment
+            sform = image.affine.copy()
+            sform[:3, 3] += 5.0
+            image.set_sform(sform, code=2)
+        if index == 2:
+            image.header.extensions.append(nib.nifti1.Nifti1Extension(6, b"a comment"))
+        paths.append(tmp_path / f"s{index}.nii.gz")
+        nib.save(image, paths[-1])
+    pipeline = Compose(
+        [LoadScand(keys="high_res"), degradation_pipeline(load_degradation_preset("ct"), 2, seed=0)]
+    )
+    batches = list(DataLoader(Dataset([{"high_res": str(p)} for p in paths] * 4, pipeline), batch_size=4))
+    profiles = [p for batch in batches for p in batch["low_res"].meta["degradation"]["blur"]["profile"]]
+    assert len(set(profiles)) > 1  # the batches did mix families
+    assert tuple(batches[0]["low_res"].shape) == (4, 1, 16, 16, 4)
+    item = decollate_batch(batches[0])[1]  # decollated, an item still writes with its own header
+    written = save_scan(item["high_res"], tmp_path / "back.nii.gz")
+    assert int(nib.load(written).header["sform_code"]) == 2

@@ -71,6 +71,8 @@ def expand_data_list(entries, base_dir: str | Path = ".", key: str = "data.train
         >>> expand_data_list(["example:ct-small"])  # doctest: +ELLIPSIS
         [PosixPath('.../CT_small.dcm')]
     """
+    if isinstance(entries, (str, Path)):  # one path, not its characters
+        entries = [entries]
     seen: dict[Path, None] = {}
     for index, entry in enumerate(entries):
         for path in _expand_one(str(entry), Path(base_dir), f"{key}[{index}]"):

@@ -84,6 +84,8 @@ def load_volumes(
     transform = DegradationPipeline(
         [LoadScand(keys="high_res", modality=modality), NormaliseIntensityd(config=degradation.normalise)]
     )
+    if cache not in ("memory", "disk", "none"):  # "ram" ran silently without a cache
+        raise ConfigError(f"data.cache: must be one of memory, disk, none, got {cache!r}")
     items = [{"high_res": str(p)} for p in paths]
     if cache == "memory":
         dataset = CacheDataset(items, transform=transform, cache_rate=1.0, num_workers=0, progress=False)

@@ -184,12 +184,12 @@ def _box_taps(width_mm: torch.Tensor, spacing_mm: torch.Tensor) -> torch.Tensor:
 
 
 def blur_record(profile: str, fwhm_mm, scale: int | None) -> dict:
-    """What ``meta["degradation"]["blur"]`` holds for one draw (the width only where it is used)."""
-    if profile == "bicubic":
-        return {"profile": profile, "scale": scale}
-    if profile == "none":
-        return {"profile": profile}
-    return {"profile": profile, "fwhm_mm": [float(v) for v in fwhm_mm]}
+    """What ``meta["degradation"]["blur"]`` holds for one draw: the same keys for every family, so a
+    DataLoader batch mixing families collates (a bicubic draw without ``fwhm_mm`` beside a Gaussian
+    one stopped MONAI's collate with ``KeyError``). ``fwhm_mm`` is ``[0.0, 0.0]`` for the families
+    with no width of their own (``none``; ``bicubic``, whose kernel follows ``scale``)."""
+    widths = [float(v) for v in fwhm_mm] if profile in ("gaussian", "box") else [0.0, 0.0]
+    return {"profile": profile, "fwhm_mm": widths, "scale": int(scale or 0)}
 
 
 def blur(image: torch.Tensor, kernels: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -21,7 +21,7 @@ from srgan_med.degrade.kspace import RandKSpaceTruncated
 from srgan_med.degrade.noise import RandNoised
 from srgan_med.degrade.normalise import NormaliseIntensityd
 from srgan_med.degrade.quantise import RandQuantised
-from srgan_med.errors import wrapped_user_error
+from srgan_med.errors import InputError, wrapped_user_error
 
 
 class CopyToLowResd(MapTransform):
@@ -73,6 +73,11 @@ def degradation_pipeline(
     Returns:
         ``Compose``; each item gets one draw per step, recorded in ``meta["degradation"]``.
 
+    In a ``DataLoader`` with workers, as for MONAI's own random transforms: each worker holds a
+    copy of the generators, so torch's ``DataLoader`` gives every worker the same draws unless its
+    ``worker_init_fn`` reseeds them (``monai.data.utils.worker_init_fn`` does), and MONAI's
+    ``DataLoader`` reseeds them from torch's seed, which then decides the draws instead of ``seed``.
+
     Example:
         >>> from srgan_med.degrade import load_degradation_preset
         >>> pipeline = degradation_pipeline(load_degradation_preset("ct"), scale=2)
@@ -122,6 +127,11 @@ def simulate_low_res(scan, config: DegradationConfig, scale: int, seed: int | No
 
     from srgan_med.degrade.normalise import denormalise
 
+    if scan.ndim != 4 or scan.shape[0] != 1:  # an (I, J, K) tensor was degraded as a (C, H, W) slice
+        raise InputError(
+            f"expected a scan (1, I, J, K) as load_scan gives it, got shape {tuple(scan.shape)} "
+            "(add the channel axis: scan[None])"
+        )
     item = degradation_pipeline(config, scale, seed=seed)({"high_res": scan})
     low_res = item["low_res"]
     values = denormalise(low_res.as_tensor(), low_res.meta["normalisation"])

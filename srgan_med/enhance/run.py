@@ -37,13 +37,15 @@ def report_path(output: Path) -> Path:
     return output.with_name(output.name + ".json")
 
 
-def expand_inputs(inputs: Sequence[str], series: str | None = None) -> list[Path]:
+def expand_inputs(inputs: Sequence[str] | str | Path, series: str | None = None) -> list[Path]:
     """Each input as given, except that a folder stands for the scans it holds: its NIfTI files, or
     its subfolders when each holds its own DICOM series (a study exported series by series). A folder
     holding one series, or any with ``series`` given, stays one input."""
     from srgan_med.examples import resolve_input
     from srgan_med.io.nifti import is_nifti_path
 
+    if isinstance(inputs, (str, Path)):  # one path: its characters were taken as inputs ("/" first)
+        inputs = [inputs]
     paths: list[Path] = []
     for text in inputs:
         path = resolve_input(text)
@@ -163,7 +165,9 @@ def _ran_as(precision: str, device) -> str:
 def derived_description(meta: dict[str, Any], suffix: str, fmt: str) -> str:
     """The input's description (DICOM SeriesDescription or NIfTI descrip) with ``suffix``, cut to fit
     the output's field (DICOM LO: 64 characters; NIfTI descrip: 79 bytes) so the suffix always shows."""
-    source = str(meta.get("series_description") or meta.get("nifti_header", {}).get("descrip") or "").strip()
+    header = meta.get("nifti_header") or "{}"
+    descrip = (json.loads(header) if isinstance(header, str) else header).get("descrip")
+    source = str(meta.get("series_description") or descrip or "").strip()
     room = (64 if fmt == "dicom" else 79) - len(suffix) - 1
     return f"{source[:room].rstrip()} {suffix}".strip()
 
@@ -261,9 +265,10 @@ class PreparedModel:
         """Load ``name`` (shipped model or ``.safetensors`` path); ``precision`` ``None``: the device's."""
         from srgan_med.enhance.inference import CompiledGenerator, prepare_for_inference
         from srgan_med.enhance.tiling import receptive_field_radius
-        from srgan_med.models.bundle import load_bundle
+        from srgan_med.models.bundle import as_device, load_bundle
 
-        bundle = load_bundle(name, device=str(device))
+        device = as_device(device)  # "cpu" as text too (it failed later, in engine_settings)
+        bundle = load_bundle(name, device=device)
         # Same function, faster (folded batch norm, layout); precision as asked or the device's.
         generator = prepare_for_inference(bundle.generator, device, precision=precision)
         if compile_model:

@@ -214,6 +214,15 @@ def _fmt_draw(value: Any) -> str:
     return str(value)
 
 
+# a blur record holds every key for every family (blur.blur_record); the line shows those it uses
+_UNUSED_BY = {
+    "gaussian": ("scale",),
+    "box": ("scale",),
+    "bicubic": ("fwhm_mm",),
+    "none": ("fwhm_mm", "scale"),
+}
+
+
 def _describe_draws(draws: dict[str, Any]) -> str:
     """One line of a simulated degradation's draws: ``blur: profile gaussian, fwhm_mm 1.17; ...``."""
     steps = []
@@ -221,7 +230,9 @@ def _describe_draws(draws: dict[str, Any]) -> str:
         shown = [
             f"{key} {_fmt_draw(value)}"
             for key, value in (fields.items() if isinstance(fields, dict) else [("value", fields)])
-            if not key.endswith("seed") and not key.endswith("_normalised")
+            if not key.endswith("seed")
+            and not key.endswith("_normalised")
+            and not (step == "blur" and key in _UNUSED_BY.get(fields.get("profile"), ()))
         ]
         steps.append(f"{step}: {', '.join(shown)}")
     return "; ".join(steps)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import re
@@ -209,21 +210,25 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         affine,
         {
             "original_dtype": original_dtype,
-            "nifti_header": {
-                "descrip": _text(header["descrip"]),
-                "aux_file": _text(header["aux_file"]),
-                # carried over as they are: TR of fMRI-style headers, display range, intent
-                "time_step": float(header["pixdim"][4]),
-                "time_unit": header.get_xyzt_units()[1],
-                "cal_range": [float(header["cal_min"]), float(header["cal_max"])],
-                "intent": [int(header["intent_code"]), _text(header["intent_name"])]
-                + [float(header[f"intent_p{i}"]) for i in (1, 2, 3)],
-                "sform_code": sform_code if sform_code > 0 else 1,
-                "qform_code": qform_code if qform_code > 0 else 1,
-                "version": 2 if isinstance(header, nib.Nifti2Header) else 1,
-                "ndim": len(shape),
-                **_carried_fields(header, shape[:3], affine, qform if stored_qform_code > 0 else None),
-            },
+            # JSON text, not a nested dict: a DataLoader batch collates it (None in dim_info, fields
+            # only some files have, lists of other lengths stopped MONAI's collate)
+            "nifti_header": json.dumps(
+                {
+                    "descrip": _text(header["descrip"]),
+                    "aux_file": _text(header["aux_file"]),
+                    # carried over as they are: TR of fMRI-style headers, display range, intent
+                    "time_step": float(header["pixdim"][4]),
+                    "time_unit": header.get_xyzt_units()[1],
+                    "cal_range": [float(header["cal_min"]), float(header["cal_max"])],
+                    "intent": [int(header["intent_code"]), _text(header["intent_name"])]
+                    + [float(header[f"intent_p{i}"]) for i in (1, 2, 3)],
+                    "sform_code": sform_code if sform_code > 0 else 1,
+                    "qform_code": qform_code if qform_code > 0 else 1,
+                    "version": 2 if isinstance(header, nib.Nifti2Header) else 1,
+                    "ndim": len(shape),
+                    **_carried_fields(header, shape[:3], affine, qform if stored_qform_code > 0 else None),
+                }
+            ),
         },
     )
 
@@ -293,12 +298,16 @@ def write_nifti(
     path: Path,
     *,
     dtype: str,
-    header: dict[str, Any],
+    header: dict[str, Any] | str,
     description: str,
 ) -> None:
     """Write ``volume`` (I, J, K) with ``affine`` as NIfTI-1, or NIfTI-2 when ``header`` says the
-    input was (``"version": 2``), in ``dtype`` (values rounded for ints)."""
+    input was (``"version": 2``), in ``dtype`` (values rounded for ints). ``header``: the reader's
+    ``meta["nifti_header"]``, as JSON text or parsed."""
     import nibabel as nib
+
+    if isinstance(header, str):
+        header = json.loads(header)
 
     data = np.asarray(volume)
     if np.dtype(dtype).kind in "iu":

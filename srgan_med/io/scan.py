@@ -6,8 +6,10 @@ Its ``meta`` keeps what is needed to write a result back in the input's format:
 
 * ``modality`` (``"CT"``, ``"MR"``, ...), ``modality_guessed`` (True for NIfTI, which has no tag),
 * ``units`` (``"HU"`` for CT, ``""`` otherwise), ``original_dtype``,
-* ``source_format`` (``"nifti"`` or ``"dicom"``), ``filename_or_obj`` (MONAI's key for the source),
-* ``dicom_reference`` (DICOM JSON header of the source) or ``nifti_header``,
+* ``source_format`` (``"nifti"`` or ``"dicom"``), ``filename_or_obj`` (MONAI's key for the source,
+  as given), ``source_path`` (the source resolved to an absolute path),
+* ``dicom_reference`` (the source's DICOM JSON header) or ``nifti_header``, both as JSON text (a
+  DataLoader batch collates text whatever fields each file has),
 * ``real_world_mappings`` (DICOM only, where the source has a linear RealWorldValueMappingSequence
   all frames share): ``[{"slope", "intercept", "item"}]`` mapping the loaded values to real-world
   values, written back rescaled to a DICOM output's stored values.
@@ -16,6 +18,7 @@ Its ``meta`` keeps what is needed to write a result back in the input's format:
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -100,6 +103,8 @@ def load_scan(path: str | Path, series: str | None = None, modality: str | None 
     import torch
     from monai.data import MetaTensor
 
+    if not isinstance(path, (str, os.PathLike)):  # None, a number, a tensor: Path() raised TypeError
+        raise InputError(f"load_scan takes a path (str or Path), got a {type(path).__name__}")
     path = Path(path)
     if modality is not None:
         if str(modality).upper() not in MODALITIES:
@@ -167,6 +172,9 @@ def load_scan(path: str | Path, series: str | None = None, modality: str | None 
         raise InputError(f"{path}: the image has no voxels (shape {volume.shape})")
     meta["units"] = "HU" if meta["modality"] == "CT" else ""
     meta["filename_or_obj"] = str(path)
+    # resolved now: save_scan's "never overwrite the input" held only while the working directory
+    # stayed the one the relative path was given in
+    meta["source_path"] = str(path.resolve())
     affine = torch.as_tensor(affine, dtype=torch.float64)
     return MetaTensor(_float32_c_order(volume)[None], affine=affine, meta=meta)
 
@@ -252,18 +260,38 @@ def save_scan(
     path = Path(path)
     reference = image if reference is None else reference
     ref_meta: dict[str, Any] = dict(getattr(reference, "meta", {}) or {})
+    if getattr(image, "affine", None) is None:  # a plain tensor or array: no grid to write it on
+        raise InputError(
+            f"{path}: a {type(image).__name__} has no affine; give a MetaTensor with its voxel-to-world "
+            "affine (monai.data.MetaTensor(array, affine=...)), e.g. one from load_scan"
+        )
     array = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    if array.ndim == 4 and array.shape[0] != 1:  # channel 1 onwards had been dropped silently
+        raise InputError(
+            f"{path}: an image of {array.shape[0]} channels (shape {tuple(array.shape)}); a scan is "
+            "written one channel at a time: (1, I, J, K)"
+        )
     volume = array[0] if array.ndim == 4 else array
     if volume.ndim != 3:
         raise InputError(f"cannot write an image of shape {tuple(array.shape)}; expected (1, I, J, K)")
-    affine = as_numpy_affine(image.affine)
+    if volume.size == 0:
+        raise InputError(f"{path}: the image has no voxels (shape {tuple(array.shape)})")
+    try:
+        affine = as_numpy_affine(image.affine)
+    except ValueError as error:
+        raise InputError(f"{path}: {error}") from None
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InputError(
+            f"{path}: the affine places no voxel (NaN, infinite or of zero volume): {affine.tolist()}"
+        )
     # Checked slab by slab: a whole-volume boolean mask costs a byte per voxel of a large output.
     if not all(np.isfinite(volume[slab]).all() for slab in slabs(volume.shape, volume.strides)):
         raise InputError(f"{path}: refusing to write NaN/Inf values")
     fmt = output_format(path, fmt)
     sources = [Path(p) for p in inputs]
-    if ref_meta.get("filename_or_obj"):
-        sources.append(Path(str(ref_meta["filename_or_obj"])))
+    source = ref_meta.get("source_path") or ref_meta.get("filename_or_obj")
+    if source:
+        sources.append(Path(str(source)))
     with atomic_output(path, overwrite=overwrite, inputs=sources) as temporary:
         if fmt == "nifti":
             dtype = output_dtype(volume, str(ref_meta.get("original_dtype", "float32")))

@@ -93,9 +93,21 @@ def save_bundle(
     card: dict[str, Any],
     overwrite: bool = False,
 ) -> Path:
-    """Write ``generator`` and its metadata atomically as one ``.safetensors`` file."""
+    """Write ``generator`` and its metadata atomically as one ``.safetensors`` file.
+
+    Raises:
+        InputError: a bundle :func:`load_bundle` would refuse (its scale not the architecture's) or
+            a normalisation that is not a :class:`~srgan_med.degrade.config.NormaliseConfig`.
+    """
+    from srgan_med.degrade.config import NormaliseConfig
     from srgan_med.io.atomic import atomic_output, save_safetensors
 
+    built = architecture.get("kwargs", {}).get("scale", scale)
+    if built != scale:  # written, it was refused only when loaded
+        raise InputError(f"{path}: scale {scale}, but the architecture upsamples x{built}")
+    if not isinstance(normalisation, NormaliseConfig):
+        got = type(normalisation).__name__
+        raise InputError(f"{path}: normalisation must be a NormaliseConfig, got a {got}")
     metadata = {
         "format_version": FORMAT_VERSION,
         "architecture": architecture,
@@ -178,9 +190,31 @@ def read_metadata(path: Path) -> dict[str, Any]:
     return metadata
 
 
-def load_bundle(name_or_path: str, device: str = "cpu") -> ModelBundle:
-    """Load a shipped or saved model, ready for inference (eval mode, on ``device``)."""
+def as_device(device):
+    """``device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``torch.device``) as a
+    ``torch.device`` this machine has; otherwise an :class:`InputError` (torch's own was an
+    ``AssertionError``, "Torch not compiled with CUDA enabled")."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if chosen.type not in ("cpu", "cuda"):
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} asked for, but no CUDA device is available")
+    return chosen
+
+
+def load_bundle(name_or_path: str, device="cpu") -> ModelBundle:
+    """Load a shipped or saved model, ready for inference (eval mode, on ``device``: see
+    :func:`as_device`)."""
     from safetensors.torch import load_file
+
+    device = as_device(device)
 
     path = resolve_model(name_or_path)
     metadata = read_metadata(path)
