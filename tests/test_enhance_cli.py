@@ -1050,3 +1050,25 @@ def test_an_invalid_header_value_copied_into_the_derived_series_is_not_a_raw_war
     assert result.exit_code == 0, result.output
     assert [str(w.message) for w in caught if "pydicom" in w.filename] == []
     assert pydicom.dcmread(next((tmp_path / "bad_age_sr").glob("*.dcm"))).PatientAge == "22Y"
+
+
+def test_ctrl_c_during_the_second_input_names_the_outputs_already_complete(tmp_path, monkeypatch):
+    """It said only "nothing partial was written", not which outputs were complete and kept."""
+    import srgan_med.io
+
+    real_load, calls = srgan_med.io.load_scan, []
+
+    def load_then_interrupt(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:  # the second input
+            raise KeyboardInterrupt
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(srgan_med.io, "load_scan", load_then_interrupt)
+    result = _invoke("example:ct-small", "example:mr-small", "-o", str(tmp_path / "out"))
+    assert result.exit_code == 130, (result.output, result.exception)
+    first = tmp_path / "out" / "CT_small_sr"
+    assert result.stderr.strip() == (
+        f"error: interrupted; nothing partial was written (1 of 2 written before it: {first})"
+    )
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["CT_small_sr", "CT_small_sr.json"]

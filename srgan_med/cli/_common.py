@@ -50,8 +50,9 @@ def handle_errors(func: F) -> F:
         except OSError as error:
             # The machine, not the program: a full disk, a missing permission, a vanished file.
             raise fail(describe_os_error(error)) from None
-        except KeyboardInterrupt:
-            raise fail("interrupted; nothing partial was written", 130) from None
+        except KeyboardInterrupt as interrupt:
+            done = f" ({interrupt})" if str(interrupt) else ""  # e.g. the outputs completed before it
+            raise fail(f"interrupted; nothing partial was written{done}", 130) from None
         except Exception as error:  # noqa: BLE001 - the last line of defence against tracebacks
             if os.environ.get("SRGAN_MED_DEBUG"):
                 raise

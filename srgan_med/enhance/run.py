@@ -556,10 +556,12 @@ def enhance_files(
     for source, (target, target_format) in zip(sources, targets, strict=True):
         try:
             written.append(enhance_one(source, target, target_format))
-        except SrganMedError as error:
+        except (SrganMedError, KeyboardInterrupt) as error:
             if not written:
                 raise
             done = ", ".join(str(path) for path in written[:3]) + (", ..." if len(written) > 3 else "")
-            note = f"stopped there; {len(written)} of {len(sources)} written before it: {done}"
-            raise type(error)(f"{error} ({note})") from None
+            done = f"{len(written)} of {len(sources)} written before it: {done}"
+            if isinstance(error, KeyboardInterrupt):  # the CLI says it after "interrupted; ..."
+                raise KeyboardInterrupt(done) from None
+            raise type(error)(f"{error} (stopped there; {done})") from None
     return written
