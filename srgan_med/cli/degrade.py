@@ -219,6 +219,7 @@ def degrade(
     """Write the low-resolution scan a worse acquisition would have produced (blur, downsampling, thick
     slices, noise), on a voxel-centre-correct grid so it overlays the input in any viewer."""
     from srgan_med.degrade import load_degradation_preset, simulate_low_res
+    from srgan_med.degrade.blur import shown_draws
     from srgan_med.examples import resolve_input
     from srgan_med.io import load_scan, save_scan
     from srgan_med.io.atomic import atomic_output, check_output
@@ -277,7 +278,7 @@ def degrade(
         written,
         "x".join(map(str, scan.shape[1:])),
         "x".join(map(str, result.shape[1:])),
-        low_res.meta.get("degradation", {}),
+        shown_draws(low_res.meta.get("degradation", {})),
         low_res.meta.get("normalisation", {}),
     )
     if preview is not None:

@@ -192,6 +192,21 @@ def blur_record(profile: str, fwhm_mm, scale: int | None) -> dict:
     return {"profile": profile, "fwhm_mm": widths, "scale": int(scale or 0)}
 
 
+# the keys of a blur record (blur_record) each family uses; the others hold placeholders
+_USED_BY_FAMILY = {"gaussian": ("fwhm_mm",), "box": ("fwhm_mm",), "bicubic": ("scale",), "none": ()}
+
+
+def shown_draws(draws: dict) -> dict:
+    """``meta["degradation"]`` as said to a reader: the blur step without the placeholder keys its
+    family does not use (a bicubic draw's ``fwhm_mm`` of zeros)."""
+    shown = dict(draws)
+    blur = shown.get("blur")
+    if isinstance(blur, dict) and blur.get("profile") in _USED_BY_FAMILY:
+        used = _USED_BY_FAMILY[blur["profile"]]
+        shown["blur"] = {k: v for k, v in blur.items() if k == "profile" or k in used}
+    return shown
+
+
 def blur(image: torch.Tensor, kernels: Sequence[torch.Tensor]) -> torch.Tensor:
     """Separable filtering of a ``(C, *spatial)`` image with one kernel per spatial axis.
 

@@ -214,25 +214,16 @@ def _fmt_draw(value: Any) -> str:
     return str(value)
 
 
-# a blur record holds every key for every family (blur.blur_record); the line shows those it uses
-_UNUSED_BY = {
-    "gaussian": ("scale",),
-    "box": ("scale",),
-    "bicubic": ("fwhm_mm",),
-    "none": ("fwhm_mm", "scale"),
-}
-
-
 def _describe_draws(draws: dict[str, Any]) -> str:
     """One line of a simulated degradation's draws: ``blur: profile gaussian, fwhm_mm 1.17; ...``."""
+    from srgan_med.degrade.blur import shown_draws
+
     steps = []
-    for step, fields in draws.items():
+    for step, fields in shown_draws(draws).items():
         shown = [
             f"{key} {_fmt_draw(value)}"
             for key, value in (fields.items() if isinstance(fields, dict) else [("value", fields)])
-            if not key.endswith("seed")
-            and not key.endswith("_normalised")
-            and not (step == "blur" and key in _UNUSED_BY.get(fields.get("profile"), ()))
+            if not key.endswith("seed") and not key.endswith("_normalised")
         ]
         steps.append(f"{step}: {', '.join(shown)}")
     return "; ".join(steps)
