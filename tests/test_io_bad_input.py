@@ -462,6 +462,28 @@ def test_a_corrupted_gzip_stream_is_refused_not_read_as_wrong_voxels(tmp_path):
     np.testing.assert_array_equal(load_scan(tmp_path / "tiny.nii.gz")[0].numpy(), volume[:8, :8, :4])
 
 
+def test_the_trailing_bytes_reader_bounds_all_members_together(tmp_path):
+    """The limit on what the members inflate to held for each member, not for all: a file of many
+    small members, each inflating to just under the limit, was inflated whole."""
+    import zlib
+
+    from srgan_med.io.nifti import _with_trailing_bytes
+
+    member = gzip.compress(bytes(600))  # inflates to 600 bytes
+    (tmp_path / "many.nii.gz").write_bytes(member * 3 + b"junk")
+    calls = []
+    real = zlib.decompressobj
+
+    def counting(*args):
+        calls.append(args)
+        return real(*args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(zlib, "decompressobj", counting)
+        assert _with_trailing_bytes(tmp_path / "many.nii.gz", limit=1000) is None
+    assert len(calls) == 2  # the second member reached the limit: no third inflated
+
+
 def test_a_tiny_nii_gz_declaring_gigabytes_fails_without_allocating_them(tmp_path):
     """A 6 KB .nii.gz declaring 4096x4096x512 int16 took 16.7 GB and 19 s before its error: nibabel
     allocates and zeroes the whole declared size before inflating."""

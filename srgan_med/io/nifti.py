@@ -378,17 +378,20 @@ def _with_trailing_bytes(path: Path, limit: int = 1 << 26):
 
     import nibabel as nib
 
-    data, members = path.read_bytes(), []
+    data, members, room = path.read_bytes(), [], limit
     if len(data) > limit:
         return None
     while data[:2] == b"\x1f\x8b":
+        if room <= 0:  # zlib reads a max_length of 0 as no limit at all
+            return None
         member = zlib.decompressobj(31)
         try:
-            members.append(member.decompress(data, limit))
+            members.append(member.decompress(data, room))
         except zlib.error:
             return None
-        if not member.eof:  # damaged, or larger than the limit
+        if not member.eof:  # damaged, or the members together larger than the limit
             return None
+        room -= len(members[-1])  # the limit is on all members: each one's let a few KB hold GBs
         data = member.unused_data
     if not members or not data:  # not gzip, or nothing after the members: another problem
         return None
