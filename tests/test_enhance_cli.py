@@ -782,6 +782,7 @@ def test_the_report_says_how_the_volume_was_upscaled(tmp_path, small_ct_volume):
         reports[name] = json.loads((tmp_path / f"{name}.nii.gz.json").read_text())
     inplane, through, resampled = reports["in"], reports["tp"], reports["rs"]
     assert (inplane["through_plane"], inplane["plane"], inplane["upscaled_axes"]) == (False, "auto", [0, 1])
+    assert inplane["plane_used"] == "axial"  # what auto chose ("plane" says only "auto")
     assert (through["through_plane"], through["slice_axis"], through["upscaled_axes"]) == (True, 2, [2])
     assert inplane["input_voxel_mm"] == [0.7, 0.8, 4.0]
     assert inplane["output_voxel_mm"] == [0.35, 0.4, 4.0] and through["output_voxel_mm"] == [0.7, 0.8, 2.0]

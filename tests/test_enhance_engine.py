@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from torch import nn
 
-from srgan_med.enhance.engine import enhance_volume, slice_axis_for
+from srgan_med.enhance.engine import enhance_volume, plane_of_axis, slice_axis_for
 from srgan_med.enhance.tiling import receptive_field_radius, tiled_upscale
 
 
@@ -365,3 +365,14 @@ def test_through_plane_clamps_both_passes_so_the_fused_volume_stays_in_range():
     assert 0.0 <= float(clamped.image.min()) and float(clamped.image.max()) <= 1.0
     assert clamped.value_range == (0.0, 1.0)
     assert 0.2 < clamped.clipped_fraction < 0.8 and clamped.clipped_most == pytest.approx(0.5, abs=0.01)
+
+
+def test_the_plane_of_an_axis_is_the_plane_that_names_it():
+    """The report's plane_used: the inverse of slice_axis_for's named planes, on an oblique,
+    permuted grid (voxel axis 0 runs head to foot, axis 2 left to right)."""
+    rotation = np.array([[0.0, 0.2, 0.98], [0.1, 0.99, -0.2], [-0.99, 0.1, 0.0]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation * [2.5, 0.8, 0.8]
+    for plane in ("axial", "coronal", "sagittal"):
+        assert plane_of_axis(affine, slice_axis_for(affine, plane)) == plane
+    assert plane_of_axis(affine, 0) == "axial"

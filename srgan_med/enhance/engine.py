@@ -56,6 +56,15 @@ def slice_axis_for(affine, plane: str, shape: tuple[int, ...] | None = None) -> 
     return int(np.flatnonzero(world_of_axis == _PLANE_NORMAL[plane])[0])
 
 
+def plane_of_axis(affine, axis: int) -> str:
+    """The anatomical plane whose slices are taken across voxel ``axis`` (the plane
+    :func:`slice_axis_for` maps to that axis): ``axial``, ``coronal`` or ``sagittal``."""
+    from nibabel.orientations import io_orientation
+
+    world = io_orientation(np.asarray(affine, dtype=np.float64))[int(axis), 0]
+    return next(name for name, normal in _PLANE_NORMAL.items() if normal == world)
+
+
 @dataclass
 class EnhanceResult:
     """The upscaled volume and what the JSON report says about it."""

@@ -360,7 +360,7 @@ def enhance_files(
     from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
     from srgan_med import __version__
-    from srgan_med.enhance.engine import resample_slice_axis, slice_axis_for
+    from srgan_med.enhance.engine import plane_of_axis, resample_slice_axis, slice_axis_for
     from srgan_med.enhance.inference import PRECISIONS, compile_problem
     from srgan_med.io import load_scan, save_scan, scratch, spacing_from_affine
     from srgan_med.io.atomic import atomic_output, check_output, remove_output
@@ -511,7 +511,8 @@ def enhance_files(
                     "device": str(torch_device),
                     "precision": _ran_as(prepared.generator.precision, torch_device),
                     "compiled": compile_model,
-                    "plane": plane,
+                    "plane": plane,  # as asked; plane_used: what auto chose (or the same)
+                    "plane_used": plane_of_axis(scan.affine, slice_axis),
                     "through_plane": through_plane,
                     # in-plane: the axis slices are taken across (kept); through-plane: the one refined
                     "slice_axis": slice_axis,
