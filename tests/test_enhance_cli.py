@@ -917,6 +917,7 @@ def test_a_ct_map_not_in_hu_keeps_its_rescale_type_and_is_warned_about(tmp_path)
     assert result.exit_code == 0, result.output
     assert "CT values in RescaleType US, not Hounsfield units" in result.stderr
     assert {pydicom.dcmread(f).RescaleType for f in (tmp_path / "out").iterdir()} == {"US"}
+    assert load_scan(source).meta["units"] == "US"  # info gave its value range in HU
     ct = _invoke("example:ct-small", "-o", str(tmp_path / "ct"))
     assert ct.exit_code == 0 and "RescaleType" not in ct.stderr
     assert pydicom.dcmread(next((tmp_path / "ct").iterdir())).RescaleType == "HU"

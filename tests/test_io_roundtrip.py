@@ -11,6 +11,7 @@ from conftest import (
     linear_mapping_items,
     modality_values,
     pydicom_data_files,
+    pydicom_test_files,
     real_world_series,
     real_world_values,
     shared_scan,
@@ -769,3 +770,50 @@ def test_a_signed_sources_mapping_read_without_its_vr_is_carried(tmp_path, caplo
     assert not [r for r in caplog.records if "real-world value mapping" in r.getMessage()]
     (mapping,) = scan.meta["real_world_mappings"]
     assert (mapping["slope"], mapping["intercept"]) == (1.0, 0.0)  # RCBF = stored - 1024 = the CT value
+
+
+def test_written_series_carry_what_their_iod_requires(tmp_path, small_ct_volume):
+    """An audit against PS3.3 found: a NIfTI written as CT/MR Image Storage without its Type 2
+    attributes (KVP, Manufacturer, PatientPosition...) nor MR's Type 1 ScanningSequence; a
+    Secondary Capture without ConversionType; ImageType relabelled ORIGINAL\\PRIMARY\\AXIAL (a
+    perfusion map's too); an inversion-recovery MR losing its TI; a contrast series losing its
+    agent; a SeriesDescription over LO's 64 characters."""
+    volume, affine = small_ct_volume
+    ct = load_scan(write_nifti(tmp_path / "ct.nii.gz", volume, affine), modality="CT")
+    mr = load_scan(write_nifti(tmp_path / "mr.nii.gz", np.abs(volume), affine), modality="MR")
+    first = {}
+    for name, scan in (("ct", ct), ("mr", mr)):
+        folder = save_scan(scan, tmp_path / f"{name}_dcm", description="x" * 80)
+        first[name] = pydicom.dcmread(sorted(folder.glob("*.dcm"))[0])
+    for keyword in (
+        "KVP",
+        "AcquisitionNumber",
+        "Manufacturer",
+        "PatientPosition",
+        "PositionReferenceIndicator",
+    ):
+        assert keyword in first["ct"], keyword
+    for keyword in ("EchoTime", "EchoTrainLength", "RepetitionTime", "ScanOptions", "MRAcquisitionType"):
+        assert keyword in first["mr"], keyword
+    assert (first["mr"].ScanningSequence, first["mr"].SequenceVariant) == ("RM", "NONE")
+    assert list(first["ct"].ImageType) == ["DERIVED", "SECONDARY"]  # a NIfTI is no original
+    assert first["ct"].SeriesDescription == "x" * 64
+    source = pydicom.dcmread(pydicom_test_files() / "MR_small.dcm")
+    source.ScanningSequence, source.InversionTime, source.EchoTrainLength = ["SE", "IR"], 2200, 8
+    source.ContrastBolusAgent, source.ContrastBolusRoute = "GADO", "IV"
+    source.ImageType = ["DERIVED", "PRIMARY", "PERFUSION", "RCBF"]
+    source.save_as(tmp_path / "ir.dcm")
+    scan = load_scan(tmp_path / "ir.dcm")
+    for derivation, image_type in ((None, ["DERIVED", "PRIMARY", "PERFUSION", "RCBF"]),
+                                   ("x2", ["DERIVED", "SECONDARY", "PERFUSION", "RCBF"])):  # fmt: skip
+        folder = save_scan(scan, tmp_path / f"ir_{derivation}", derivation=derivation)
+        written = pydicom.dcmread(next(folder.glob("*.dcm")))
+        assert list(written.ImageType) == image_type
+        assert (written.InversionTime, written.EchoTrainLength) == (2200, 8)
+        assert (written.ContrastBolusAgent, written.ContrastBolusRoute) == ("GADO", "IV")
+    source.Modality = "PT"  # another modality: Secondary Capture
+    source.save_as(tmp_path / "pt.dcm")
+    folder = save_scan(load_scan(tmp_path / "pt.dcm"), tmp_path / "pt_out")
+    written = pydicom.dcmread(next(folder.glob("*.dcm")))
+    assert written.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"
+    assert written.ConversionType == "WSD" and "PatientOrientation" in written

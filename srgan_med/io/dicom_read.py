@@ -694,6 +694,8 @@ def _read_dicom(path: Path, series: str | None) -> tuple[np.ndarray, np.ndarray,
         **notes,
     }
     rescale_type = str(frames[0].rescale.get("RescaleType", "") or "").strip()
+    if rescale_type:
+        meta["rescale_type"] = rescale_type  # the values' unit where the file says it (US: unspecified)
     if meta["modality"] == "CT" and rescale_type and rescale_type.upper() != "HU":
         logger.warning(
             "%s: CT values in RescaleType %s, not Hounsfield units (a perfusion or other derived map?): "

@@ -65,11 +65,75 @@ _KEEP_TAGS = (
     "SeriesDescription",
     "ProtocolName",
     "AcquisitionNumber",
+    # MR Image module (C.8.3.1): an inversion-recovery series kept IR but lost its TI
+    "EchoTrainLength",
+    "InversionTime",
+    "TriggerTime",
+    "EchoNumbers",
+    "ImagingFrequency",
+    "ImagedNucleus",
+    "PixelBandwidth",
+    # Contrast/Bolus module (C.7.6.4): a contrast-enhanced source's derived series must say so
+    "ContrastBolusAgent",
+    "ContrastBolusAgentSequence",
+    "ContrastBolusRoute",
+    "ContrastBolusVolume",
+    "ContrastBolusStartTime",
+    "ContrastBolusStopTime",
+    "ContrastBolusTotalDose",
+    "ContrastFlowRate",
+    "ContrastFlowDuration",
+    "ContrastBolusIngredient",
+    "ContrastBolusIngredientConcentration",
     # PS3.3 C.7.6.1.1.5: once lossy compressed, always said so (the ratio and method are the history)
     "LossyImageCompression",
     "LossyImageCompressionRatio",
     "LossyImageCompressionMethod",
 )
+
+
+# What each IOD written here requires that the loop does not set from the data (PS3.3 A.3 CT, A.4
+# MR, A.8.1 SC): Type 2 attributes written empty when the source lacks them (or there is no DICOM
+# source: a NIfTI), Type 1 ones with the value that says "not known" in the standard's terms.
+_TYPE2_ALL = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
+    "AccessionNumber", "ReferringPhysicianName", "Manufacturer",
+)  # fmt: skip
+_TYPE2_BY_SOP = {
+    _SOP_CLASS_BY_MODALITY["CT"]: (
+        "PositionReferenceIndicator",
+        "PatientPosition",
+        "KVP",
+        "AcquisitionNumber",
+    ),
+    _SOP_CLASS_BY_MODALITY["MR"]: (
+        "PositionReferenceIndicator",
+        "PatientPosition",
+        "ScanOptions",
+        "MRAcquisitionType",
+        "EchoTime",
+        "EchoTrainLength",
+        "RepetitionTime",
+    ),  # fmt: skip
+    _SECONDARY_CAPTURE: ("PatientOrientation",),
+}
+_TYPE1_DEFAULTS = {
+    # MR Image module: RM "research mode" and NONE are the defined terms for a sequence not known
+    _SOP_CLASS_BY_MODALITY["MR"]: {"ScanningSequence": "RM", "SequenceVariant": "NONE"},
+    # SC Equipment module (C.8.6.1): WSD, made on a workstation
+    _SECONDARY_CAPTURE: {"ConversionType": "WSD"},
+}
+
+
+def _image_type(source, derivation: str | None) -> list[str]:
+    """ImageType (C.7.6.1.1.2) of the written image: DERIVED\\SECONDARY with the source's own
+    further values (a perfusion map's PERFUSION\\RCBF) when derived; the source's as it was for a
+    copy; DERIVED\\SECONDARY without a DICOM source (a NIfTI is no original acquisition). It was
+    ORIGINAL\\PRIMARY\\AXIAL whenever no derivation was given."""
+    given = [str(v) for v in (source.get("ImageType") or [])]
+    if derivation or not given:
+        return ["DERIVED", "SECONDARY", *given[2:]]
+    return given
 
 
 def slice_geometry(affine_ras) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
@@ -321,6 +385,7 @@ def write_dicom_series(
     slice_thickness = float(slice_thickness_mm) if slice_thickness_mm else slice_spacing
     photometric = "MONOCHROME1" if source.get("PhotometricInterpretation") == "MONOCHROME1" else "MONOCHROME2"
     contribution = _our_contribution(now, derivation or description)
+    image_type = _image_type(source, derivation)
     folder.mkdir(parents=True)
     paths = []
     for k in range(volume.shape[2]):
@@ -334,29 +399,22 @@ def write_dicom_series(
         ds.SOPInstanceUID = generate_uid()
         ds.SeriesInstanceUID = series_uid
         ds.Modality = modality
-        ds.SeriesDescription = description
+        ds.SeriesDescription = description[:64]  # LO (PS3.5 6.2)
         ds.SeriesNumber = int(source.get("SeriesNumber", 0) or 0) + 1000 if reference else 1
         ds.InstanceNumber = k + 1
         ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
         ds.SeriesDate, ds.SeriesTime = ds.ContentDate, ds.ContentTime
+        ds.ImageType = image_type
         if derivation:
-            ds.ImageType = ["DERIVED", "SECONDARY"]
             ds.DerivationDescription = derivation[:1024]
-        else:
-            ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        for keyword in (
-            "PatientName",
-            "PatientID",
-            "StudyDate",
-            "StudyTime",
-            "StudyID",
-            "AccessionNumber",
-            "ReferringPhysicianName",
-            "PatientBirthDate",
-            "PatientSex",
-        ):
+        for keyword in (*_TYPE2_ALL, *_TYPE2_BY_SOP.get(sop_class, ())):
             if keyword not in ds:
-                setattr(ds, keyword, "")
+                setattr(ds, keyword, None)  # present, empty: Type 2
+        if "IR" in list(ds.get("ScanningSequence") or []) and "InversionTime" not in ds:
+            ds.InversionTime = None  # Type 2C: required with an inversion recovery
+        for keyword, value in _TYPE1_DEFAULTS.get(sop_class, {}).items():
+            if not ds.get(keyword):
+                setattr(ds, keyword, value)
         # The first transmitted row is the last j (rows are stored flipped in the array).
         position = affine_lps @ np.array([0.0, float(volume.shape[1] - 1), float(k), 1.0])
         ds.ImagePositionPatient = [f"{v:.6f}" for v in position[:3]]

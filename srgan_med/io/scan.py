@@ -170,7 +170,9 @@ def load_scan(path: str | Path, series: str | None = None, modality: str | None 
             )
     if volume.size == 0:
         raise InputError(f"{path}: the image has no voxels (shape {volume.shape})")
-    meta["units"] = "HU" if meta["modality"] == "CT" else ""
+    # HU for CT unless the file's RescaleType says another unit (a perfusion map's US): said as given
+    rescale_type = str(meta.get("rescale_type", "") or "")
+    meta["units"] = "HU" if meta["modality"] == "CT" and rescale_type.upper() in ("", "HU") else rescale_type
     meta["filename_or_obj"] = str(path)
     # resolved now: save_scan's "never overwrite the input" held only while the working directory
     # stayed the one the relative path was given in
