@@ -91,7 +91,7 @@ def test_enhanced_multiframe_ct_matches_dcm2niix(tmp_path):
     assert ours.shape[1:] == reference.shape
     np.testing.assert_allclose(ours.affine.numpy(), reference.affine, atol=1e-3, rtol=0)
     np.testing.assert_array_equal(ours[0].numpy(), np.asarray(reference.dataobj))
-    assert ours.meta["modality"] == "CT" and ours.meta["units"] == "HU"
+    assert ours.meta["modality"] == "CT" and ours.meta["units"] == "US"  # a perfusion map: RescaleType US
 
 
 def test_pydicom_shipped_ct_series_matches_dcm2niix(tmp_path):
