@@ -44,7 +44,7 @@ def test_degrade_writes_lr_with_correct_geometry_and_preview(ct_nifti, tmp_path)
     from skimage.io import imread
 
     picture = imread(preview)
-    assert picture.shape[:2] == (32, 3 * 32)
+    assert picture.shape[:2] == (400, 1050)  # a labelled figure (it was a bare 1-pixel-per-voxel strip)
 
 
 def test_thick_slices_and_same_seed_same_output(ct_nifti, tmp_path):

@@ -623,3 +623,51 @@ def test_a_pair_is_scored_and_modelled_as_one_modality(tmp_path):
     result = CliRunner().invoke(app, [*args, "-o", str(out), "-q"])
     assert result.exit_code == 0, result.stderr
     assert json.loads((out / "summary.json").read_text())["auto_models"] == {"00_hr": "ct-x2"}
+
+
+@pytest.mark.parametrize(
+    ("codes", "slice_axis", "plane"),
+    [
+        ("LPS", 2, "axial"),  # a chest CT stored LPS: drawn in voxel order, the spine was at the top
+        ("RAS", 2, "axial"),
+        ("LAS", 2, "axial"),  # left and right swapped between scans
+        ("RSA", 2, "coronal"),  # stored with its slice axis along A
+        ("ASL", 0, "axial"),  # permuted voxel axes
+    ],
+)
+def test_montage_slices_are_shown_as_radiologists_read_them(codes, slice_axis, plane):
+    """Slices drawn from the affine: the patient's right on the viewer's left, anterior (axial) or
+    superior (coronal) up, and the pixel aspect in mm."""
+    from nibabel.orientations import axcodes2ornt, inv_ornt_aff
+
+    from srgan_med.evaluate.display import slice_view
+
+    shape, zooms = (6, 8, 10), np.array([0.8, 1.2, 2.4])
+    affine = inv_ornt_aff(axcodes2ornt(codes), shape)
+    affine[:3, :3] = affine[:3, :3] * zooms
+    world = np.einsum("ij,jklm->iklm", affine[:3, :3], np.indices(shape, dtype=float))  # RAS mm
+    view = slice_view(affine, slice_axis)
+    assert view.plane == plane
+    picture_x = view.orient(np.take(world[0], 2, axis=slice_axis))  # R-L coordinate of each pixel
+    assert (np.diff(picture_x, axis=1) < 0).all()  # to the viewer's right: towards the patient's left
+    vertical = view.orient(np.take(world[1 if plane == "axial" else 2], 2, axis=slice_axis))
+    assert (np.diff(vertical, axis=0) < 0).all()  # down: posterior (axial), inferior (coronal)
+    column_mm = abs(float(np.diff(picture_x, axis=1)[0, 0]))
+    row_mm = abs(float(np.diff(vertical, axis=0)[0, 0]))
+    assert view.aspect == pytest.approx(row_mm / column_mm)
+    assert view.edges[:2] == ("R", "L")
+
+
+def test_the_error_maps_share_a_scale_set_by_the_errors_not_a_fixed_share_of_the_range():
+    """At 5% of the data range, more than half of an MR head's pixels sat at the top of the scale
+    even for bicubic, and the methods' maps looked alike."""
+    from srgan_med.evaluate.figures import error_scale
+
+    rng = np.random.default_rng(0)
+    small, large = rng.uniform(0, 10, (40, 40)), rng.uniform(0, 40, (40, 40))
+    mask = np.zeros((40, 40), bool)
+    mask[10:30, 10:30] = True
+    top = error_scale([small, large], mask, fallback=5.0)
+    assert top == pytest.approx(np.percentile(np.maximum(small, large)[mask], 99))
+    assert 35 < top < 40  # the larger error decides: the better method shows darker
+    assert error_scale([np.zeros((4, 4))], None, fallback=5.0) == 5.0  # a perfect method

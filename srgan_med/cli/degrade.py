@@ -110,14 +110,26 @@ def _check_in_plane_axes(input_path: str, scan, in_plane_axes) -> None:
         )
 
 
-def preview_image(high_res, low_res, in_plane_axes=(0, 1)):
-    """``(H, 3 W)`` uint8 picture of the middle slice: HR | LR (nearest, HR grid) | difference.
+def write_preview(high_res, low_res, path: Path, in_plane_axes=(0, 1), units: str = "") -> None:
+    """A PNG of the middle slice: HR | LR (nearest, on the HR grid) | HR - LR, in physical units,
+    drawn as radiologists read it (:func:`~srgan_med.evaluate.display.slice_view`), with the grey
+    window and the difference's scale stated. It was a bare 3-panel grey strip in voxel order, one
+    pixel per voxel, without labels, its difference clipped to +-1500 HU on CT.
 
     Args:
-        high_res: normalised ``(1, I, J, K)`` HR volume.
+        high_res: normalised ``(1, I, J, K)`` HR volume (its ``meta["normalisation"]``).
         low_res: normalised ``(1, i, j, k)`` LR volume, with ``meta["degradation"]``.
+        path: the PNG to write.
+        units: of the physical values (``HU``), for the labels.
     """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     import numpy as np
+
+    from srgan_med.degrade.normalise import denormalise
+    from srgan_med.evaluate.display import label_edges, slice_view
 
     through = [a for a in range(3) if a not in in_plane_axes][0]
     record = low_res.meta.get("degradation", {}).get("downsample", {})
@@ -127,28 +139,43 @@ def preview_image(high_res, low_res, in_plane_axes=(0, 1)):
     lr_centre = low_res.affine.numpy() @ np.append(np.eye(3)[through] * lr_index, 1.0)
     hr_index_float = np.linalg.solve(high_res.affine.numpy(), lr_centre)[through]
     hr_index = int(np.clip(round(hr_index_float), 0, high_res.shape[1 + through] - 1))
-    hr_plane = np.take(high_res[0].numpy(), hr_index, axis=through)
-    lr_plane = np.take(low_res[0].numpy(), lr_index, axis=through)
+    physical = {
+        name: denormalise(image.as_tensor(), image.meta["normalisation"])[0].double().numpy()
+        for name, image in (("hr", high_res), ("lr", low_res))
+    }
+    hr_plane = np.take(physical["hr"], hr_index, axis=through)
+    lr_plane = np.take(physical["lr"], lr_index, axis=through)
     up = np.repeat(np.repeat(lr_plane, scale, axis=0), scale, axis=1)
     pad = [(0, max(0, h - u)) for h, u in zip(hr_plane.shape, up.shape, strict=True)]
     up = np.pad(up, pad, mode="edge")[: hr_plane.shape[0], : hr_plane.shape[1]]
-    difference = np.clip(hr_plane - up, -0.5, 0.5) + 0.5
-    panels = [np.clip(hr_plane, 0, 1), np.clip(up, 0, 1), difference]
-    # Rows = second in-plane axis, displayed top-down, as viewers show axial slices.
-    picture = np.concatenate([np.rot90(p) for p in panels], axis=1)
-    return (picture * 255).round().astype(np.uint8)
-
-
-def write_png(picture, path: Path) -> None:
-    """Write a uint8 grey picture with matplotlib when installed, else scikit-image."""
-    try:
-        from matplotlib.image import imsave
-
-        imsave(path, picture, cmap="gray", vmin=0, vmax=255)
-    except ImportError:
-        from skimage.io import imsave as skimage_imsave
-
-        skimage_imsave(path, picture, check_contrast=False)
+    view = slice_view(high_res.affine.numpy(), through)
+    hr_shown, up_shown = view.orient(hr_plane), view.orient(up)
+    difference = hr_shown - up_shown
+    low, high = np.percentile(hr_shown, (1, 99))
+    limit = float(np.percentile(np.abs(difference), 99)) or 1.0
+    unit = f" {units}" if units else ""
+    figure, axes = plt.subplots(1, 3, figsize=(10.5, 4.0), dpi=100)
+    grey = {"cmap": "gray", "vmin": low, "vmax": high, "aspect": view.aspect, "interpolation": "nearest"}
+    axes[0].imshow(hr_shown, **grey)
+    axes[0].set_title(f"HR, {view.plane} slice {hr_index}", fontsize=9)
+    axes[1].imshow(up_shown, **grey)
+    axes[1].set_title(f"LR x{scale} (nearest, on the HR grid)", fontsize=9)
+    shown = axes[2].imshow(
+        difference, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect=view.aspect, interpolation="nearest"
+    )
+    axes[2].set_title("HR - LR", fontsize=9)
+    figure.colorbar(shown, ax=axes[2], fraction=0.046, pad=0.02).set_label(f"HR - LR{unit}", fontsize=8)
+    for axis, color in zip(axes, ("yellow", "yellow", "black"), strict=True):  # black on the white map
+        label_edges(axis, view, color=color)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.suptitle(
+        f"grey: {low:.4g}..{high:.4g}{unit} (1st-99th percentile of HR); difference: +-{limit:.3g}{unit} "
+        "(99th percentile of |HR - LR|)",
+        fontsize=9,
+    )
+    figure.savefig(path, format="png", dpi=100)
+    plt.close(figure)
 
 
 PSF_FAMILIES = ("gaussian", "box", "bicubic", "none")
@@ -271,7 +298,9 @@ def degrade(
         written = save()
     else:  # both or neither: the preview is renamed into place only once the scan is written
         with atomic_output(preview, overwrite=overwrite, inputs=inputs) as temporary:
-            write_png(preview_image(item["high_res"], low_res, config.in_plane_axes), temporary)
+            write_preview(
+                item["high_res"], low_res, temporary, config.in_plane_axes, scan.meta.get("units", "")
+            )
             written = save()
     log.info(
         "wrote %s: %s -> %s, degradation %s, in units normalised by %s",  # relative noise: of that range

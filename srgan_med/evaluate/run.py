@@ -239,6 +239,7 @@ def run_evaluation(
         show_progress: draw a progress bar over volumes.
     """
     from srgan_med.evaluate.core import Case, crop_to_pair, evaluate_case, pair_geometry
+    from srgan_med.evaluate.display import slice_view
     from srgan_med.evaluate.figures import plot_gain_boxplot, plot_montage
     from srgan_med.evaluate.report import summarise, write_tables
     from srgan_med.io import load_scan
@@ -291,7 +292,8 @@ def run_evaluation(
                     result.degradation = low_res.meta.get("degradation")
                 results.append(result)
                 high = np.moveaxis(high_res[0].numpy().astype(np.float64), slice_axis, -1)
-                written.append(plot_montage(result, high, temporary / f"montage_{name}.png"))
+                view = slice_view(high_res.affine.numpy(), slice_axis)  # as radiologists read it
+                written.append(plot_montage(result, high, temporary / f"montage_{name}.png", view))
                 result.reconstructions.clear()  # keep memory bounded over many volumes
                 progress.advance(task)
         summary = summarise(results, method_names)
