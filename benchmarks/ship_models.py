@@ -96,17 +96,19 @@ HISTORY = [
         "2026-12-07T00:30:00Z",
         "MR",
         "It was trained before a change of 2026-12-07 00:30 UTC; until then MR training normalised by "
-        "the high-res scan's percentiles while enhance normalises by the low-res input's own: it meets brighter inputs than "
-        "it was trained on. Its measurements below are of the inference path as it runs.",
+        "the high-res scan's percentiles while enhance normalises by the low-res input's own: it "
+        "meets brighter inputs than it was trained on. Its measurements below are of the inference "
+        "path as it runs.",
     ),
     (
         "2026-12-07T03:30:00Z",
         "MR",
-        "It was trained before a change of 2026-12-07 03:30 UTC; until then the simulated Rician noise "
-        "and k-space magnitude of MR training inputs were taken about the low end of the normalisation range (a low-res "
-        "percentile), not about zero signal. On its training scans that point lies just above zero, so "
-        "its inputs differed little from the corrected simulation; its measurements below (high-res "
-        "scans whose 0.5th percentile is 0) are the same with either.",
+        "It was trained before a change of 2026-12-07 03:30 UTC; until then the simulated Rician "
+        "noise and k-space magnitude of MR training inputs were taken about the low end of the "
+        "normalisation range (a low-res percentile), not about zero signal. On its training scans "
+        "that point lies just above zero, so its inputs differed little from the corrected "
+        "simulation; its measurements below (high-res scans whose 0.5th percentile is 0) are the "
+        "same with either.",
     ),
 ]
 
