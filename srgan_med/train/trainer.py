@@ -126,11 +126,11 @@ class Trainer:
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.quiet = quiet
+        self.perceptual = None
         if config.gan.steps > 0 and config.vgg_weights != "random":
-            from srgan_med.losses.perceptual import find_vgg19_weights, load_vgg19_state
-
-            # a missing or unusable VGG file: said before the data loads (PerceptualLoss reads it again)
-            load_vgg19_state(find_vgg19_weights(config.vgg_weights))
+            # VGG19 from a file, built first: a missing or unusable file stops the run before the
+            # data loads, and the file is read once (a check of it here read all 548 MB again)
+            self.perceptual = self._perceptual_loss()
         self._build_data_on_every_rank()
         self._build_models()
         self.phase = PHASES[0]
@@ -351,6 +351,14 @@ class Trainer:
                     )
                 )
 
+    def _perceptual_loss(self):
+        from srgan_med.losses import PerceptualLoss
+
+        config, settings = self.config, self.config.losses.perceptual
+        return PerceptualLoss(
+            settings.layer_weights, config.vgg_weights, criterion=settings.criterion, seed=config.seed
+        ).to(self.device)
+
     def _build_models(self) -> None:
         from srgan_med.nets import Discriminator, SRResNet
 
@@ -369,15 +377,8 @@ class Trainer:
         self.generator = SRResNet(**self.architecture["kwargs"]).to(self.device)
         self.generator.output_conv = config.performance.output_conv
         self.discriminator = Discriminator(channels=1, width=config.discriminator.width).to(self.device)
-        self.perceptual = None
-        if config.gan.steps > 0:
-            from srgan_med.losses import PerceptualLoss
-
-            settings = config.losses.perceptual
-            # Built now, so missing VGG weights stop the run before hours of phase 1, not after.
-            self.perceptual = PerceptualLoss(
-                settings.layer_weights, config.vgg_weights, criterion=settings.criterion, seed=config.seed
-            ).to(self.device)
+        if config.gan.steps > 0 and self.perceptual is None:  # a random VGG19 (tests): nothing to read
+            self.perceptual = self._perceptual_loss()
         memory = torch.channels_last if self.channels_last else torch.contiguous_format
         self.generator.to(memory_format=memory)
         self.discriminator.to(memory_format=memory)
