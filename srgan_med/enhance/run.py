@@ -165,8 +165,9 @@ def _ran_as(precision: str, device) -> str:
 def derived_description(meta: dict[str, Any], suffix: str, fmt: str) -> str:
     """The input's description (DICOM SeriesDescription or NIfTI descrip) with ``suffix``, cut to fit
     the output's field (DICOM LO: 64 characters; NIfTI descrip: 79 bytes) so the suffix always shows."""
-    header = meta.get("nifti_header") or "{}"
-    descrip = (json.loads(header) if isinstance(header, str) else header).get("descrip")
+    from srgan_med.io.nifti import header_fields
+
+    descrip = header_fields(meta.get("nifti_header")).get("descrip")
     source = str(meta.get("series_description") or descrip or "").strip()
     room = (64 if fmt == "dicom" else 79) - len(suffix) - 1
     return f"{source[:room].rstrip()} {suffix}".strip()

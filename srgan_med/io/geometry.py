@@ -24,6 +24,17 @@ def as_numpy_affine(affine) -> np.ndarray:
     return array
 
 
+def degenerate_voxels(affine) -> str | None:
+    """Why ``affine`` places no voxel (``"NaN or infinite"``, ``"zero volume"``), or ``None``: what
+    the NIfTI reader and ``save_scan`` refuse."""
+    array = as_numpy_affine(affine)
+    if not np.isfinite(array).all():
+        return "NaN or infinite"
+    if abs(np.linalg.det(array[:3, :3])) < 1e-12:
+        return "zero volume"
+    return None
+
+
 def spacing_from_affine(affine) -> tuple[float, float, float]:
     """Voxel size in mm along i, j, k: the norms of the affine's first three columns."""
     matrix = as_numpy_affine(affine)[:3, :3]

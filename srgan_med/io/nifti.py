@@ -17,6 +17,7 @@ import numpy as np
 from srgan_med.errors import InputError, exception_summary
 from srgan_med.io import scratch
 from srgan_med.io.dtypes import integer_dtype, value_summary
+from srgan_med.io.geometry import degenerate_voxels
 from srgan_med.io.layout import slabs
 
 logger = logging.getLogger(__name__)
@@ -235,9 +236,10 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
 
 def _check_affine(path: Path, affine: np.ndarray) -> None:
     """Refuse a voxel-to-world transform that places no voxel (NaN, infinite, or zero-volume)."""
-    if not np.isfinite(affine).all():
+    problem = degenerate_voxels(affine)
+    if problem == "NaN or infinite":
         raise InputError(f"{path}: the header's voxel-to-world affine holds NaN or infinite values")
-    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+    if problem is not None:
         raise InputError(
             f"{path}: the header's voxel-to-world affine is degenerate (a voxel of zero volume); "
             "fix the sform/qform first (e.g. nibabel: img.set_sform(img.get_qform()))"
@@ -292,6 +294,14 @@ def _text(field) -> str:
     return field.item().decode("latin-1", "replace").strip("\x00 ")
 
 
+def header_fields(header: dict[str, Any] | str | None) -> dict[str, Any]:
+    """The reader's ``meta["nifti_header"]`` as a mapping: it is kept as JSON text (so DataLoader
+    batches collate it); a mapping (an older caller's) is taken as it is."""
+    if isinstance(header, str):
+        return json.loads(header)
+    return dict(header or {})
+
+
 def write_nifti(
     volume: np.ndarray,
     affine: np.ndarray,
@@ -306,9 +316,7 @@ def write_nifti(
     ``meta["nifti_header"]``, as JSON text or parsed."""
     import nibabel as nib
 
-    if isinstance(header, str):
-        header = json.loads(header)
-
+    header = header_fields(header)
     data = np.asarray(volume)
     if np.dtype(dtype).kind in "iu":
         # Rounded slab by slab into the output array: a whole-volume np.rint would hold a second

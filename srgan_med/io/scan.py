@@ -257,7 +257,7 @@ def save_scan(
         The written path.
     """
     from srgan_med.io.dicom_write import write_dicom_series
-    from srgan_med.io.geometry import as_numpy_affine
+    from srgan_med.io.geometry import as_numpy_affine, degenerate_voxels
 
     path = Path(path)
     reference = image if reference is None else reference
@@ -282,7 +282,7 @@ def save_scan(
         affine = as_numpy_affine(image.affine)
     except ValueError as error:
         raise InputError(f"{path}: {error}") from None
-    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+    if degenerate_voxels(affine) is not None:
         raise InputError(
             f"{path}: the affine places no voxel (NaN, infinite or of zero volume): {affine.tolist()}"
         )
