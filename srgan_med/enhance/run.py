@@ -229,15 +229,13 @@ def _check_refined_axis(source: Path, scan, slice_axis: int, plane: str) -> None
 
 
 def pick_device(device: str):
-    import torch
+    """``--device``: ``auto``, ``cpu`` or ``cuda``, made a ``torch.device`` by
+    :func:`~srgan_med.models.bundle.as_device`, in the option's own words."""
+    from srgan_med.models.bundle import as_device
 
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda asked for, but no CUDA device is available")
-    if device not in ("cpu", "cuda"):
+    if device not in ("auto", "cpu", "cuda"):
         raise InputError(f"unknown device {device!r}; use auto, cpu or cuda")
-    return torch.device(device)
+    return as_device(device, said=f"--device {device}")
 
 
 def engine_settings(device) -> dict[str, Any]:

@@ -190,10 +190,11 @@ def read_metadata(path: Path) -> dict[str, Any]:
     return metadata
 
 
-def as_device(device):
+def as_device(device, said: str | None = None):
     """``device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``torch.device``) as a
     ``torch.device`` this machine has; otherwise an :class:`InputError` (torch's own was an
-    ``AssertionError``, "Torch not compiled with CUDA enabled")."""
+    ``AssertionError``, "Torch not compiled with CUDA enabled"). ``said``: how the error names what
+    was asked for (``--device cuda``); default ``device 'cuda'``."""
     import torch
 
     if device == "auto":
@@ -205,7 +206,7 @@ def as_device(device):
     if chosen.type not in ("cpu", "cuda"):
         raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
     if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} asked for, but no CUDA device is available")
+        raise InputError(f"{said or f'device {device!r}'} asked for, but no CUDA device is available")
     return chosen
 
 
