@@ -75,6 +75,17 @@ def _layer_names() -> dict[str, int]:
 LAYERS = _layer_names()
 
 
+def halvings_before(layer: str) -> int:
+    """How many of VGG19's 2x2 max-poolings an input passes to reach ``layer`` (``pool{b}`` itself
+    included): a patch must be at least ``2 ** halvings_before(layer)`` pixels wide to reach it."""
+    index, position, count = LAYERS[layer], 0, 0
+    for item in _CONFIG:
+        if position > index:
+            break
+        count, position = (count + 1, position + 1) if item == "M" else (count, position + 2)
+    return count
+
+
 def vgg19_features() -> nn.Sequential:
     """An untrained VGG19 ``features`` stack with torchvision's layout and state-dict keys."""
     try:

@@ -276,7 +276,7 @@ def _positive(value: float, path: str, allow_zero: bool = False) -> None:
 
 
 def _validate(config: TrainConfig) -> None:
-    from srgan_med.losses.perceptual import LAYERS
+    from srgan_med.losses.perceptual import LAYERS, halvings_before
     from srgan_med.nets.srresnet import SUPPORTED_SCALES
 
     check_choices(config, _CHOICES)
@@ -316,11 +316,9 @@ def _validate(config: TrainConfig) -> None:
         _positive(weight, f"losses.perceptual.layer_weights.{layer}", allow_zero=True)
     _positive(perceptual.weight, "losses.perceptual.weight", allow_zero=True)
     if config.gan.steps > 0 and perceptual.layer_weights:
-        # conv{b}_{i} / relu{b}_{i} follow b - 1 of VGG19's 2x2 max-poolings, pool{b} b of them: the
-        # patch must survive the halvings (an 8-pixel patch reached relu5_4 at 0x0 after phase 1)
+        # the patch must survive VGG19's halvings (an 8-pixel patch reached relu5_4 at 0x0 after phase 1)
         deepest = max(perceptual.layer_weights, key=lambda name: LAYERS[name])
-        block = int(deepest.removeprefix("pool").removeprefix("conv").removeprefix("relu").split("_")[0])
-        halvings = block if deepest.startswith("pool") else block - 1
+        halvings = halvings_before(deepest)
         if data.patch_size < 2**halvings:
             raise ConfigError(
                 f"data.patch_size: {data.patch_size} is too small for the perceptual loss's {deepest}, "
