@@ -24,7 +24,7 @@ from torch import nn
 from srgan_med.degrade.blur import psf_kernels
 from srgan_med.degrade.config import DegradationConfig
 from srgan_med.degrade.kspace import kspace_mask
-from srgan_med.degrade.noise import noise_std_map, normalised_std
+from srgan_med.degrade.noise import noise_std_map, normalised_std, rician
 from srgan_med.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -262,9 +262,7 @@ class BatchDegradation(nn.Module):
             )
         std = noise_std.to(x.dtype).reshape(-1, 1, 1, 1)
         if self.config.noise.kind == "rician":
-            if zero is None:
-                return torch.sqrt((x + std * fields[:, 0]) ** 2 + (std * fields[:, 1]) ** 2)
-            return torch.sqrt((x - zero + std * fields[:, 0]) ** 2 + (std * fields[:, 1]) ** 2) + zero
+            return rician(x, std * fields[:, 0], std * fields[:, 1], 0.0 if zero is None else zero)
         local = noise_std_map(x, std, self.config.noise.signal_dependence, self.config.normalise.window_hu)
         return x + local * fields[:, 0]
 

@@ -56,9 +56,16 @@ def add_noise(
         return image.clone()
     fields = noise_fields(image.shape, seed, image.device, image.dtype)
     if kind == "rician":
-        return torch.sqrt((image - zero + std * fields[0]) ** 2 + (std * fields[1]) ** 2) + zero
+        return rician(image, std * fields[0], std * fields[1], zero)
     local_std = noise_std_map(image, std, signal_dependence, window_hu)
     return image + local_std * fields[0]
+
+
+def rician(signal: torch.Tensor, real, imaginary, zero=0.0) -> torch.Tensor:
+    """The magnitude of ``signal`` with complex noise ``real + i imaginary`` added, taken about
+    ``zero`` (where no signal lies: :func:`~srgan_med.degrade.normalise.magnitude_zero`):
+    ``zero + sqrt((signal - zero + real)^2 + imaginary^2)``."""
+    return torch.sqrt((signal - zero + real) ** 2 + imaginary**2) + zero
 
 
 def noise_std_map(image: torch.Tensor, std, signal_dependence: float, window_hu: tuple[float, float]):
